@@ -1,0 +1,5 @@
+import sys
+
+from node_worker.worker import main
+
+sys.exit(main())

@@ -1,0 +1,38 @@
+"""What a node factory returns, and how the worker finds the factory named in the config."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nautilus_trader.config import TradingNodeConfig
+from nautilus_trader.live.factories import LiveDataClientFactory, LiveExecClientFactory
+from nautilus_trader.trading.strategy import Strategy
+
+
+@dataclass
+class NodeRecipe:
+    """Everything needed to construct a TradingNode; the worker constructs it.
+
+    The worker, not the factory, calls the TradingNode constructor so that it can enforce what nsup
+    depends on: construction on the main thread, a short `timeout_post_stop` (nsup has verified flat
+    before it ever stops the node), and its own signal handlers.
+    """
+
+    config: TradingNodeConfig
+    data_client_factories: dict[str, type[LiveDataClientFactory]] = field(default_factory=dict)
+    exec_client_factories: dict[str, type[LiveExecClientFactory]] = field(default_factory=dict)
+    strategies: list[Strategy] = field(default_factory=list)
+
+
+def load_factory(spec: str) -> Callable[..., NodeRecipe]:
+    """Resolve "package.module:function"; raises ValueError with a one-line reason."""
+    module_name, sep, function_name = spec.partition(":")
+    if not sep or not module_name or not function_name:
+        raise ValueError(f"factory {spec!r} is not of the form 'module:function'")
+    module = importlib.import_module(module_name)
+    factory = getattr(module, function_name, None)
+    if not callable(factory):
+        raise ValueError(f"factory {spec!r}: {module_name} has no callable {function_name!r}")
+    return factory

@@ -1,0 +1,92 @@
+"""The worker process: build the TradingNode on the main thread, then serve nsup on the node's loop."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+
+import msgspec
+import zmq
+from loguru import logger
+
+from supervisor import protocol as p
+
+# nsup verifies flat before it stops the node, so the kernel's fixed post-stop sleep buys nothing.
+TIMEOUT_POST_STOP_SECS = 0.1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    logger.remove()
+    logger.add(sys.stderr, format="{time:YYYY-MM-DDTHH:mm:ss.SSS!UTC}Z [nsup-worker] {level} {message}")
+    try:
+        node = _build_node(args.factory, json.loads(args.params))
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        logger.exception("could not build the node")
+        _report_build_failure(args.link, reason)
+        return 1
+
+    from node_worker.control_server import ControlServer
+
+    loop = node.get_event_loop()
+    server = ControlServer(node, args.link, args.heartbeat_secs)
+    _take_over_signals(loop, server)
+    try:
+        loop.run_until_complete(server.serve())
+    finally:
+        node.dispose()
+    logger.info("node stopped and disposed; exiting 0")
+    return 0
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m node_worker")
+    parser.add_argument("--link", required=True, help="the supervisor's worker endpoint")
+    parser.add_argument("--factory", required=True, help="module:function returning a NodeRecipe")
+    parser.add_argument("--params", default="{}", help="JSON object of keyword arguments for the factory")
+    parser.add_argument("--heartbeat-secs", type=float, default=1.0)
+    return parser.parse_args(argv)
+
+
+def _build_node(factory_spec: str, params: dict):
+    from nautilus_trader.live.node import TradingNode
+
+    from node_worker.recipe import NodeRecipe, load_factory
+
+    recipe = load_factory(factory_spec)(**params)
+    if not isinstance(recipe, NodeRecipe):
+        raise TypeError(f"factory {factory_spec} returned {type(recipe).__name__}, expected NodeRecipe")
+    config = msgspec.structs.replace(recipe.config, timeout_post_stop=TIMEOUT_POST_STOP_SECS)
+    node = TradingNode(config=config)  # on the main thread, as NautilusTrader requires
+    for name, factory in recipe.data_client_factories.items():
+        node.add_data_client_factory(name, factory)
+    for name, factory in recipe.exec_client_factories.items():
+        node.add_exec_client_factory(name, factory)
+    node.trader.add_strategies(recipe.strategies)
+    node.build()
+    return node
+
+
+def _take_over_signals(loop, server) -> None:
+    """The kernel stops the node on SIGTERM/SIGINT and dies on the second; here a signal only reports.
+
+    Whether and when the node stops is the supervisor's decision, taken with the positions in view.
+    """
+
+    def on_signal(sig: signal.Signals) -> None:
+        server.notice(f"worker received {sig.name} and ignored it: only nsup stops the node")
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGABRT):
+        loop.remove_signal_handler(sig)
+        loop.add_signal_handler(sig, on_signal, sig)
+
+
+def _report_build_failure(endpoint: str, reason: str) -> None:
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.connect(endpoint)
+    socket.send(p.encode(p.BuildFailed(p.PROTOCOL_VERSION, os.getpid(), reason)))
+    socket.close(linger=2000)

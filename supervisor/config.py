@@ -1,0 +1,94 @@
+"""The nsup config file (TOML), validated field by field.
+
+    [node]
+    factory = "node_worker.demo.node:demo_node"   # module:function returning a NodeRecipe
+    params = { hold_secs = 4.0 }                   # keyword arguments for the factory
+
+    [supervisor]
+    state_dir = "/var/lib/nsup/demo"               # journal.jsonl, worker.log
+    run_dir = "/run/nsup/demo"                     # sockets; defaults to state_dir
+    heartbeat_interval_secs = 1.0
+    flatten_rounds = 3                             # market_exit rounds before nsup calls itself stuck
+    flatten_round_wait_secs = 10.0                 # how long each round waits for flat
+    flat_confirm_secs = 0.5                        # the interval between the two flat reads
+    startup_timeout_secs = 60.0                    # worker spawn to node RUNNING
+
+A wrong, missing or mistyped field is a ConfigError whose message is one line naming the field and
+what was expected.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+PositiveSecs = Annotated[float, msgspec.Meta(gt=0)]
+FACTORY_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+
+
+class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    factory: Annotated[str, msgspec.Meta(pattern=FACTORY_PATTERN)]
+    params: dict[str, Any] = {}
+
+
+class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    state_dir: str
+    run_dir: str | None = None
+    heartbeat_interval_secs: PositiveSecs = 1.0
+    flatten_rounds: Annotated[int, msgspec.Meta(ge=1)] = 3
+    flatten_round_wait_secs: PositiveSecs = 10.0
+    flat_confirm_secs: PositiveSecs = 0.5
+    startup_timeout_secs: PositiveSecs = 60.0
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir)
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir or self.state_dir)
+
+
+class NsupConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    node: NodeSection
+    supervisor: SupervisorSection
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: Path) -> NsupConfig:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: dict, source: str = "config") -> NsupConfig:
+    try:
+        return msgspec.convert(raw, NsupConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_one_line(str(exc))}") from None
+
+
+def _one_line(message: str) -> str:
+    """msgspec says 'Expected `int`, got `str` - at `$.supervisor.flatten_rounds`'; lead with the field."""
+    match = re.match(r"^(?P<what>.*?)(?: - at `\$\.?(?P<field>[^`]*)`)?$", message, re.S)
+    what, field = match["what"].strip().replace("`", ""), match["field"] or ""
+    named = re.match(r"Object (?P<problem>missing required|contains unknown) field (?P<name>\w+)", what)
+    if named:
+        field = f"{field}.{named['name']}".lstrip(".")
+        what = "required, but missing" if named["problem"] == "missing required" else "unknown field"
+    elif "matching regex" in what:
+        what = "expected 'module:function', e.g. node_worker.demo.node:demo_node"
+    return f"{field or '(top level)'}: {what[0].lower() + what[1:]}"

@@ -1,0 +1,52 @@
+"""The journal: append-only JSONL, one record a line, flushed and fsync'd before `record` returns.
+
+Every transition, command, approval, refusal and fault goes through here; the terminal display
+listens to the same records, so what an operator sees is what is on record.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import msgspec
+
+Listener = Callable[[dict], None]
+
+_encoder = msgspec.json.Encoder()
+
+
+class Journal:
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._listeners: list[Listener] = []
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def record(self, kind: str, **fields) -> dict:
+        entry = {"ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "kind": kind, **fields}
+        os.write(self._fd, _encoder.encode(entry) + b"\n")  # one write: a line is never interleaved
+        os.fsync(self._fd)
+        for listener in self._listeners:
+            listener(entry)
+        return entry
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def read_journal(path: Path) -> list[dict]:
+    """Every intact record; a torn last line (power loss mid-write) is skipped, not fatal."""
+    records = []
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                records.append(msgspec.json.decode(line))
+            except msgspec.DecodeError:
+                continue
+    return records

@@ -1,0 +1,112 @@
+"""The node's lifecycle as nsup owns it: states, triggers and guards, with no I/O.
+
+The daemon fires triggers with the evidence a guard needs (status reads, an approval); the machine
+answers with the transition or a refusal and the reason. Whoever observes it (journal, terminal,
+systemd) is told after each transition through the callback it was built with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from transitions import Machine, MachineError
+
+from supervisor.protocol import NodeStatus
+
+CREATED, BUILT, RUNNING, HALTING, FLAT = "CREATED", "BUILT", "RUNNING", "HALTING", "FLAT"
+STOPPED, ABORTED, RECOVERING = "STOPPED", "ABORTED", "RECOVERING"
+
+STATES = [CREATED, BUILT, RUNNING, HALTING, FLAT, STOPPED, ABORTED, RECOVERING]
+TERMINAL_STATES = frozenset({STOPPED, ABORTED})
+WORKER_STATES = [CREATED, BUILT, RUNNING, HALTING, FLAT]  # where a worker can be lost
+
+# trigger        source                    dest         guard
+TRANSITIONS = [
+    ("build",       [CREATED, RECOVERING], BUILT,      None),  # worker spawned, handshake done, node built
+    ("run",         BUILT,                 RUNNING,    None),  # node RUNNING, reconciliation succeeded
+    ("halt",        RUNNING,               HALTING,    None),  # REDUCING, market_exit, count
+    ("flat",        HALTING,               FLAT,       "flat_is_verified"),
+    ("resume",      HALTING,               RUNNING,    None),  # an operator cancels the shutdown
+    ("abort",       HALTING,               ABORTED,    "abort_is_approved"),
+    ("stop",        FLAT,                  STOPPED,    "worker_exited_cleanly"),
+    ("worker_lost", WORKER_STATES,         RECOVERING, None),  # exit, crash, missed heartbeats
+    ("give_up",     RECOVERING,            ABORTED,    None),  # the restart bound is spent
+]
+
+
+@dataclass(frozen=True)
+class Approval:
+    """An operator's approval, on record in the journal, for exactly one action."""
+
+    action: str
+    operator: str
+    reason: str
+    approval_id: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    reason: str = ""
+
+
+def verified_flat(reads: Sequence[NodeStatus], min_interval_secs: float) -> bool:
+    """DESIGN.md: all three counts zero and no strategy exiting, in two reads some interval apart;
+    and HALTED set on the last read, so that nothing can open once nsup has called it flat."""
+    if len(reads) < 2 or not all(r.is_flat() for r in reads):
+        return False
+    return reads[-1].ts - reads[0].ts >= min_interval_secs and reads[-1].trading_state == "HALTED"
+
+
+class Lifecycle:
+    def __init__(self, flat_interval_secs: float, on_transition: Callable[[str, str, str, dict], None]):
+        self._flat_interval_secs = flat_interval_secs
+        self._on_transition = on_transition
+        self.state: str = CREATED
+        self._machine = Machine(
+            model=self,
+            states=STATES,
+            initial=CREATED,
+            transitions=[
+                {"trigger": t, "source": s, "dest": d, **({"conditions": g} if g else {})}
+                for t, s, d, g in TRANSITIONS
+            ],
+            auto_transitions=False,
+            send_event=True,
+            after_state_change="_announce",
+        )
+
+    def fire(self, trigger: str, **evidence) -> Outcome:
+        """Try one trigger; never raises for a trigger that does not apply, says why instead."""
+        source = self.state
+        try:
+            moved = self.trigger(trigger, **evidence)
+        except MachineError:
+            return Outcome(False, f"{trigger!r} is not allowed in {source}")
+        if not moved:
+            guard = next(g for t, s, d, g in TRANSITIONS if t == trigger and _matches(s, source))
+            return Outcome(False, f"{trigger!r} refused in {source}: {guard} does not hold")
+        return Outcome(True)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    # Guards: each reads only the evidence fired with the trigger.
+    def flat_is_verified(self, event) -> bool:
+        return verified_flat(event.kwargs.get("reads", ()), self._flat_interval_secs)
+
+    def abort_is_approved(self, event) -> bool:
+        approval = event.kwargs.get("approval")
+        return isinstance(approval, Approval) and approval.action == "abort"
+
+    def worker_exited_cleanly(self, event) -> bool:
+        return event.kwargs.get("exit_code") == 0
+
+    def _announce(self, event) -> None:
+        self._on_transition(event.event.name, event.transition.source, event.transition.dest, event.kwargs)
+
+
+def _matches(source, state: str) -> bool:
+    return state == source or (isinstance(source, list) and state in source)

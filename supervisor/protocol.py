@@ -1,0 +1,168 @@
+"""The wire protocol between nsup and its node worker, in one screen.
+
+Both sides import this module; it imports only msgspec, never nautilus_trader and never the FSM.
+Frames are JSON objects tagged by "type". The supervisor owns a ROUTER socket; the worker connects a
+DEALER. Every request carries an id and gets exactly one Reply with the same id; every Reply carries
+the worker's status at the moment it answered, so the supervisor never acts on counts older than
+its last answer.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 1 << 20  # anything larger is refused unread
+
+
+class Counts(msgspec.Struct, frozen=True):
+    positions_open: int
+    orders_inflight: int
+    orders_open: int
+
+    def all_zero(self) -> bool:
+        return self.positions_open == 0 and self.orders_inflight == 0 and self.orders_open == 0
+
+
+class PositionView(msgspec.Struct, frozen=True):
+    instrument_id: str
+    side: str
+    quantity: str
+    unrealized_pnl: str
+
+
+class StrategyView(msgspec.Struct, frozen=True):
+    strategy_id: str
+    state: str
+    is_exiting: bool
+
+
+class NodeStatus(msgspec.Struct, frozen=True):
+    node_state: str  # "BUILT", "RUNNING", "STOPPED", ... (the trader's ComponentState)
+    trading_state: str  # "ACTIVE", "REDUCING" or "HALTED"
+    counts: Counts
+    strategies: list[StrategyView]
+    positions: list[PositionView]
+    ts: float  # worker's wall clock, seconds since the epoch
+
+    def is_flat(self) -> bool:
+        """One read that says flat; DESIGN.md requires two of these some interval apart."""
+        return self.counts.all_zero() and not any(s.is_exiting for s in self.strategies)
+
+
+# Supervisor -> worker: the commands, each one request.
+class GetStatus(msgspec.Struct, frozen=True, tag="status"):
+    pass
+
+
+class RunNode(msgspec.Struct, frozen=True, tag="run"):
+    timeout_secs: float
+
+
+class SetTradingState(msgspec.Struct, frozen=True, tag="set_trading_state"):
+    trading_state: str  # "ACTIVE" | "REDUCING" | "HALTED"
+
+
+class MarketExit(msgspec.Struct, frozen=True, tag="market_exit"):
+    pass
+
+
+class StopNode(msgspec.Struct, frozen=True, tag="stop"):
+    """Stop and dispose the node, then exit 0. Only supervisor.stop_gate sends it.
+
+    With require_flat the worker refuses unless its own status, read on its loop, is flat.
+    """
+
+    require_flat: bool = True
+
+
+Command = GetStatus | RunNode | SetTradingState | MarketExit | StopNode
+
+
+class Request(msgspec.Struct, frozen=True, tag="request"):
+    request_id: int
+    command: Command
+
+
+# Worker -> supervisor.
+class Hello(msgspec.Struct, frozen=True, tag="hello"):
+    version: int
+    pid: int
+    trader_id: str
+    status: NodeStatus
+
+
+class BuildFailed(msgspec.Struct, frozen=True, tag="build_failed"):
+    """The worker could not import the factory or build the node; it exits non-zero after this."""
+
+    version: int
+    pid: int
+    reason: str
+
+
+class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat"):
+    status: NodeStatus
+
+
+class Notice(msgspec.Struct, frozen=True, tag="notice"):
+    """Something the worker wants on the record, e.g. a signal it received and ignored."""
+
+    text: str
+
+
+class ErrorCode(enum.IntEnum):
+    BAD_FRAME = 1  # not JSON, not an object, wrong types, too large
+    UNKNOWN_COMMAND = 2
+    VERSION_MISMATCH = 3
+    NODE_ERROR = 4  # the node raised or refused
+    TIMEOUT = 5
+
+
+class Reply(msgspec.Struct, frozen=True, tag="reply"):
+    request_id: int
+    ok: bool
+    status: NodeStatus | None = None
+    error: str | None = None
+    code: ErrorCode | None = None
+
+
+WorkerMessage = Hello | BuildFailed | Heartbeat | Notice | Reply
+SupervisorMessage = Request
+
+_encoder = msgspec.json.Encoder()
+_worker_decoder = msgspec.json.Decoder(WorkerMessage)
+_supervisor_decoder = msgspec.json.Decoder(SupervisorMessage)
+
+
+class ProtocolError(ValueError):
+    """A frame that is not a valid message; carries the code to answer with."""
+
+    def __init__(self, reason: str, code: ErrorCode = ErrorCode.BAD_FRAME):
+        super().__init__(reason)
+        self.code = code
+
+
+def encode(message: WorkerMessage | SupervisorMessage) -> bytes:
+    return _encoder.encode(message)
+
+
+def _decode(frame: bytes, decoder: msgspec.json.Decoder):
+    if len(frame) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES}")
+    try:
+        return decoder.decode(frame)
+    except msgspec.ValidationError as exc:
+        code = ErrorCode.UNKNOWN_COMMAND if "Invalid value" in str(exc) and "type" in str(exc) else ErrorCode.BAD_FRAME
+        raise ProtocolError(str(exc), code) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"malformed JSON: {exc}") from None
+
+
+def decode_from_worker(frame: bytes) -> WorkerMessage:
+    return _decode(frame, _worker_decoder)
+
+
+def decode_from_supervisor(frame: bytes) -> SupervisorMessage:
+    return _decode(frame, _supervisor_decoder)

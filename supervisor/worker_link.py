@@ -1,0 +1,102 @@
+"""The supervisor's end of the worker link: a ZMQ ROUTER that the worker's DEALER connects to.
+
+It owns the conversation, not the decisions: it matches replies to requests, keeps the last status
+and when it was heard, and hands notices to whoever listens. It never sends StopNode on its own;
+supervisor.stop_gate does, through `request`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+
+import zmq
+import zmq.asyncio
+from loguru import logger
+
+from supervisor import protocol as p
+
+
+class LinkError(RuntimeError):
+    """A request that got no answer, or an answer that says the worker could not do it."""
+
+
+class WorkerLink:
+    def __init__(self, endpoint: str, on_notice: Callable[[str], None], on_status: Callable[[p.NodeStatus], None]):
+        self.endpoint = endpoint
+        self._on_notice = on_notice
+        self._on_status = on_status
+        self._socket = zmq.asyncio.Context.instance().socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished worker raises, not drops
+        self._socket.bind(endpoint)
+        self._request_ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[p.Reply]] = {}
+        self._hello: asyncio.Future[p.Hello] = asyncio.get_running_loop().create_future()
+        self._worker_identity: bytes | None = None
+        self.last_status: p.NodeStatus | None = None
+        self.last_heard: float | None = None  # time.monotonic() of the worker's last message
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def wait_hello(self) -> p.Hello:
+        return await self._hello
+
+    async def request(self, command: p.Command, timeout: float) -> p.Reply:
+        """Send one command and wait for its reply; raises LinkError on timeout or a refusal."""
+        if self._worker_identity is None:
+            raise LinkError("no worker has said hello")
+        request_id = next(self._request_ids)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await self._socket.send_multipart([self._worker_identity, p.encode(p.Request(request_id, command))])
+            reply = await asyncio.wait_for(future, timeout)
+        except (TimeoutError, zmq.ZMQError) as exc:
+            raise LinkError(f"{command.__struct_config__.tag}: no reply within {timeout}s ({exc!r})") from None
+        finally:
+            self._pending.pop(request_id, None)
+        if not reply.ok:
+            raise LinkError(f"{command.__struct_config__.tag}: worker refused: {reply.error}")
+        return reply
+
+    def close(self) -> None:
+        self._reader.cancel()
+        self._socket.close(linger=0)
+
+    async def _read(self) -> None:
+        while True:
+            identity, frame = await self._socket.recv_multipart()
+            try:
+                message = p.decode_from_worker(frame)
+            except p.ProtocolError as exc:
+                logger.error("unreadable frame from the worker: {}", exc)
+                continue
+            self.last_heard = time.monotonic()
+            self._dispatch(identity, message)
+
+    def _dispatch(self, identity: bytes, message: p.WorkerMessage) -> None:
+        match message:
+            case p.Hello() if not self._hello.done():
+                self._worker_identity = identity
+                self._take_status(message.status)
+                self._hello.set_result(message)
+            case p.BuildFailed() if not self._hello.done():
+                self._hello.set_exception(LinkError(f"the worker could not build the node: {message.reason}"))
+            case p.Heartbeat(status=status):
+                self._take_status(status)
+            case p.Reply(request_id=request_id):
+                if message.status is not None:
+                    self._take_status(message.status)
+                future = self._pending.get(request_id)
+                if future is not None and not future.done():
+                    future.set_result(message)
+            case p.Notice(text=text):
+                self._on_notice(text)
+            case _:
+                logger.warning("ignored an unexpected {} from the worker", type(message).__name__)
+
+    def _take_status(self, status: p.NodeStatus) -> None:
+        self.last_status = status
+        self._on_status(status)

@@ -1,0 +1,49 @@
+"""Spawns the node worker in its own session and sees its exit the moment it happens.
+
+The worker is started with setsid so that it outlives a supervisor crash or upgrade (DESIGN.md,
+the containerd-shim pattern). Its exit is seen through a pidfd on the event loop, not by polling.
+This module never signals the worker: only supervisor.stop_gate does, with the guard in front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+class WorkerProcess:
+    def __init__(self, popen: subprocess.Popen):
+        self._popen = popen
+        self.pid = popen.pid
+        self.pidfd = os.pidfd_open(popen.pid)
+        loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[int] = loop.create_future()
+        loop.add_reader(self.pidfd, self._on_exit)
+
+    @classmethod
+    def spawn(cls, args: list[str], log_path: Path, cwd: Path | None = None) -> WorkerProcess:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "node_worker", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=cwd,
+            )
+        return cls(popen)
+
+    def alive(self) -> bool:
+        return not self.exited.done()
+
+    def _on_exit(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self.pidfd)
+        code = self._popen.wait()
+        os.close(self.pidfd)
+        if not self.exited.done():
+            self.exited.set_result(code)
