@@ -8,6 +8,7 @@ import fcntl
 import os
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 from loguru import logger
@@ -19,6 +20,7 @@ from supervisor.daemon import EXIT_FAILURE, EXIT_USAGE, Supervisor
 from supervisor.journal import Journal
 
 DEMO_FACTORY = "node_worker.demo.node:demo_node"
+MAX_IPC_PATH = 100  # sun_path holds 107 bytes; keep a margin
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +59,10 @@ def _demo_config(args) -> NsupConfig:
 
 def _supervise(config: NsupConfig, duration: float | None) -> int:
     s = config.supervisor
+    if len(str(s.run_path / "worker.sock")) > MAX_IPC_PATH:
+        print(f"nsup: config error: supervisor.run_dir: {s.run_path} is too long for a unix socket path "
+              f"(at most {MAX_IPC_PATH - len('/worker.sock')} characters)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         for path in (s.state_path, s.run_path):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -70,6 +76,11 @@ def _supervise(config: NsupConfig, duration: float | None) -> int:
     logger.info("nsup {} supervising {} (state dir {})", __version__, config.node.factory, s.state_path)
     try:
         return asyncio.run(_main(Supervisor(config, journal, console), duration))
+    except Exception as exc:  # a bug of ours: on record in full, one line on the terminal
+        journal.record("fault", reason=f"nsup failed: {type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        logger.critical("nsup failed: {}: {} (traceback in {}); the worker keeps running in its own session",
+                        type(exc).__name__, exc, journal.path)
+        return EXIT_FAILURE
     finally:
         journal.close()
         os.close(lock)

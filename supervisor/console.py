@@ -37,6 +37,8 @@ class Console:
             bound.log(level, "{source} -> {dest} ({trigger}) positions={positions_open} inflight={orders_inflight} open={orders_open}", **entry)
         else:
             bound.log(level, "{}: {}", kind.upper(), entry.get("reason", ""))
+            for p in entry.get("positions", ()):
+                bound.log(level, "  open: {} {} {} unrealized {}", p.instrument_id, p.side, p.quantity, p.unrealized_pnl)
 
     def on_status(self, lifecycle_state: str, status: NodeStatus) -> None:
         c = status.counts

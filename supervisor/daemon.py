@@ -112,9 +112,9 @@ class Supervisor:
         """HALTING: REDUCING, market_exit in bounded rounds, then FLAT once verified. Never gives up
         into a stop: when the budget is spent it stays here, loudly, until flat or an operator acts."""
         s = self.config.supervisor
-        await self._while_alive(self._command(p.SetTradingState("REDUCING")))
+        await self._while_alive(self._insist(p.SetTradingState("REDUCING")))
         for round_no in range(1, s.flatten_rounds + 1):
-            await self._while_alive(self._command(p.MarketExit(), round=round_no))
+            await self._while_alive(self._insist(p.MarketExit(), round=round_no))
             reads = await self._while_alive(self._wait_for_flat(s.flatten_round_wait_secs))
             if reads and await self._enter_flat(reads):
                 return
@@ -130,10 +130,10 @@ class Supervisor:
                 logger.critical("still HALTING and not flat: {}", describe_exposure(self.link.last_status))
 
     async def _enter_flat(self, reads: list[p.NodeStatus]) -> bool:
-        halted = await self._while_alive(self._command(p.SetTradingState("HALTED")))
+        halted = await self._while_alive(self._insist(p.SetTradingState("HALTED")))
         if self._fire("flat", actor="nsup", reads=[*reads, halted.status]).ok:
             return True
-        await self._while_alive(self._command(p.SetTradingState("REDUCING")))  # not flat after all
+        await self._while_alive(self._insist(p.SetTradingState("REDUCING")))  # not flat after all
         return False
 
     async def _stop_flat_worker(self) -> int:
@@ -175,10 +175,11 @@ class Supervisor:
         confirm = self.config.supervisor.flat_confirm_secs
         deadline = time.monotonic() + budget_secs
         while time.monotonic() < deadline:
-            first = (await self._command(p.GetStatus())).status
+            first = (await self._insist(p.GetStatus())).status
             if first.is_flat():
+                self.journal.record("flat_seen", confirm_in_secs=confirm)
                 await asyncio.sleep(confirm)
-                second = (await self._command(p.GetStatus())).status
+                second = (await self._insist(p.GetStatus())).status
                 if second.is_flat():
                     return [first, second]
             await asyncio.sleep(FLAT_POLL_SECS)
@@ -190,6 +191,24 @@ class Supervisor:
         if not isinstance(command, p.GetStatus):
             self.journal.record("worker_command", command=command, actor="nsup", **details, **self._counts())
         return reply
+
+    async def _insist(self, command: p.Command, **details) -> p.Reply:
+        """A command that must get through: while the worker does not answer (hung, busy), it is
+        not killed; the silence is journaled once as a fault, and the command is tried again."""
+        silent_since = None
+        while True:
+            try:
+                reply = await self._command(command, **details)
+            except LinkError as exc:
+                if silent_since is None:
+                    silent_since = time.monotonic()
+                    self.journal.record("fault", reason=f"the worker does not answer: {exc}; nsup keeps trying and "
+                                        "will not stop or signal it without flat status or an approval", **self._counts())
+                await asyncio.sleep(self.config.supervisor.heartbeat_interval_secs)
+                continue
+            if silent_since is not None:
+                self.journal.record("worker_answering", silent_secs=round(time.monotonic() - silent_since, 3))
+            return reply
 
     async def _while_alive(self, awaitable):
         """Await, but raise WorkerLost the moment the worker exits."""

@@ -1,0 +1,113 @@
+"""Figures for the graceful stop with positions open, and the supervisor's footprint.
+
+    scripts/bench [--runs N]
+
+Each run starts `nsup run` on the demo node with a position open on every instrument, sends SIGTERM
+once the positions are seen, and splits the time from the stop request to STOPPED using the
+journal's own timestamps. Prints medians; no assertion, no pass or fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.e2e.conftest import NsupRun  # noqa: E402  (one way to drive nsup, shared with the tests)
+
+PHASES = [
+    ("signal -> HALTING", "signal", "halting"),
+    ("HALTING -> REDUCING set", "halting", "reducing"),
+    ("market_exit -> flat seen  (the flatten itself)", "market_exit", "flat_seen"),
+    ("flat seen -> FLAT  (confirm interval + HALTED)", "flat_seen", "flat"),
+    ("FLAT -> stop sent  (gate's fresh status)", "flat", "worker_end"),
+    ("stop sent -> worker exit  (node stop + dispose)", "worker_end", "worker_exit"),
+    ("worker exit -> STOPPED", "worker_exit", "stopped"),
+]
+
+
+def moments(journal: list[dict]) -> dict[str, float]:
+    """The first time each mark of the stop appears in the journal, in epoch seconds."""
+    marks: dict[str, float] = {}
+    for r in journal:
+        key = r["kind"] if r["kind"] in ("signal", "flat_seen", "worker_end", "worker_exit") else None
+        if r["kind"] == "transition":
+            key = {"HALTING": "halting", "FLAT": "flat", "STOPPED": "stopped"}.get(r["dest"])
+        elif r["kind"] == "worker_command":
+            key = {"set_trading_state": "reducing", "market_exit": "market_exit"}.get(r["command"]["type"])
+        if key:
+            marks.setdefault(key, datetime.fromisoformat(r["ts"]).timestamp())
+    return marks
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def one_run(workdir: Path, confirm: float) -> tuple[dict, float, float, int]:
+    run = NsupRun(workdir, {"hold_secs": 3600.0, "flat_secs": 0.0}, {"flat_confirm_secs": confirm}).start()
+    try:
+        run.wait_for_state("RUNNING")
+        run.wait_for_positions(2)
+        supervisor_rss, worker_rss = rss_mb(run.process.pid), rss_mb(run.worker_pid)
+        run.signal(15)
+        code = run.exit_code()
+        return moments(run.journal), supervisor_rss, worker_rss, code
+    finally:
+        run.kill_all()
+
+
+def startup_secs() -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import supervisor.cli, supervisor.daemon"], check=True, cwd=REPO)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--confirm", type=float, default=0.5, help="flat_confirm_secs (the default config)")
+    args = parser.parse_args()
+
+    phase_samples: dict[str, list[float]] = {name: [] for name, _, _ in PHASES}
+    totals, overheads, sup_rss, wrk_rss = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.runs):
+            marks, s_rss, w_rss, code = one_run(Path(tmp) / f"r{i}", args.confirm)
+            if code != 0:
+                print(f"run {i}: nsup exited {code}; skipped", file=sys.stderr)
+                continue
+            for name, a, b in PHASES:
+                phase_samples[name].append(marks[b] - marks[a])
+            total = marks["stopped"] - marks["signal"]
+            flatten = marks["flat_seen"] - marks["market_exit"]
+            node_stop = marks["worker_exit"] - marks["worker_end"]
+            totals.append(total)
+            overheads.append(total - flatten - args.confirm - node_stop)
+            sup_rss.append(s_rss)
+            wrk_rss.append(w_rss)
+
+    ms = lambda xs: f"{statistics.median(xs) * 1000:8.1f} ms"  # noqa: E731
+    print(f"graceful stop with 2 positions open, median of {len(totals)} runs (flat_confirm_secs={args.confirm})")
+    for name, samples in phase_samples.items():
+        print(f"  {name:<50} {ms(samples)}")
+    print(f"  {'stop request -> STOPPED, total':<50} {ms(totals)}")
+    print(f"  {'nsup overhead (total - flatten - confirm - node stop)':<50} {ms(overheads)}")
+    print(f"supervisor RSS while RUNNING   {statistics.median(sup_rss):6.1f} MB")
+    print(f"worker RSS while RUNNING       {statistics.median(wrk_rss):6.1f} MB   (ratio {statistics.median(wrk_rss) / statistics.median(sup_rss):.1f}x)")
+    print(f"supervisor import (fresh interpreter, incl. Python start) {startup_secs() * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
