@@ -157,7 +157,7 @@ class Supervisor:
         return self._on_worker_lost(code, reason)
 
     def _on_worker_lost(self, exit_code: int, reason: str | None = None) -> int:
-        reason = reason or f"the worker exited with code {exit_code} in {self.lifecycle.state}"
+        reason = reason or self.link.build_failure or f"the worker exited with code {exit_code} in {self.lifecycle.state}"
         self.journal.record("fault", reason=reason, exit_code=exit_code, **self._counts())
         self._fire("worker_lost", actor="worker", reason=reason)
         self._fire("give_up", actor="nsup", reason="no restart policy is configured, so recovery is exhausted at once")

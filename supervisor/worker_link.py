@@ -38,6 +38,7 @@ class WorkerLink:
         self._worker_identity: bytes | None = None
         self.last_status: p.NodeStatus | None = None
         self.last_heard: float | None = None  # time.monotonic() of the worker's last message
+        self.build_failure: str | None = None  # the worker's own account, if it could not build
         self._reader = asyncio.ensure_future(self._read())
 
     async def wait_hello(self) -> p.Hello:
@@ -62,6 +63,8 @@ class WorkerLink:
         return reply
 
     def close(self) -> None:
+        if self._hello.done() and not self._hello.cancelled():
+            self._hello.exception()  # retrieved: a build failure is already on record
         self._reader.cancel()
         self._socket.close(linger=0)
 
@@ -83,7 +86,8 @@ class WorkerLink:
                 self._take_status(message.status)
                 self._hello.set_result(message)
             case p.BuildFailed() if not self._hello.done():
-                self._hello.set_exception(LinkError(f"the worker could not build the node: {message.reason}"))
+                self.build_failure = f"the worker could not build the node: {message.reason}"
+                self._hello.set_exception(LinkError(self.build_failure))
             case p.Heartbeat(status=status):
                 self._take_status(status)
             case p.Reply(request_id=request_id):
