@@ -1,7 +1,9 @@
 """Serves nsup's commands on the node's own event loop.
 
 Everything here runs as coroutines on the loop the TradingNode was built with, so every touch of the
-node is already marshalled onto that loop; nothing reaches the node from a foreign thread.
+node is already marshalled onto that loop; nothing reaches the node from a foreign thread. No
+exception from one command or one heartbeat may end the serving: the node keeps trading whatever
+happens here, so nsup must keep hearing from it.
 """
 
 from __future__ import annotations
@@ -29,22 +31,22 @@ class ControlServer:
         self._heartbeat_secs = heartbeat_secs
         self._socket: zmq.asyncio.Socket | None = None
         self._run_task: asyncio.Task | None = None
+        self._stop_task: asyncio.Task | None = None
         self._stopped = asyncio.Event()
-        self._entry_gate = EntryGate(node)
+        EntryGate(node).install()
 
     async def serve(self) -> None:
-        """Runs until the supervisor's StopNode has been carried out."""
+        """Runs until the supervisor's StopNode has been carried out (or has failed: either way the
+        node is stopped as far as it will go, and the process may exit)."""
         ctx = zmq.asyncio.Context.instance()
         self._socket = ctx.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 2000)
         self._socket.connect(self._endpoint)
-        status = read_status(self._node)
-        await self._send(p.Hello(p.PROTOCOL_VERSION, os.getpid(), str(self._node.trader_id), status))
-        heartbeats = asyncio.ensure_future(self._heartbeat())
-        receiving = asyncio.ensure_future(self._receive())
+        await self._send(p.Hello(p.PROTOCOL_VERSION, os.getpid(), str(self._node.trader_id), read_status(self._node)))
+        tasks = [asyncio.ensure_future(self._heartbeat()), asyncio.ensure_future(self._receive())]
         await self._stopped.wait()
-        heartbeats.cancel()
-        receiving.cancel()
+        for task in tasks:
+            task.cancel()
         self._socket.close(linger=2000)
 
     def notice(self, text: str) -> None:
@@ -56,7 +58,10 @@ class ControlServer:
 
     async def _heartbeat(self) -> None:
         while True:
-            await self._send(p.Heartbeat(read_status(self._node)))
+            try:
+                await self._send(p.Heartbeat(read_status(self._node)))
+            except Exception:
+                logger.exception("heartbeat failed; trying again next beat")
             await asyncio.sleep(self._heartbeat_secs)
 
     async def _receive(self) -> None:
@@ -67,14 +72,14 @@ class ControlServer:
             except p.ProtocolError as exc:
                 logger.error("refused a frame from the supervisor: {}", exc)
                 continue  # no request id to answer to
-            reply = await self._handle(request)
-            await self._send(reply)
-            if isinstance(request.command, p.StopNode) and reply.ok:
-                await self._stop_node()
+            try:
+                await self._send(await self._handle(request))
+            except Exception:
+                logger.exception("could not answer request {}", request.request_id)
 
     async def _handle(self, request: p.Request) -> p.Reply:
         command = request.command
-        logger.info("command {}", type(command).__name__)
+        logger.info("command {}", command)
         try:
             error = await self._execute(command)
         except Exception as exc:  # the node raised: answer, do not die
@@ -87,27 +92,22 @@ class ControlServer:
 
     async def _execute(self, command: p.Command) -> str | None:
         """Carries out one command; returns None when done, or why it could not be."""
-        node = self._node
         match command:
             case p.GetStatus():
                 return None
             case p.RunNode(timeout_secs=timeout):
                 return await self._run_node(timeout)
             case p.SetTradingState(trading_state=name):
-                if name not in ("ACTIVE", "REDUCING", "HALTED"):
+                if name not in TradingState.__members__:
                     return f"unknown trading state {name!r}"
-                # Closing-only first, so no order slips through between the two.
-                self._entry_gate.closing_only = name != "ACTIVE"
-                node.kernel.risk_engine.set_trading_state(TradingState[name])
+                self._node.kernel.risk_engine.set_trading_state(TradingState[name])
                 return None
             case p.MarketExit():
-                for strategy in node.trader.strategies():
+                for strategy in self._node.trader.strategies():
                     strategy.market_exit()
                 return None
             case p.StopNode(require_flat=require_flat):
-                if require_flat and not read_status(node).is_flat():
-                    return "refused to stop: not flat and no operator approval"
-                return None  # carried out after the reply has gone out
+                return self._begin_stop(require_flat)
         return f"unknown command {command!r}"
 
     async def _run_node(self, timeout: float) -> str | None:
@@ -116,15 +116,39 @@ class ControlServer:
         deadline = asyncio.get_running_loop().time() + timeout
         while not self._node.trader.is_running:
             if self._run_task.done():
-                return "the node did not start (engines not connected or reconciliation failed); see worker.log"
+                return self._halt_after_failed_run("the node did not start (engines not connected or reconciliation failed)")
             if asyncio.get_running_loop().time() > deadline:
-                return f"the node was not RUNNING within {timeout}s"
+                return self._halt_after_failed_run(f"the node was not RUNNING within {timeout}s")
             await asyncio.sleep(RUN_POLL_SECS)
         return None
 
+    def _halt_after_failed_run(self, reason: str) -> str:
+        # If the node comes up after all, it must not trade with nobody managing it.
+        self._node.kernel.risk_engine.set_trading_state(TradingState.HALTED)
+        return f"{reason}; trading state set to HALTED; see worker.log"
+
+    def _begin_stop(self, require_flat: bool) -> str | None:
+        if self._stop_task is not None:
+            return None  # already stopping: a repeated StopNode is answered, not carried out twice
+        risk_engine = self._node.kernel.risk_engine
+        if require_flat:
+            # HALTED first, then the check, with no await between: nothing can open after it.
+            before = risk_engine.trading_state
+            risk_engine.set_trading_state(TradingState.HALTED)
+            if not read_status(self._node).is_flat():
+                risk_engine.set_trading_state(before)
+                return "refused to stop: not flat, and no operator approval"
+        self._stop_task = asyncio.ensure_future(self._stop_node())
+        return None
+
     async def _stop_node(self) -> None:
-        logger.info("stopping the node")
-        await self._node.stop_async()
-        if self._run_task is not None:
-            await asyncio.wait([self._run_task], timeout=5)
-        self._stopped.set()
+        """Runs beside the receive loop, so that status requests are still answered while stopping."""
+        try:
+            logger.info("stopping the node")
+            await self._node.stop_async()
+            if self._run_task is not None:
+                await asyncio.wait([self._run_task], timeout=5)
+        except Exception:
+            logger.exception("stopping the node failed; exiting anyway, as nsup asked")
+        finally:
+            self._stopped.set()

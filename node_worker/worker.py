@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 import msgspec
 import zmq
@@ -23,11 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     logger.remove()
     logger.add(sys.stderr, format="{time:YYYY-MM-DDTHH:mm:ss.SSS!UTC}Z [nsup-worker] {level} {message}")
     try:
-        node = _build_node(args.factory, json.loads(args.params))
+        lock = _hold_worker_lock(Path(args.lock))  # noqa: F841 (held for the life of the process)
+        params = json.loads(Path(args.params_file).read_text())
+        node = _build_node(args.factory, params)
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"
         logger.exception("could not build the node")
-        _report_build_failure(args.link, reason)
+        _report_build_failure(args.link, f"{type(exc).__name__}: {exc}")
         return 1
 
     from node_worker.control_server import ControlServer
@@ -37,8 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     _take_over_signals(loop, server)
     try:
         loop.run_until_complete(server.serve())
-    finally:
-        node.dispose()
+    except Exception:
+        # A bug of ours must not end a node that may hold positions: keep it trading, silent to nsup,
+        # which alerts on the missing heartbeats. An operator decides from there.
+        logger.critical("the control server failed; the node keeps running without it", exc_info=True)
+        loop.run_forever()
+    node.dispose()
     logger.info("node stopped and disposed; exiting 0")
     return 0
 
@@ -47,9 +54,22 @@ def _parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m node_worker")
     parser.add_argument("--link", required=True, help="the supervisor's worker endpoint")
     parser.add_argument("--factory", required=True, help="module:function returning a NodeRecipe")
-    parser.add_argument("--params", default="{}", help="JSON object of keyword arguments for the factory")
+    parser.add_argument("--params-file", required=True, help="JSON object of keyword arguments for the factory")
+    parser.add_argument("--lock", required=True, help="file this worker holds locked while it lives")
     parser.add_argument("--heartbeat-secs", type=float, default=1.0)
     return parser.parse_args(argv)
+
+
+def _hold_worker_lock(path: Path) -> int:
+    """While this is held, a new nsup knows a worker of this node still runs and will not start another."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RuntimeError(f"another worker of this node holds {path}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def _build_node(factory_spec: str, params: dict):

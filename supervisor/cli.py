@@ -59,14 +59,17 @@ def _demo_config(args) -> NsupConfig:
 
 def _supervise(config: NsupConfig, duration: float | None) -> int:
     s = config.supervisor
-    if len(str(s.run_path / "worker.sock")) > MAX_IPC_PATH:
-        print(f"nsup: config error: supervisor.run_dir: {s.run_path} is too long for a unix socket path "
-              f"(at most {MAX_IPC_PATH - len('/worker.sock')} characters)", file=sys.stderr)
+    socket_path = s.run_path / "worker.sock"
+    if len(str(socket_path)) > MAX_IPC_PATH:
+        field = "supervisor.run_dir" if s.run_dir else "supervisor.state_dir (or set supervisor.run_dir)"
+        print(f"nsup: config error: {field}: {socket_path} is longer than a unix socket path may be "
+              f"({MAX_IPC_PATH} characters)", file=sys.stderr)
         return EXIT_USAGE
     try:
         for path in (s.state_path, s.run_path):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock = _lock_state_dir(s.run_path)
+        lock = _lock(s.state_path / "nsup.lock", "another nsup already supervises this node")
+        _refuse_if_locked(s.run_path / "worker.lock", "a worker of this node is still running")
         journal = Journal(s.state_path / "journal.jsonl")
     except (OSError, RuntimeError) as exc:
         print(f"nsup: cannot start: {exc}", file=sys.stderr)
@@ -76,10 +79,12 @@ def _supervise(config: NsupConfig, duration: float | None) -> int:
     logger.info("nsup {} supervising {} (state dir {})", __version__, config.node.factory, s.state_path)
     try:
         return asyncio.run(_main(Supervisor(config, journal, console), duration))
-    except Exception as exc:  # a bug of ours: on record in full, one line on the terminal
-        journal.record("fault", reason=f"nsup failed: {type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-        logger.critical("nsup failed: {}: {} (traceback in {}); the worker keeps running in its own session",
-                        type(exc).__name__, exc, journal.path)
+    except Exception as exc:  # a bug of ours: one line on the terminal, the traceback on record
+        logger.critical("nsup failed: {}: {}", type(exc).__name__, exc)
+        try:
+            journal.record("fault", reason=f"nsup failed: {type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        except OSError:
+            logger.critical("the journal cannot be written either; traceback:\n{}", traceback.format_exc())
         return EXIT_FAILURE
     finally:
         journal.close()
@@ -92,15 +97,21 @@ async def _main(supervisor: Supervisor, duration: float | None) -> int:
     return await supervisor.run()
 
 
-def _lock_state_dir(run_path: Path) -> int:
-    """One nsup per node: a second one on the same directories is refused, not started beside it."""
-    fd = os.open(run_path / "nsup.lock", os.O_RDWR | os.O_CREAT, 0o600)
+def _lock(path: Path, held_means: str) -> int:
+    """Hold `path` locked for the life of this process; RuntimeError if someone else holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise RuntimeError(f"another nsup already supervises {run_path} (it holds nsup.lock)") from None
+        raise RuntimeError(f"{held_means} ({path} is locked)") from None
     return fd
+
+
+def _refuse_if_locked(path: Path, held_means: str) -> None:
+    """A worker holds its lock while it lives; one left from a crashed nsup must not get a twin."""
+    if path.exists():
+        os.close(_lock(path, f"{held_means}; nsup will not start a second one beside it"))
 
 
 if __name__ == "__main__":

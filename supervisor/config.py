@@ -19,6 +19,7 @@ what was expected.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-PositiveSecs = Annotated[float, msgspec.Meta(gt=0)]
+PositiveSecs = Annotated[float, msgspec.Meta(gt=0, le=86_400)]  # finite: inf would wait forever
 FACTORY_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 
@@ -76,9 +77,14 @@ def load_config(path: Path) -> NsupConfig:
 
 def parse_config(raw: dict, source: str = "config") -> NsupConfig:
     try:
-        return msgspec.convert(raw, NsupConfig)
+        config = msgspec.convert(raw, NsupConfig)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {_one_line(str(exc))}") from None
+    try:
+        json.dumps(config.node.params, allow_nan=False)  # the worker receives them as JSON
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: node.params: must be plain values (strings, numbers, lists, tables): {exc}") from None
+    return config
 
 
 def _one_line(message: str) -> str:

@@ -2,7 +2,8 @@
 
 One coroutine, `_drive`, walks the happy path CREATED -> BUILT -> RUNNING -> HALTING -> FLAT ->
 STOPPED. Anything the worker does on its own (exit, crash) surfaces as WorkerLost wherever the walk
-is waiting, so no step can miss it.
+is waiting, so no step can miss it. A worker that falls silent is alerted on by the heartbeat
+watchdog and waited for; it is never ended for being silent while it may hold positions.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from loguru import logger
 from supervisor import protocol as p
 from supervisor.config import NsupConfig
 from supervisor.console import Console
-from supervisor.journal import Journal
-from supervisor.lifecycle import Lifecycle, Outcome
+from supervisor.journal import Journal, count_fields
+from supervisor.lifecycle import FlatReads, Lifecycle, Outcome
 from supervisor.stop_gate import EndAction, StopGate, describe_exposure
 from supervisor.worker_link import LinkError, WorkerLink
 from supervisor.worker_process import WorkerProcess
@@ -29,6 +30,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
 FLAT_POLL_SECS = 0.05
 STUCK_REMINDER_SECS = 60.0
 WORKER_EXIT_TIMEOUT_SECS = 30.0
+MISSED_HEARTBEATS_ALERT = 3
+REFUSAL_RETRY_HEARTBEATS = 10  # a refused end is tried again this many heartbeats later
 
 
 class WorkerLost(Exception):
@@ -45,62 +48,65 @@ class Supervisor:
         self.lifecycle = Lifecycle(config.supervisor.flat_confirm_secs, self._on_transition)
         self._shutdown = asyncio.Event()
         self._shutdown_actor = ""
+        self._node_ever_ran = False
         self.link: WorkerLink | None = None
         self.process: WorkerProcess | None = None
         self.gate: StopGate | None = None
+
+    @property
+    def _answer_timeout(self) -> float:
+        return max(2.0, 2 * self.config.supervisor.heartbeat_interval_secs)
 
     # Entry point -------------------------------------------------------------------------------
 
     async def run(self) -> int:
         s = self.config.supervisor
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self._on_signal, sig)
         self.link = WorkerLink(f"ipc://{s.run_path / 'worker.sock'}", self._on_notice, self._on_status)
         self.journal.record("supervisor_start", pid=os.getpid(), state=self.lifecycle.state, factory=self.config.node.factory)
+        params_file = s.run_path / "worker-params.json"  # not on the command line: params may hold secrets
+        params_file.touch(mode=0o600)
+        params_file.write_text(json.dumps(self.config.node.params))
         self.process = WorkerProcess.spawn(
             [
                 "--link", self.link.endpoint,
                 "--factory", self.config.node.factory,
-                "--params", json.dumps(self.config.node.params),
+                "--params-file", str(params_file),
+                "--lock", str(s.run_path / "worker.lock"),
                 "--heartbeat-secs", str(s.heartbeat_interval_secs),
             ],
             log_path=s.state_path / "worker.log",
         )
         self.journal.record("worker_spawned", pid=self.process.pid, log=str(s.state_path / "worker.log"))
-        self.gate = StopGate(self.process, self.link, self.journal, status_timeout_secs=max(2.0, 2 * s.heartbeat_interval_secs))
+        self.gate = StopGate(self.process, self.link, self.journal, self._answer_timeout)
+        watchdog = asyncio.ensure_future(self._watch_heartbeats())
         try:
             code = await self._drive()
         finally:
+            watchdog.cancel()
             self.link.close()
         self.journal.record("supervisor_exit", code=code, state=self.lifecycle.state)
         return code
 
     def request_shutdown(self, actor: str) -> None:
         """The graceful stop: flatten, verify flat, then stop. Repeats change nothing."""
-        if self._shutdown.is_set():
-            self.journal.record("command", command="stop", actor=actor, result="already shutting down; nsup stops once flat")
-            logger.warning("{} asked to stop again: already shutting down, nsup stops once flat", actor)
-            return
-        self.journal.record("command", command="stop", actor=actor, result="graceful stop requested")
-        self._shutdown_actor = actor
-        self._shutdown.set()
+        again = self._shutdown.is_set()
+        if not again:
+            self._shutdown_actor = actor
+            self._shutdown.set()  # before the journal write: a full disk must not lose a stop request
+        result = "already shutting down; nsup stops once flat" if again else "graceful stop requested"
+        self.journal.record("command", command="stop", actor=actor, result=result, state=self.lifecycle.state)
+        if again:
+            logger.warning("{} asked to stop again: {}", actor, result)
 
     # The walk ----------------------------------------------------------------------------------
 
     async def _drive(self) -> int:
-        s = self.config.supervisor
         try:
-            try:
-                hello = await self._while_alive(asyncio.wait_for(self.link.wait_hello(), s.startup_timeout_secs))
-                if hello.version != p.PROTOCOL_VERSION:
-                    raise LinkError(f"worker speaks protocol {hello.version}, nsup speaks {p.PROTOCOL_VERSION}")
-                self.journal.record("worker_hello", pid=hello.pid, trader_id=hello.trader_id)
-                self._fire("build", actor="nsup")
-                await self._while_alive(self._command(p.RunNode(s.startup_timeout_secs), timeout=s.startup_timeout_secs + 5))
-                self._fire("run", actor="nsup")
-            except (LinkError, TimeoutError) as exc:
-                return await self._fail_startup(str(exc) or "no hello from the worker in time")
+            if (failure := await self._start()) is not None:
+                return await self._fail_startup(failure)
             await self._while_alive(self._shutdown.wait())
             self._fire("halt", actor=self._shutdown_actor)
             await self._halt_until_flat()
@@ -108,107 +114,137 @@ class Supervisor:
         except WorkerLost as lost:
             return self._on_worker_lost(lost.exit_code)
 
+    async def _start(self) -> str | None:
+        """CREATED -> BUILT -> RUNNING; returns why not, if not."""
+        s = self.config.supervisor
+        try:
+            hello = await self._while_alive(asyncio.wait_for(asyncio.shield(self.link.hello), s.startup_timeout_secs))
+        except TimeoutError:
+            return f"no hello from the worker within {s.startup_timeout_secs:g}s"
+        except LinkError as exc:
+            return str(exc)
+        if hello.version != p.PROTOCOL_VERSION:
+            return f"the worker speaks protocol {hello.version}, nsup speaks {p.PROTOCOL_VERSION}"
+        self.journal.record("worker_hello", pid=hello.pid, trader_id=hello.trader_id)
+        self._fire("build", actor="nsup")
+        try:
+            if self._shutdown.is_set():  # a stop is already pending: the node starts with no new entries
+                await self._while_alive(self._command(p.SetTradingState("REDUCING")))
+            self._node_ever_ran = True
+            await self._while_alive(self._command(p.RunNode(s.startup_timeout_secs), timeout=s.startup_timeout_secs + 5))
+        except LinkError as exc:
+            return str(exc)
+        self._fire("run", actor="nsup")
+        return None
+
     async def _halt_until_flat(self) -> None:
         """HALTING: REDUCING, market_exit in bounded rounds, then FLAT once verified. Never gives up
-        into a stop: when the budget is spent it stays here, loudly, until flat or an operator acts."""
+        into a stop: when the budget is spent it stays here, loudly, until flat."""
         s = self.config.supervisor
         await self._while_alive(self._insist(p.SetTradingState("REDUCING")))
         for round_no in range(1, s.flatten_rounds + 1):
             await self._while_alive(self._insist(p.MarketExit(), round=round_no))
-            reads = await self._while_alive(self._wait_for_flat(s.flatten_round_wait_secs))
-            if reads and await self._enter_flat(reads):
+            evidence = await self._while_alive(self._wait_for_flat(s.flatten_round_wait_secs))
+            if evidence and await self._enter_flat(evidence):
                 return
             self.journal.record("flatten_round", round=round_no, of=s.flatten_rounds, flat=False, **self._counts())
         self._report_stuck()
         reminded = time.monotonic()
-        while True:  # stuck: only flat (e.g. closed by hand at the venue), resume or abort move on
-            reads = await self._while_alive(self._wait_for_flat(s.heartbeat_interval_secs))
-            if reads and await self._enter_flat(reads):
+        while True:  # stuck: goes on only once flat (e.g. positions closed by hand at the venue)
+            evidence = await self._while_alive(self._wait_for_flat(s.heartbeat_interval_secs))
+            if evidence and await self._enter_flat(evidence):
                 return
             if time.monotonic() - reminded > STUCK_REMINDER_SECS:
                 reminded = time.monotonic()
                 logger.critical("still HALTING and not flat: {}", describe_exposure(self.link.last_status))
 
-    async def _enter_flat(self, reads: list[p.NodeStatus]) -> bool:
+    async def _enter_flat(self, evidence: FlatReads) -> bool:
         halted = await self._while_alive(self._insist(p.SetTradingState("HALTED")))
-        if self._fire("flat", actor="nsup", reads=[*reads, halted.status]).ok:
+        evidence = FlatReads((*evidence.reads, halted.status), evidence.span_secs)
+        if self._fire("flat", actor="nsup", evidence=evidence).ok:
             return True
         await self._while_alive(self._insist(p.SetTradingState("REDUCING")))  # not flat after all
         return False
 
     async def _stop_flat_worker(self) -> int:
         await self._end_worker(EndAction.STOP_COMMAND)
-        try:
-            code = await asyncio.wait_for(asyncio.shield(self.process.exited), WORKER_EXIT_TIMEOUT_SECS)
-        except TimeoutError:
-            logger.error("the flat worker did not exit {}s after the stop command", WORKER_EXIT_TIMEOUT_SECS)
-            await self._end_worker(EndAction.SIGKILL)
-            code = await self.process.exited
-        self.journal.record("worker_exit", pid=self.process.pid, code=code)
+        code = await self._await_exit()
         if self._fire("stop", actor="nsup", exit_code=code).ok:
             return EXIT_OK
         return self._on_worker_lost(code)
 
     async def _fail_startup(self, reason: str) -> int:
         self.journal.record("fault", reason=f"start-up failed in {self.lifecycle.state}: {reason}")
-        if self.process.alive():
-            await self._end_worker(EndAction.STOP_COMMAND)
-        code = await self.process.exited
-        return self._on_worker_lost(code, reason)
+        if self.link.build_failure is None and self.process.alive():
+            # The gate decides: a node never run may be ended; one that ran must be flat.
+            await self._end_worker(EndAction.STOP_COMMAND if self.link.hello.done() else EndAction.SIGKILL)
+        await self._await_exit()
+        self._fire("worker_lost", actor="nsup", reason=reason)
+        return self._give_up()
 
-    def _on_worker_lost(self, exit_code: int, reason: str | None = None) -> int:
-        reason = reason or self.link.build_failure or f"the worker exited with code {exit_code} in {self.lifecycle.state}"
+    def _on_worker_lost(self, exit_code: int) -> int:
+        reason = self.link.build_failure or f"the worker exited with code {exit_code} in {self.lifecycle.state}"
         self.journal.record("fault", reason=reason, exit_code=exit_code, **self._counts())
         self._fire("worker_lost", actor="worker", reason=reason)
+        return self._give_up()
+
+    def _give_up(self) -> int:
         self._fire("give_up", actor="nsup", reason="no restart policy is configured, so recovery is exhausted at once")
         return EXIT_ABORTED
 
     # Helpers -----------------------------------------------------------------------------------
 
     async def _end_worker(self, action: EndAction) -> None:
-        """Ask the gate until it allows; a refusal is journaled by the gate, and we wait and retry."""
-        while not (await self.gate.end_worker(action, actor="nsup")).allowed:
-            await asyncio.sleep(self.config.supervisor.heartbeat_interval_secs)
+        """Ask the gate until it allows (each refusal is journaled by the gate), or the worker exits."""
+        while not (await self.gate.end_worker(action, actor="nsup", node_ever_ran=self._node_ever_ran)).allowed:
+            wait = REFUSAL_RETRY_HEARTBEATS * self.config.supervisor.heartbeat_interval_secs
+            await asyncio.wait([self.process.exited], timeout=wait)
 
-    async def _wait_for_flat(self, budget_secs: float) -> list[p.NodeStatus] | None:
+    async def _await_exit(self) -> int:
+        """The worker's exit code, once it has ended; a flat worker that hangs in its stop is killed."""
+        try:
+            code = await asyncio.wait_for(asyncio.shield(self.process.exited), WORKER_EXIT_TIMEOUT_SECS)
+        except TimeoutError:
+            logger.error("the worker did not exit {}s after it was ended", WORKER_EXIT_TIMEOUT_SECS)
+            await self._end_worker(EndAction.SIGKILL)
+            code = await self.process.exited
+        self.journal.record("worker_exit", pid=self.process.pid, code=code)
+        return code
+
+    async def _wait_for_flat(self, budget_secs: float) -> FlatReads | None:
         """Two flat reads `flat_confirm_secs` apart within the budget, or None."""
         confirm = self.config.supervisor.flat_confirm_secs
         deadline = time.monotonic() + budget_secs
         while time.monotonic() < deadline:
             first = (await self._insist(p.GetStatus())).status
             if first.is_flat():
+                first_at = time.monotonic()
                 self.journal.record("flat_seen", confirm_in_secs=confirm)
                 await asyncio.sleep(confirm)
                 second = (await self._insist(p.GetStatus())).status
                 if second.is_flat():
-                    return [first, second]
+                    return FlatReads((first, second), time.monotonic() - first_at)
             await asyncio.sleep(FLAT_POLL_SECS)
         return None
 
     async def _command(self, command: p.Command, timeout: float | None = None, **details) -> p.Reply:
-        timeout = timeout or max(2.0, 2 * self.config.supervisor.heartbeat_interval_secs)
-        reply = await self.link.request(command, timeout)
-        if not isinstance(command, p.GetStatus):
+        if not isinstance(command, p.GetStatus):  # on record before it is sent
             self.journal.record("worker_command", command=command, actor="nsup", **details, **self._counts())
-        return reply
+        return await self.link.request(command, timeout or self._answer_timeout)
 
     async def _insist(self, command: p.Command, **details) -> p.Reply:
-        """A command that must get through: while the worker does not answer (hung, busy), it is
-        not killed; the silence is journaled once as a fault, and the command is tried again."""
-        silent_since = None
+        """A command that must get through. While the worker does not answer, the heartbeat watchdog
+        alerts; while it refuses, the refusal is journaled once. Either way nsup tries again and
+        never ends the worker for it."""
+        refused = None
         while True:
             try:
-                reply = await self._command(command, **details)
+                return await self._command(command, **details)
             except LinkError as exc:
-                if silent_since is None:
-                    silent_since = time.monotonic()
-                    self.journal.record("fault", reason=f"the worker does not answer: {exc}; nsup keeps trying and "
-                                        "will not stop or signal it without flat status or an approval", **self._counts())
-                await asyncio.sleep(self.config.supervisor.heartbeat_interval_secs)
-                continue
-            if silent_since is not None:
-                self.journal.record("worker_answering", silent_secs=round(time.monotonic() - silent_since, 3))
-            return reply
+                if str(exc) != refused:
+                    refused = str(exc)
+                    self.journal.record("fault", reason=f"{exc}; trying again", **self._counts())
+            await asyncio.sleep(self.config.supervisor.heartbeat_interval_secs)
 
     async def _while_alive(self, awaitable):
         """Await, but raise WorkerLost the moment the worker exits."""
@@ -219,6 +255,27 @@ class Supervisor:
         task.cancel()
         raise WorkerLost(self.process.exited.result())
 
+    async def _watch_heartbeats(self) -> None:
+        """The one owner of 'the worker is silent': alert after missed heartbeats, note the return."""
+        interval = self.config.supervisor.heartbeat_interval_secs
+        silent_since = None
+        while self.process.alive():
+            await asyncio.sleep(interval)
+            heard = self.link.last_heard
+            if heard is None:
+                continue  # still starting: the start-up timeout covers this
+            silence = time.monotonic() - heard
+            if silent_since is None and silence > MISSED_HEARTBEATS_ALERT * interval:
+                silent_since = heard
+                self.journal.record(
+                    "fault", reason=f"the worker has missed {MISSED_HEARTBEATS_ALERT} heartbeats ({silence:.1f}s silent) "
+                    f"in {self.lifecycle.state}; nsup waits and will not end it without flat status or an approval",
+                    **self._counts(),
+                )
+            elif silent_since is not None and silence <= interval:
+                self.journal.record("worker_answering", silent_secs=round(heard - silent_since, 3))
+                silent_since = None
+
     def _fire(self, trigger: str, actor: str, **evidence) -> Outcome:
         outcome = self.lifecycle.fire(trigger, actor=actor, **evidence)
         if not outcome.ok:
@@ -226,30 +283,36 @@ class Supervisor:
         return outcome
 
     def _counts(self) -> dict:
-        status = self.link.last_status if self.link else None
-        if status is None:
-            return {"positions_open": None, "orders_inflight": None, "orders_open": None}
-        return {f: getattr(status.counts, f) for f in ("positions_open", "orders_inflight", "orders_open")}
+        return count_fields(self.link.last_status if self.link else None)
 
     def _report_stuck(self) -> None:
         status = self.link.last_status
         reason = (
             f"not flat after {self.config.supervisor.flatten_rounds} market_exit rounds: {describe_exposure(status)}. "
-            "nsup stays HALTING and will not stop or signal the worker; it goes on once flat, "
-            "or on an operator's resume or approved abort"
+            "nsup stays HALTING and will not stop or signal the worker; it goes on by itself once flat"
         )
         self.journal.record("halt_stuck", reason=reason, positions=status.positions, **self._counts())
 
     # Callbacks ---------------------------------------------------------------------------------
 
     def _on_transition(self, trigger: str, source: str, dest: str, evidence: dict) -> None:
+        flat = evidence.get("evidence")
+        proof = None
+        if flat is not None:
+            proof = {
+                "span_secs": round(flat.span_secs, 3),
+                "reads": [{"ts": r.ts, "trading_state": r.trading_state, **count_fields(r),
+                           "exiting": [s.strategy_id for s in r.strategies if s.is_exiting]} for r in flat.reads],
+            }
         self.journal.record(
             "transition", trigger=trigger, source=source, dest=dest, actor=evidence.get("actor"),
-            reason=evidence.get("reason"), **self._counts(),
+            reason=evidence.get("reason"), **self._counts(), **({"evidence": proof} if proof else {}),
         )
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        self.journal.record("signal", signal=sig.name, state=self.lifecycle.state)
+        if sig == signal.SIGHUP:  # a closed terminal must not end supervision
+            self.journal.record("signal", signal=sig.name, state=self.lifecycle.state, result="ignored")
+            return
         self.request_shutdown(actor=f"signal:{sig.name}")
 
     def _on_notice(self, text: str) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import msgspec
 
+from supervisor.protocol import NodeStatus
+
 Listener = Callable[[dict], None]
 
 _encoder = msgspec.json.Encoder()
@@ -50,3 +52,9 @@ def read_journal(path: Path) -> list[dict]:
             except msgspec.DecodeError:
                 continue
     return records
+
+
+def count_fields(status: NodeStatus | None) -> dict:
+    """The three counts as every record carries them: flat fields, None when nothing is known yet."""
+    counts = status.counts if status is not None else None
+    return {f: getattr(counts, f) if counts else None for f in ("positions_open", "orders_inflight", "orders_open")}

@@ -1,13 +1,13 @@
 """The node's lifecycle as nsup owns it: states, triggers and guards, with no I/O.
 
-The daemon fires triggers with the evidence a guard needs (status reads, an approval); the machine
-answers with the transition or a refusal and the reason. Whoever observes it (journal, terminal,
-systemd) is told after each transition through the callback it was built with.
+The daemon fires triggers with the evidence a guard needs (flat reads, an approval); the machine
+answers with the transition or a refusal and the reason. The observer it was built with (the
+daemon, which journals) is told after each transition.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from transitions import Machine, MachineError
@@ -18,7 +18,6 @@ CREATED, BUILT, RUNNING, HALTING, FLAT = "CREATED", "BUILT", "RUNNING", "HALTING
 STOPPED, ABORTED, RECOVERING = "STOPPED", "ABORTED", "RECOVERING"
 
 STATES = [CREATED, BUILT, RUNNING, HALTING, FLAT, STOPPED, ABORTED, RECOVERING]
-TERMINAL_STATES = frozenset({STOPPED, ABORTED})
 WORKER_STATES = [CREATED, BUILT, RUNNING, HALTING, FLAT]  # where a worker can be lost
 
 # trigger        source                    dest         guard
@@ -37,7 +36,7 @@ TRANSITIONS = [
 
 @dataclass(frozen=True)
 class Approval:
-    """An operator's approval, on record in the journal, for exactly one action."""
+    """An operator's approval, on record in the journal, for exactly one action ("abort")."""
 
     action: str
     operator: str
@@ -46,17 +45,26 @@ class Approval:
 
 
 @dataclass(frozen=True)
+class FlatReads:
+    """Status reads offered as proof of flat, and the time between the first and the last as nsup's
+    own monotonic clock measured it (the worker's wall clock may step)."""
+
+    reads: tuple[NodeStatus, ...]
+    span_secs: float
+
+
+@dataclass(frozen=True)
 class Outcome:
     ok: bool
     reason: str = ""
 
 
-def verified_flat(reads: Sequence[NodeStatus], min_interval_secs: float) -> bool:
+def verified_flat(evidence: FlatReads | None, min_interval_secs: float) -> bool:
     """DESIGN.md: all three counts zero and no strategy exiting, in two reads some interval apart;
     and HALTED set on the last read, so that nothing can open once nsup has called it flat."""
-    if len(reads) < 2 or not all(r.is_flat() for r in reads):
+    if evidence is None or len(evidence.reads) < 2 or not all(r.is_flat() for r in evidence.reads):
         return False
-    return reads[-1].ts - reads[0].ts >= min_interval_secs and reads[-1].trading_state == "HALTED"
+    return evidence.span_secs >= min_interval_secs and evidence.reads[-1].trading_state == "HALTED"
 
 
 class Lifecycle:
@@ -89,13 +97,9 @@ class Lifecycle:
             return Outcome(False, f"{trigger!r} refused in {source}: {guard} does not hold")
         return Outcome(True)
 
-    @property
-    def is_terminal(self) -> bool:
-        return self.state in TERMINAL_STATES
-
     # Guards: each reads only the evidence fired with the trigger.
     def flat_is_verified(self, event) -> bool:
-        return verified_flat(event.kwargs.get("reads", ()), self._flat_interval_secs)
+        return verified_flat(event.kwargs.get("evidence"), self._flat_interval_secs)
 
     def abort_is_approved(self, event) -> bool:
         approval = event.kwargs.get("approval")

@@ -1,9 +1,11 @@
-"""The one way to stop or signal the node worker, and the guard in front of it.
+"""The one way to stop or kill the node worker, and the guard in front of it.
 
-DESIGN.md: nothing that can end the worker (the stop command, SIGTERM, SIGKILL) is sent unless the
-last fresh status says flat, or an operator's approval for exactly that action is on record, or the
-worker is already gone. `decide` is that rule, pure; `StopGate.end_worker` is the only code in
-supervisor/ that sends StopNode or a signal, and it asks `decide` first and journals every answer.
+DESIGN.md: nothing that can end the worker (the stop command, a kill) is sent unless the last fresh
+status says flat, or an operator's approval for exactly that action is on record, or the worker is
+already gone. `decide` is that rule, pure; `StopGate.end_worker` is the only code in supervisor/
+that sends StopNode or a signal, and it asks `decide` first and journals every answer.
+
+(SIGTERM is not among the means: the worker ignores it by design, so only nsup ends the node.)
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ from dataclasses import dataclass
 from loguru import logger
 
 from supervisor import protocol as p
-from supervisor.journal import Journal
+from supervisor.journal import Journal, count_fields
 from supervisor.lifecycle import Approval
-from supervisor.worker_link import LinkError, WorkerLink
+from supervisor.worker_link import NoAnswer, WorkerLink, WorkerRefused
 from supervisor.worker_process import WorkerProcess
+
+ENDING_APPROVALS = frozenset({"abort"})  # operator actions whose approval covers ending the worker
 
 
 class EndAction(enum.StrEnum):
-    STOP_COMMAND = "stop_command"  # ask the worker to stop and dispose the node and exit 0
-    SIGTERM = "sigterm"
-    SIGKILL = "sigkill"
+    STOP_COMMAND = "stop_command"  # the worker stops and disposes the node, then exits 0
+    SIGKILL = "sigkill"  # for a worker that no longer answers
 
 
 @dataclass(frozen=True)
@@ -33,18 +36,22 @@ class Decision:
     reason: str
 
 
-def decide(action: EndAction, fresh_status: p.NodeStatus | None, approval: Approval | None, worker_alive: bool) -> Decision:
+def decide(
+    fresh_status: p.NodeStatus | None, approval: Approval | None, worker_alive: bool, node_ever_ran: bool
+) -> Decision:
     if not worker_alive:
         return Decision(True, "the worker is already gone")
     if approval is not None:
-        if approval.action == action:
-            return Decision(True, f"approved by {approval.operator} ({approval.approval_id}): {approval.reason}")
-        return Decision(False, f"the approval on record is for {approval.action}, not {action}")
-    if fresh_status is None:
-        return Decision(False, "no fresh status from the worker (hung or unreachable) and no approval on record")
-    if not fresh_status.is_flat():
+        if approval.action in ENDING_APPROVALS:
+            return Decision(True, f"{approval.action} approved by {approval.operator} ({approval.approval_id}): {approval.reason}")
+        return Decision(False, f"the approval on record is for {approval.action}, which does not cover ending the worker")
+    if fresh_status is not None:
+        if fresh_status.is_flat():
+            return Decision(True, "the worker's fresh status is flat")
         return Decision(False, f"not flat: {describe_exposure(fresh_status)}")
-    return Decision(True, "the worker's fresh status is flat")
+    if not node_ever_ran:
+        return Decision(True, "no status, but the node was never run by nsup, so it trades nothing")
+    return Decision(False, "no fresh status from the worker (hung or unreachable) and no approval on record")
 
 
 def describe_exposure(status: p.NodeStatus) -> str:
@@ -61,35 +68,37 @@ class StopGate:
         self._journal = journal
         self._status_timeout_secs = status_timeout_secs
 
-    async def end_worker(self, action: EndAction, actor: str, approval: Approval | None = None) -> Decision:
-        status = await self._fresh_status() if self._process.alive() else None
-        decision = decide(action, status, approval, self._process.alive())
-        counts = status.counts if status is not None else None
+    async def end_worker(
+        self, action: EndAction, actor: str, approval: Approval | None = None, node_ever_ran: bool = True
+    ) -> Decision:
+        status = await self._fresh_status()
+        decision = decide(status, approval, self._process.alive(), node_ever_ran)
+        record = dict(action=str(action), actor=actor, reason=decision.reason, **count_fields(status))
         if not decision.allowed:
-            logger.warning("refused to {} the worker: {}", action, decision.reason)
-            self._journal.record("refusal", action=str(action), actor=actor, reason=decision.reason, counts=counts)
+            logger.warning("refused to end the worker ({}): {}", action, decision.reason)
+            self._journal.record("refusal", **record)
             return decision
-        self._journal.record(
-            "worker_end", action=str(action), actor=actor, reason=decision.reason, counts=counts,
-            approval_id=approval.approval_id if approval else None,
-        )
+        self._journal.record("worker_end", **record, approval_id=approval.approval_id if approval else None)
         if not self._process.alive():
             return decision
-        if action == EndAction.STOP_COMMAND:
-            # The worker checks flat again on its own loop before it stops, unless an approval stands:
-            # no fill can slip in between this read and the stop.
-            stop = p.StopNode(require_flat=approval is None)
-            try:
-                await self._link.request(stop, self._status_timeout_secs)
-            except LinkError as exc:
-                self._journal.record("refusal", action=str(action), actor="worker", reason=str(exc), counts=counts)
-                return Decision(False, str(exc))
-        else:
-            signal.pidfd_send_signal(self._process.pidfd, signal.SIGTERM if action == EndAction.SIGTERM else signal.SIGKILL)
+        if action == EndAction.SIGKILL:
+            signal.pidfd_send_signal(self._process.pidfd, signal.SIGKILL)
+            return decision
+        # The worker sets HALTED and checks flat again on its own loop before it stops, unless an
+        # approval stands: no fill can slip in between this read and the stop.
+        try:
+            await self._link.request(p.StopNode(require_flat=approval is None), self._status_timeout_secs)
+        except WorkerRefused as exc:
+            self._journal.record("refusal", **{**record, "actor": "worker", "reason": str(exc)})
+            return Decision(False, str(exc))
+        except NoAnswer as exc:
+            self._journal.record("fault", reason=f"the stop command was not acknowledged ({exc}); waiting for the exit")
         return decision
 
     async def _fresh_status(self) -> p.NodeStatus | None:
+        if not self._process.alive():
+            return None
         try:
             return (await self._link.request(p.GetStatus(), self._status_timeout_secs)).status
-        except LinkError:
+        except (NoAnswer, WorkerRefused):
             return None

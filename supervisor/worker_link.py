@@ -2,7 +2,7 @@
 
 It owns the conversation, not the decisions: it matches replies to requests, keeps the last status
 and when it was heard, and hands notices to whoever listens. It never sends StopNode on its own;
-supervisor.stop_gate does, through `request`.
+supervisor.stop_gate does, through `request`. Nothing a peer sends can end its reading.
 """
 
 from __future__ import annotations
@@ -20,7 +20,15 @@ from supervisor import protocol as p
 
 
 class LinkError(RuntimeError):
-    """A request that got no answer, or an answer that says the worker could not do it."""
+    """A request that could not be carried out."""
+
+
+class NoAnswer(LinkError):
+    """The worker did not answer in time: hung, busy, or gone."""
+
+
+class WorkerRefused(LinkError):
+    """The worker answered, and said it could not."""
 
 
 class WorkerLink:
@@ -31,70 +39,80 @@ class WorkerLink:
         self._socket = zmq.asyncio.Context.instance().socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished worker raises, not drops
+        self._socket.setsockopt(zmq.MAXMSGSIZE, p.MAX_FRAME_BYTES)
         self._socket.bind(endpoint)
         self._request_ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[p.Reply]] = {}
-        self._hello: asyncio.Future[p.Hello] = asyncio.get_running_loop().create_future()
+        self._pending: dict[int, tuple[str, asyncio.Future[p.Reply]]] = {}
+        self.hello: asyncio.Future[p.Hello] = asyncio.get_running_loop().create_future()
         self._worker_identity: bytes | None = None
         self.last_status: p.NodeStatus | None = None
         self.last_heard: float | None = None  # time.monotonic() of the worker's last message
         self.build_failure: str | None = None  # the worker's own account, if it could not build
         self._reader = asyncio.ensure_future(self._read())
 
-    async def wait_hello(self) -> p.Hello:
-        return await self._hello
-
     async def request(self, command: p.Command, timeout: float) -> p.Reply:
-        """Send one command and wait for its reply; raises LinkError on timeout or a refusal."""
+        """Send one command and wait for its reply; NoAnswer on silence, WorkerRefused on a refusal."""
+        tag = command.__struct_config__.tag
         if self._worker_identity is None:
-            raise LinkError("no worker has said hello")
+            raise NoAnswer(f"{tag}: no worker has said hello")
         request_id = next(self._request_ids)
         future = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+        self._pending[request_id] = (tag, future)
         try:
             await self._socket.send_multipart([self._worker_identity, p.encode(p.Request(request_id, command))])
             reply = await asyncio.wait_for(future, timeout)
         except (TimeoutError, zmq.ZMQError) as exc:
-            raise LinkError(f"{command.__struct_config__.tag}: no reply within {timeout}s ({exc!r})") from None
+            raise NoAnswer(f"{tag}: no reply within {timeout:g}s ({type(exc).__name__})") from None
         finally:
             self._pending.pop(request_id, None)
         if not reply.ok:
-            raise LinkError(f"{command.__struct_config__.tag}: worker refused: {reply.error}")
+            raise WorkerRefused(f"{tag}: the worker refused: {reply.error}")
         return reply
 
     def close(self) -> None:
-        if self._hello.done() and not self._hello.cancelled():
-            self._hello.exception()  # retrieved: a build failure is already on record
+        if self.hello.done() and not self.hello.cancelled():
+            self.hello.exception()  # retrieved: a build failure is already on record
         self._reader.cancel()
         self._socket.close(linger=0)
 
     async def _read(self) -> None:
         while True:
-            identity, frame = await self._socket.recv_multipart()
+            frames = await self._socket.recv_multipart()
             try:
+                identity, frame = frames
                 message = p.decode_from_worker(frame)
-            except p.ProtocolError as exc:
-                logger.error("unreadable frame from the worker: {}", exc)
+            except (ValueError, p.ProtocolError) as exc:
+                logger.error("dropped an unreadable message on the worker link: {}", exc)
+                continue
+            if self._worker_identity is not None and identity != self._worker_identity:
+                logger.error("dropped a {} from a peer that is not our worker", type(message).__name__)
                 continue
             self.last_heard = time.monotonic()
-            self._dispatch(identity, message)
+            try:
+                self._dispatch(identity, message)
+            except Exception:
+                logger.exception("handling a {} from the worker failed", type(message).__name__)
 
     def _dispatch(self, identity: bytes, message: p.WorkerMessage) -> None:
         match message:
-            case p.Hello() if not self._hello.done():
+            case p.Hello() if self._worker_identity is None:
                 self._worker_identity = identity
                 self._take_status(message.status)
-                self._hello.set_result(message)
-            case p.BuildFailed() if not self._hello.done():
+                if not self.hello.done():
+                    self.hello.set_result(message)
+            case p.BuildFailed():
                 self.build_failure = f"the worker could not build the node: {message.reason}"
-                self._hello.set_exception(LinkError(self.build_failure))
+                if not self.hello.done():
+                    self.hello.set_exception(LinkError(self.build_failure))
             case p.Heartbeat(status=status):
                 self._take_status(status)
             case p.Reply(request_id=request_id):
                 if message.status is not None:
                     self._take_status(message.status)
-                future = self._pending.get(request_id)
-                if future is not None and not future.done():
+                tag, future = self._pending.get(request_id, (None, None))
+                if future is None:
+                    logger.warning("a late reply to request {} arrived after its timeout (ok={})", request_id, message.ok)
+                elif not future.done():
                     future.set_result(message)
             case p.Notice(text=text):
                 self._on_notice(text)

@@ -33,6 +33,7 @@ def test_factory_that_cannot_be_imported_is_a_clear_fault(nsup_run):
     reasons = " ".join(r["reason"] for r in run.records("fault"))
     assert "ModuleNotFoundError" in reasons and "no_such_module" in reasons
     assert run.transitions() == [("CREATED", "RECOVERING"), ("RECOVERING", "ABORTED")]
+    assert run.records("refusal") == []  # a worker that reported its failure is waited for, not asked
     assert not any(isinstance(line, str) and "Traceback" in line for line in run.log_lines)
 
 
@@ -43,7 +44,7 @@ def test_worker_hung_in_halting_is_waited_for_not_killed(nsup_run):
     os.kill(run.worker_pid, signal.SIGSTOP)  # alive, not answering, positions open
     try:
         run.signal(signal.SIGTERM)
-        run.wait_for(lambda: [r for r in run.records("fault") if "does not answer" in r["reason"]], what="silence fault")
+        run.wait_for(lambda: [r for r in run.records("fault") if "missed 3 heartbeats" in r["reason"]], what="silence alert")
         assert run.process.poll() is None
         assert run.transitions()[-1] == ("RUNNING", "HALTING")
         assert run.records("worker_end") == []

@@ -1,0 +1,71 @@
+"""Start-up: a stop before RUNNING, a worker that never says hello, one nsup per node."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from supervisor.daemon import EXIT_ABORTED, EXIT_USAGE
+from tests.e2e.conftest import REPO, pid_alive
+
+pytestmark = pytest.mark.e2e
+
+SLOW = "tests.e2e.factories:slow_demo_node"
+
+
+def test_stop_requested_during_build_starts_the_node_reducing(nsup_run):
+    run = nsup_run({"build_delay_secs": 1.5, "hold_secs": 3600.0, "flat_secs": 0.0}, factory=SLOW)
+    run.wait_for(lambda: run.records("worker_spawned"), what="spawn")
+    run.signal(signal.SIGTERM)
+
+    assert run.exit_code() == 0
+    commands = [r["command"] for r in run.records("worker_command")]
+    assert commands[:2] == [{"type": "set_trading_state", "trading_state": "REDUCING"}, {"type": "run", "timeout_secs": 60.0}]
+    assert run.records("transition")[2]["dest"] == "HALTING"
+    assert run.records("transition")[2]["positions_open"] == 0, "no entry may open once a stop is pending"
+    assert "would open risk" in (run.state_dir / "worker.log").read_text()  # the strategy tried, and was denied
+    assert run.transitions()[-1] == ("FLAT", "STOPPED")
+
+
+def test_worker_that_never_says_hello_is_killed_as_never_run(nsup_run):
+    run = nsup_run({"build_delay_secs": 30.0}, {"startup_timeout_secs": 1.0}, factory=SLOW)
+
+    assert run.exit_code() == EXIT_ABORTED
+    end = run.records("worker_end")[0]
+    assert end["action"] == "sigkill" and "never run" in end["reason"]
+    assert not pid_alive(run.worker_pid)
+    assert run.transitions() == [("CREATED", "RECOVERING"), ("RECOVERING", "ABORTED")]
+
+
+def test_a_second_nsup_on_the_same_node_is_refused(nsup_run):
+    run = nsup_run({"hold_secs": 3600.0, "flat_secs": 0.0})
+    run.wait_for_state("RUNNING")
+    second = subprocess.run(
+        [sys.executable, "-m", "supervisor", "run", "--config", str(run.config_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )
+    assert second.returncode == EXIT_USAGE
+    assert "another nsup already supervises this node" in second.stderr
+    assert run.process.poll() is None
+
+
+def test_no_new_nsup_beside_an_orphaned_worker(nsup_run):
+    run = nsup_run({"hold_secs": 3600.0, "flat_secs": 0.0})
+    run.wait_for_state("RUNNING")
+    run.process.kill()  # the supervisor dies; the worker, in its own session, trades on
+    run.process.wait()
+    assert pid_alive(run.worker_pid)
+
+    again = subprocess.run(
+        [sys.executable, "-m", "supervisor", "run", "--config", str(run.config_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )
+    assert again.returncode == EXIT_USAGE
+    assert "a worker of this node is still running" in again.stderr
+    assert pid_alive(run.worker_pid)
+    assert len(run.records("worker_spawned")) == 1
+    os.kill(run.worker_pid, signal.SIGKILL)  # teardown
