@@ -38,8 +38,10 @@ def moments(journal: list[dict]) -> dict[str, float]:
     """The first time each mark of the stop appears in the journal, in epoch seconds."""
     marks: dict[str, float] = {}
     for r in journal:
-        key = r["kind"] if r["kind"] in ("signal", "flat_seen", "worker_end", "worker_exit") else None
-        if r["kind"] == "transition":
+        key = r["kind"] if r["kind"] in ("flat_seen", "worker_end", "worker_exit") else None
+        if r["kind"] == "command" and r["actor"].startswith("signal:"):
+            key = "signal"
+        elif r["kind"] == "transition":
             key = {"HALTING": "halting", "FLAT": "flat", "STOPPED": "stopped"}.get(r["dest"])
         elif r["kind"] == "worker_command":
             key = {"set_trading_state": "reducing", "market_exit": "market_exit"}.get(r["command"]["type"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fcntl
+import math
 import os
 import sys
 import tempfile
@@ -49,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo_config(args) -> NsupConfig:
-    if args.duration is not None and args.duration <= 0:
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
         raise ConfigError("--duration: expected seconds > 0")
     state_dir = args.state_dir or tempfile.mkdtemp(prefix="nsup-demo-")
     if not args.state_dir:

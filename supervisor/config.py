@@ -90,8 +90,9 @@ def parse_config(raw: dict, source: str = "config") -> NsupConfig:
 def _one_line(message: str) -> str:
     """msgspec says 'Expected `int`, got `str` - at `$.supervisor.flatten_rounds`'; lead with the field."""
     match = re.match(r"^(?P<what>.*?)(?: - at `\$\.?(?P<field>[^`]*)`)?$", message, re.S)
-    what, field = match["what"].strip().replace("`", ""), match["field"] or ""
-    named = re.match(r"Object (?P<problem>missing required|contains unknown) field (?P<name>\w+)", what)
+    what, field = match["what"].strip(), match["field"] or ""
+    named = re.match(r"Object (?P<problem>missing required|contains unknown) field `(?P<name>[^`]+)`", what)
+    what = what.replace("`", "")
     if named:
         field = f"{field}.{named['name']}".lstrip(".")
         what = "required, but missing" if named["problem"] == "missing required" else "unknown field"

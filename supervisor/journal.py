@@ -24,13 +24,23 @@ class Journal:
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
         self._listeners: list[Listener] = []
+        self._end_torn_line()
+
+    def _end_torn_line(self) -> None:
+        """A record cut short by a crash is closed with a newline, so the next one stands on its own."""
+        size = os.fstat(self._fd).st_size
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            os.write(self._fd, b"\n")
+            os.fsync(self._fd)
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
     def record(self, kind: str, **fields) -> dict:
+        if "ts" in fields:
+            raise ValueError("the journal sets ts itself")
         entry = {"ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"), "kind": kind, **fields}
         os.write(self._fd, _encoder.encode(entry) + b"\n")  # one write: a line is never interleaved
         os.fsync(self._fd)

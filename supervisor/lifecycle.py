@@ -88,6 +88,8 @@ class Lifecycle:
     def fire(self, trigger: str, **evidence) -> Outcome:
         """Try one trigger; never raises for a trigger that does not apply, says why instead."""
         source = self.state
+        if trigger not in self._machine.events:
+            return Outcome(False, f"{trigger!r} is not a trigger of this lifecycle")
         try:
             moved = self.trigger(trigger, **evidence)
         except MachineError:

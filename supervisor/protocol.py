@@ -115,9 +115,7 @@ class Notice(msgspec.Struct, frozen=True, tag="notice"):
 class ErrorCode(enum.IntEnum):
     BAD_FRAME = 1  # not JSON, not an object, wrong types, too large
     UNKNOWN_COMMAND = 2
-    VERSION_MISMATCH = 3
-    NODE_ERROR = 4  # the node raised or refused
-    TIMEOUT = 5
+    NODE_ERROR = 3  # the node raised or refused
 
 
 class Reply(msgspec.Struct, frozen=True, tag="reply"):
@@ -154,7 +152,8 @@ def _decode(frame: bytes, decoder: msgspec.json.Decoder):
     try:
         return decoder.decode(frame)
     except msgspec.ValidationError as exc:
-        code = ErrorCode.UNKNOWN_COMMAND if "Invalid value" in str(exc) and "type" in str(exc) else ErrorCode.BAD_FRAME
+        unknown_command = str(exc).startswith("Invalid value") and str(exc).endswith("`$.command.type`")
+        code = ErrorCode.UNKNOWN_COMMAND if unknown_command else ErrorCode.BAD_FRAME
         raise ProtocolError(str(exc), code) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"malformed JSON: {exc}") from None

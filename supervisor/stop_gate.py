@@ -41,10 +41,9 @@ def decide(
 ) -> Decision:
     if not worker_alive:
         return Decision(True, "the worker is already gone")
-    if approval is not None:
-        if approval.action in ENDING_APPROVALS:
-            return Decision(True, f"{approval.action} approved by {approval.operator} ({approval.approval_id}): {approval.reason}")
-        return Decision(False, f"the approval on record is for {approval.action}, which does not cover ending the worker")
+    if approval is not None and approval.action in ENDING_APPROVALS:
+        return Decision(True, f"{approval.action} approved by {approval.operator} ({approval.approval_id}): {approval.reason}")
+    # An approval for anything else covers nothing here: the other grounds still stand.
     if fresh_status is not None:
         if fresh_status.is_flat():
             return Decision(True, "the worker's fresh status is flat")

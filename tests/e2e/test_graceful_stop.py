@@ -53,15 +53,20 @@ def test_demo_command_runs_and_stops_on_its_own(tmp_path):
     assert "FLAT -> STOPPED" in result.stderr  # the terminal shows each transition
 
 
-def test_unflattenable_node_stays_halting_and_is_never_stopped(nsup_run):
+def stuck_in_halting(nsup_run, rounds: int, round_wait_secs: float):
+    """A node whose venue rejects every closing order, asked to stop with two positions open."""
     run = nsup_run(
         {**ALWAYS_IN, "reject_reduce_only": True, "exit_max_attempts": 5},
-        {"flatten_rounds": 2, "flatten_round_wait_secs": 1.0},
+        {"flatten_rounds": rounds, "flatten_round_wait_secs": round_wait_secs},
     )
     run.wait_for_state("RUNNING")
     run.wait_for_positions(2)
     run.signal(signal.SIGTERM)
-    stuck = run.wait_for(lambda: run.records("halt_stuck"), what="halt_stuck")[0]
+    return run, run.wait_for(lambda: run.records("halt_stuck"), what="halt_stuck")[0]
+
+
+def test_unflattenable_node_stays_halting_and_is_never_stopped(nsup_run):
+    run, stuck = stuck_in_halting(nsup_run, rounds=2, round_wait_secs=1.0)
 
     assert stuck["positions_open"] == 2
     assert {p["instrument_id"] for p in stuck["positions"]} == {"EUR/USD.SIM", "GBP/USD.SIM"}
@@ -75,14 +80,7 @@ def test_unflattenable_node_stays_halting_and_is_never_stopped(nsup_run):
 
 
 def test_signal_storm_during_stuck_halting_changes_nothing(nsup_run):
-    run = nsup_run(
-        {**ALWAYS_IN, "reject_reduce_only": True, "exit_max_attempts": 5},
-        {"flatten_rounds": 1, "flatten_round_wait_secs": 0.5},
-    )
-    run.wait_for_state("RUNNING")
-    run.wait_for_positions(2)
-    run.signal(signal.SIGTERM)
-    run.wait_for(lambda: run.records("halt_stuck"), what="halt_stuck")
+    run, _ = stuck_in_halting(nsup_run, rounds=1, round_wait_secs=0.5)
     _storm(run, seconds=1.5)
     time.sleep(1.0)
 

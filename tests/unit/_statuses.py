@@ -1,0 +1,133 @@
+"""Shared builders and hypothesis strategies for NodeStatus reads (not a test module)."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+from hypothesis import strategies as st
+
+from supervisor import protocol as p
+from supervisor.lifecycle import FlatReads
+
+TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
+
+
+def status(
+    positions: int = 0,
+    inflight: int = 0,
+    open_: int = 0,
+    exiting: bool = False,
+    trading_state: str = "HALTED",
+    ts: float = 1_700_000_000.0,
+) -> p.NodeStatus:
+    """One status read; flat by default."""
+    return p.NodeStatus(
+        node_state="RUNNING",
+        trading_state=trading_state,
+        counts=p.Counts(positions, inflight, open_),
+        strategies=[
+            p.StrategyView("EMACross-001", "RUNNING", False),
+            p.StrategyView("Demo-002", "RUNNING", exiting),
+        ],
+        positions=[p.PositionView("EURUSD.SIM", "LONG", "1000", "1.20 USD")] if positions else [],
+        ts=ts,
+    )
+
+
+# Biased towards zero so that flat reads are common and the interesting boundary is explored.
+small_counts = st.sampled_from([0, 0, 0, 0, 1, 2, 7])
+counts = st.builds(p.Counts, small_counts, small_counts, small_counts)
+strategy_views = st.builds(
+    p.StrategyView,
+    strategy_id=st.sampled_from(["EMACross-001", "Demo-002", "X-003"]),
+    state=st.sampled_from(["RUNNING", "STOPPED", "DEGRADED"]),
+    is_exiting=st.sampled_from([False, False, False, True]),
+)
+position_views = st.builds(
+    p.PositionView,
+    instrument_id=st.sampled_from(["EURUSD.SIM", "BTCUSDT.BINANCE"]),
+    side=st.sampled_from(["LONG", "SHORT"]),
+    quantity=st.sampled_from(["1", "1000", "0.5"]),
+    unrealized_pnl=st.sampled_from(["0 USD", "-3.20 USD"]),
+)
+timestamps = st.floats(min_value=0, max_value=4e9, allow_nan=False, allow_infinity=False)
+
+
+def node_statuses(ts=timestamps) -> st.SearchStrategy[p.NodeStatus]:
+    return st.builds(
+        p.NodeStatus,
+        node_state=st.sampled_from(["BUILT", "RUNNING", "STOPPED"]),
+        trading_state=st.sampled_from(TRADING_STATES),
+        counts=counts,
+        strategies=st.lists(strategy_views, max_size=3),
+        positions=st.lists(position_views, max_size=2),
+        ts=ts,
+    )
+
+
+def flat_reads(span_secs: float, n: int = 2, last: str = "HALTED") -> FlatReads:
+    """Verified-flat evidence as the daemon builds it: flat reads, the last HALTED, span on nsup's clock."""
+    reads = [status(trading_state="REDUCING", ts=1_700_000_000.0 + i) for i in range(n - 1)]
+    return FlatReads((*reads, status(trading_state=last, ts=1_700_000_000.0 + n)), span_secs)
+
+
+spans = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, 0.1, 0.5, 1.0, -1.0])
+
+
+def any_flat_reads(max_size: int = 4) -> st.SearchStrategy[FlatReads]:
+    """Random evidence: random reads, random span (negative, NaN and infinite included)."""
+    return st.builds(FlatReads, reads=st.lists(node_statuses(), max_size=max_size).map(tuple), span_secs=spans)
+
+
+@st.composite
+def verified_flat_reads(draw, interval: float) -> FlatReads:
+    """Evidence DESIGN.md calls verified flat: 2+ reads, all flat, the last HALTED, span >= interval.
+    The worker's own timestamps are arbitrary: the span is measured on nsup's clock."""
+    n = draw(st.integers(min_value=2, max_value=4))
+    states = [draw(st.sampled_from(TRADING_STATES)) for _ in range(n - 1)] + ["HALTED"]
+    reads = tuple(status(trading_state=s, ts=draw(timestamps)) for s in states)
+    return FlatReads(reads, interval + draw(st.floats(min_value=0, max_value=3)))
+
+
+@st.composite
+def nearly_flat_reads(draw, interval: float) -> FlatReads | None:
+    """Verified-flat evidence with exactly one thing spoiled: what the guard must still refuse."""
+    evidence = draw(verified_flat_reads(interval))
+    reads, span = list(evidence.reads), evidence.span_secs
+    spoil = draw(st.sampled_from(["not_halted", "too_short", "count", "exiting", "one_read", "nan_span", "none"]))
+    i = draw(st.integers(0, len(reads) - 1))
+    if spoil == "not_halted":
+        reads[-1] = msgspec.structs.replace(reads[-1], trading_state=draw(st.sampled_from(["ACTIVE", "REDUCING"])))
+    elif spoil == "too_short":
+        span = interval * draw(st.floats(min_value=-1, max_value=0.999))
+    elif spoil == "count":
+        field = draw(st.sampled_from(["positions_open", "orders_inflight", "orders_open"]))
+        reads[i] = msgspec.structs.replace(reads[i], counts=msgspec.structs.replace(reads[i].counts, **{field: 1}))
+    elif spoil == "exiting":
+        reads[i] = msgspec.structs.replace(reads[i], strategies=[p.StrategyView("S-009", "RUNNING", True)])
+    elif spoil == "one_read":
+        reads = reads[-1:]
+    elif spoil == "nan_span":
+        span = math.nan
+    else:
+        return None
+    return FlatReads(tuple(reads), span)
+
+
+def is_flat_oracle(read: p.NodeStatus) -> bool:
+    """Written from DESIGN.md, not from NodeStatus.is_flat."""
+    c = read.counts
+    return (c.positions_open, c.orders_inflight, c.orders_open) == (0, 0, 0) and all(
+        s.is_exiting is False for s in read.strategies
+    )
+
+
+def verified_flat_oracle(evidence: FlatReads | None, interval: float) -> bool:
+    """DESIGN.md: counts zero and no strategy exiting in two (or more) reads, the first and last at
+    least `interval` apart; HALTED set on the last read."""
+    if not isinstance(evidence, FlatReads) or len(evidence.reads) < 2:
+        return False
+    if any(not is_flat_oracle(r) for r in evidence.reads):
+        return False
+    return evidence.reads[-1].trading_state == "HALTED" and not (evidence.span_secs < interval or math.isnan(evidence.span_secs))

@@ -1,0 +1,411 @@
+"""The lifecycle FSM: exactly the DESIGN.md table, its guards, and `fire` never raising."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from _statuses import (
+    any_flat_reads,
+    flat_reads,
+    nearly_flat_reads,
+    status,
+    verified_flat_oracle,
+    verified_flat_reads,
+)
+from supervisor import lifecycle as lc
+from supervisor.lifecycle import Approval, FlatReads, Lifecycle, Outcome, verified_flat
+
+INTERVAL = 0.5
+
+# Written out from DESIGN.md "The lifecycle", not derived from lifecycle.TRANSITIONS.
+EXPECTED_TRANSITIONS = {
+    ("build", "CREATED", "BUILT"),
+    ("build", "RECOVERING", "BUILT"),
+    ("run", "BUILT", "RUNNING"),
+    ("halt", "RUNNING", "HALTING"),
+    ("flat", "HALTING", "FLAT"),
+    ("resume", "HALTING", "RUNNING"),
+    ("abort", "HALTING", "ABORTED"),
+    ("stop", "FLAT", "STOPPED"),
+    ("worker_lost", "CREATED", "RECOVERING"),
+    ("worker_lost", "BUILT", "RECOVERING"),
+    ("worker_lost", "RUNNING", "RECOVERING"),
+    ("worker_lost", "HALTING", "RECOVERING"),
+    ("worker_lost", "FLAT", "RECOVERING"),
+    ("give_up", "RECOVERING", "ABORTED"),
+}
+EXPECTED_GUARDS = {"flat": {"flat_is_verified"}, "abort": {"abort_is_approved"}, "stop": {"worker_exited_cleanly"}}
+EXPECTED_STATES = ["CREATED", "BUILT", "RUNNING", "HALTING", "FLAT", "STOPPED", "ABORTED", "RECOVERING"]
+TRIGGERS = sorted({t for t, _, _ in EXPECTED_TRANSITIONS})
+HAPPY_NEXT = {"CREATED": "build", "BUILT": "run", "RUNNING": "halt", "HALTING": "flat", "FLAT": "stop", "RECOVERING": "build"}
+ABORT_OK = Approval(action="abort", operator="alice", reason="venue down, exposure accepted", approval_id="ap-1")
+
+
+class Recorder:
+    def __init__(self):
+        self.calls: list[tuple[str, str, str, dict]] = []
+
+    def __call__(self, trigger, source, dest, evidence):
+        self.calls.append((trigger, source, dest, dict(evidence)))
+
+
+def machine(state: str = "CREATED") -> tuple[Lifecycle, Recorder]:
+    rec = Recorder()
+    life = Lifecycle(INTERVAL, rec)
+    if state != "CREATED":
+        life._machine.set_state(state, model=life)
+    assert life.state == state
+    return life, rec
+
+
+TERMINAL = {"STOPPED", "ABORTED"}
+
+
+def full_evidence() -> dict:
+    """Evidence that satisfies every guard, so only the table decides."""
+    return {"actor": "test", "evidence": flat_reads(INTERVAL), "approval": ABORT_OK, "exit_code": 0}
+
+
+# The table ---------------------------------------------------------------------------------------
+
+
+def test_machine_has_exactly_the_design_transitions():
+    life, _ = machine()
+    m = life._machine
+    actual = set()
+    for name, event in m.events.items():
+        for source, transitions in event.transitions.items():
+            for t in transitions:
+                assert t.source == source
+                actual.add((name, t.source, t.dest))
+    assert actual == EXPECTED_TRANSITIONS
+    # get_transitions() sees the same table
+    via_api = {(t_name, t.source, t.dest) for t_name in m.events for t in m.get_transitions(trigger=t_name)}
+    assert via_api == EXPECTED_TRANSITIONS
+
+
+def test_guards_sit_on_exactly_flat_abort_and_stop():
+    life, _ = machine()
+    guards = {}
+    for name, event in life._machine.events.items():
+        for transitions in event.transitions.values():
+            for t in transitions:
+                names = {c.func for c in t.conditions}
+                assert all(c.target for c in t.conditions)  # conditions, not "unless"
+                if names:
+                    guards.setdefault(name, set()).update(names)
+    assert guards == EXPECTED_GUARDS
+
+
+def test_states_are_exactly_the_design_states():
+    life, _ = machine()
+    assert list(life._machine.states) == EXPECTED_STATES
+    assert lc.STATES == EXPECTED_STATES
+    assert life.state == "CREATED"
+
+
+@pytest.mark.parametrize("state", EXPECTED_STATES)
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_every_state_trigger_pair_behaves_as_the_table_says(state, trigger):
+    """With evidence that satisfies every guard, a trigger moves iff the table has it."""
+    life, rec = machine(state)
+    expected = {s: d for t, s, d in EXPECTED_TRANSITIONS if t == trigger}
+    outcome = life.fire(trigger, **full_evidence())
+    assert isinstance(outcome, Outcome)
+    if state in expected:
+        assert outcome == Outcome(True)
+        assert life.state == expected[state]
+        assert [(c[0], c[1], c[2]) for c in rec.calls] == [(trigger, state, expected[state])]
+    else:
+        assert outcome.ok is False
+        assert trigger in outcome.reason and state in outcome.reason
+        assert life.state == state
+        assert rec.calls == []
+
+
+@pytest.mark.parametrize("state", sorted(TERMINAL))
+def test_terminal_states_have_no_exits(state):
+    life, rec = machine(state)
+    for name, event in life._machine.events.items():
+        assert state not in event.transitions, f"{name} leaves terminal {state}"
+    for trigger in TRIGGERS:
+        assert life.fire(trigger, **full_evidence()).ok is False
+    assert life.state == state and rec.calls == []
+
+
+def test_happy_path_and_callback_evidence():
+    life, rec = machine()
+    for trigger in ("build", "run", "halt"):
+        assert life.fire(trigger, actor="nsup").ok
+    assert life.fire("flat", actor="nsup", evidence=flat_reads(INTERVAL)).ok
+    assert life.fire("stop", actor="nsup", exit_code=0).ok
+    assert life.state == "STOPPED"
+    assert [c[:3] for c in rec.calls] == [
+        ("build", "CREATED", "BUILT"),
+        ("run", "BUILT", "RUNNING"),
+        ("halt", "RUNNING", "HALTING"),
+        ("flat", "HALTING", "FLAT"),
+        ("stop", "FLAT", "STOPPED"),
+    ]
+    assert all(c[3]["actor"] == "nsup" for c in rec.calls)
+    assert rec.calls[4][3]["exit_code"] == 0
+
+
+# fire never raises -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", EXPECTED_STATES)
+def test_fire_refuses_a_known_trigger_in_the_wrong_state(state):
+    for trigger in TRIGGERS:
+        if any(t == trigger and s == state for t, s, _ in EXPECTED_TRANSITIONS):
+            continue
+        life, rec = machine(state)
+        outcome = life.fire(trigger, actor="x")
+        assert outcome.ok is False and outcome.reason
+        assert life.state == state and rec.calls == []
+
+
+@pytest.mark.parametrize("trigger", ["bogus", "", "to_FLAT", "STOP"])
+def test_fire_refuses_an_unknown_trigger_without_raising(trigger):
+    life, rec = machine("HALTING")
+    outcome = life.fire(trigger, actor="x")
+    assert outcome.ok is False and outcome.reason
+    assert life.state == "HALTING" and rec.calls == []
+
+
+# Guards ------------------------------------------------------------------------------------------
+
+
+def test_flat_allowed_with_two_flat_reads_interval_apart_last_halted():
+    life, rec = machine("HALTING")
+    assert life.fire("flat", evidence=flat_reads(INTERVAL)).ok
+    assert life.state == "FLAT" and len(rec.calls) == 1
+    assert rec.calls[0][3]["evidence"] == flat_reads(INTERVAL)  # the proof reaches the observer
+
+
+def test_flat_allowed_with_the_daemons_three_reads():
+    life, _ = machine("HALTING")
+    assert life.fire("flat", evidence=flat_reads(INTERVAL + 0.01, n=3)).ok
+
+
+def test_flat_span_is_nsups_not_the_workers_clock():
+    """The worker's wall clock may step: its timestamps neither make nor break the interval."""
+    stepped_back = FlatReads((status(ts=2_000_000_000.0), status(ts=1_000_000_000.0)), INTERVAL)
+    life, _ = machine("HALTING")
+    assert life.fire("flat", evidence=stepped_back).ok
+    same_instant_but_far_on_worker_clock = FlatReads((status(ts=0.0), status(ts=1e9)), INTERVAL / 2)
+    life, _ = machine("HALTING")
+    assert not life.fire("flat", evidence=same_instant_but_far_on_worker_clock).ok
+
+
+def _reads(*reads, span=1.0):
+    return FlatReads(tuple(reads), span)
+
+
+@pytest.mark.parametrize(
+    "evidence, why",
+    [
+        (None, "no evidence at all"),
+        (_reads(), "empty reads"),
+        (_reads(status()), "one flat read"),
+        (flat_reads(INTERVAL * 0.99), "two reads too close together"),
+        (flat_reads(0.0), "the same instant twice"),
+        (flat_reads(-1.0), "a negative span"),
+        (flat_reads(float("nan")), "a NaN span"),
+        (flat_reads(INTERVAL, last="REDUCING"), "last not HALTED"),
+        (flat_reads(INTERVAL, last="ACTIVE"), "last ACTIVE"),
+        (_reads(status(), status(exiting=True)), "a strategy still exiting (last read)"),
+        (_reads(status(exiting=True), status()), "a strategy exiting (first read)"),
+        (_reads(status(positions=1), status()), "position open in the first read"),
+        (_reads(status(), status(positions=1)), "position open"),
+        (_reads(status(), status(inflight=1)), "order in flight"),
+        (_reads(status(), status(open_=1)), "order open"),
+        (_reads(status(), status(positions=2), status()), "exposure between two flat reads"),
+    ],
+)
+def test_flat_refused_without_verified_flat_evidence(evidence, why):
+    life, rec = machine("HALTING")
+    kwargs = {} if evidence is None else {"evidence": evidence}
+    outcome = life.fire("flat", actor="nsup", **kwargs)
+    assert outcome.ok is False, why
+    assert "flat_is_verified" in outcome.reason
+    assert life.state == "HALTING" and rec.calls == []
+
+
+def test_flat_ignores_evidence_under_another_name():
+    life, _ = machine("HALTING")
+    assert not life.fire("flat", reads=flat_reads(INTERVAL).reads).ok
+
+
+@pytest.mark.parametrize(
+    "approval",
+    [
+        None,
+        Approval("sigkill", "alice", "r", "ap-2"),
+        Approval("stop_command", "alice", "r", "ap-3"),
+        Approval("ABORT", "alice", "r", "ap-4"),
+        {"action": "abort", "operator": "alice", "reason": "r", "approval_id": "ap-5"},  # not on record as an Approval
+        "abort",
+    ],
+)
+def test_abort_refused_without_an_abort_approval(approval):
+    life, rec = machine("HALTING")
+    evidence = {} if approval is None else {"approval": approval}
+    outcome = life.fire("abort", actor="op", **evidence)
+    assert outcome.ok is False and "abort_is_approved" in outcome.reason
+    assert life.state == "HALTING" and rec.calls == []
+
+
+def test_abort_allowed_with_an_abort_approval():
+    life, rec = machine("HALTING")
+    assert life.fire("abort", actor="alice", approval=ABORT_OK).ok
+    assert life.state == "ABORTED"
+    assert rec.calls[0][:3] == ("abort", "HALTING", "ABORTED") and rec.calls[0][3]["approval"] is ABORT_OK
+
+
+@pytest.mark.parametrize("exit_code", [None, 1, -9, -15, 2, 3])
+def test_stop_refused_unless_the_worker_exited_with_zero(exit_code):
+    life, rec = machine("FLAT")
+    evidence = {} if exit_code is None else {"exit_code": exit_code}
+    outcome = life.fire("stop", actor="nsup", **evidence)
+    assert outcome.ok is False and "worker_exited_cleanly" in outcome.reason
+    assert life.state == "FLAT" and rec.calls == []
+
+
+def test_stop_allowed_with_exit_code_zero():
+    life, _ = machine("FLAT")
+    assert life.fire("stop", exit_code=0).ok and life.state == "STOPPED"
+
+
+# verified_flat against an independent oracle -----------------------------------------------------
+
+intervals = st.sampled_from([0.001, 0.1, 0.5, 1.0, 2.5]) | st.floats(min_value=0.001, max_value=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(evidence=st.none() | any_flat_reads(), interval=intervals)
+def test_verified_flat_matches_the_oracle_on_random_evidence(evidence, interval):
+    assert verified_flat(evidence, interval) == verified_flat_oracle(evidence, interval)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), interval=intervals)
+def test_verified_flat_accepts_every_verified_sequence(data, interval):
+    evidence = data.draw(verified_flat_reads(interval))
+    assert verified_flat_oracle(evidence, interval)
+    assert verified_flat(evidence, interval)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), interval=intervals)
+def test_verified_flat_refuses_nearly_flat_reads(data, interval):
+    evidence = data.draw(nearly_flat_reads(interval))
+    assert not verified_flat_oracle(evidence, interval)
+    assert not verified_flat(evidence, interval)
+
+
+# Stateful: random triggers with random evidence ---------------------------------------------------
+
+approvals = st.one_of(
+    st.none(),
+    st.builds(Approval, action=st.sampled_from(["abort", "sigkill", "sigterm", "stop_command", "resume"]),
+              operator=st.just("alice"), reason=st.just("r"), approval_id=st.just("ap")),
+)
+exit_codes = st.sampled_from([None, 0, 0, 1, -9, -15, 3])
+
+
+class LifecycleMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.rec = Recorder()
+        self.life = Lifecycle(INTERVAL, self.rec)
+        self.seen_terminal: str | None = None
+
+    def _fire(self, trigger, evidence):
+        before = self.life.state
+        n_calls = len(self.rec.calls)
+        outcome = self.life.fire(trigger, **evidence)
+        after = self.life.state
+        new_calls = self.rec.calls[n_calls:]
+        table = {s: d for t, s, d in EXPECTED_TRANSITIONS if t == trigger}
+        if outcome.ok:
+            assert before in table and after == table[before]
+            assert len(new_calls) == 1
+            assert new_calls[0][:3] == (trigger, before, after)
+            assert new_calls[0][3] == evidence  # the observer gets the evidence the trigger was fired with
+            if after == "FLAT":
+                assert verified_flat_oracle(evidence.get("evidence"), INTERVAL)
+            if before == "HALTING" and after == "ABORTED":
+                approval = evidence.get("approval")
+                assert isinstance(approval, Approval) and approval.action == "abort"
+            if after == "STOPPED":
+                assert evidence.get("exit_code") == 0
+        else:
+            assert outcome.reason
+            assert after == before
+            assert new_calls == []
+        if self.seen_terminal is not None:
+            assert outcome.ok is False and after == self.seen_terminal
+        if after in TERMINAL:
+            self.seen_terminal = after
+        if outcome.ok:
+            event(f"{before} -> {after}")
+
+    @rule(trigger=st.sampled_from(TRIGGERS), approval=approvals, exit_code=exit_codes,
+          reads=st.none() | any_flat_reads(max_size=3))
+    def fire_random(self, trigger, approval, exit_code, reads):
+        evidence = {"actor": "random"}
+        if approval is not None:
+            evidence["approval"] = approval
+        if exit_code is not None:
+            evidence["exit_code"] = exit_code
+        if reads is not None:
+            evidence["evidence"] = reads
+        self._fire(trigger, evidence)
+
+    @rule(data=st.data())
+    def advance(self, data):
+        """The happy-path trigger for the current state, with evidence that is often, not always, good."""
+        state = self.life.state
+        trigger = HAPPY_NEXT.get(state, data.draw(st.sampled_from(TRIGGERS)))
+        evidence = {"actor": "nsup"}
+        if trigger == "flat":
+            evidence["evidence"] = data.draw(
+                st.one_of(verified_flat_reads(INTERVAL), nearly_flat_reads(INTERVAL), any_flat_reads(max_size=3))
+            )
+        elif trigger == "stop":
+            evidence["exit_code"] = data.draw(exit_codes)
+        self._fire(trigger, evidence)
+
+    @precondition(lambda self: self.life.state == "HALTING")
+    @rule(data=st.data())
+    def try_flat(self, data):
+        evidence = data.draw(st.one_of(verified_flat_reads(INTERVAL), nearly_flat_reads(INTERVAL)))
+        self._fire("flat", {"actor": "nsup", "evidence": evidence})
+
+    @precondition(lambda self: self.life.state == "HALTING")
+    @rule(approval=approvals)
+    def operator_abort(self, approval):
+        self._fire("abort", {"actor": "alice"} if approval is None else {"actor": "alice", "approval": approval})
+
+    @rule(trigger=st.sampled_from(TRIGGERS))
+    def fire_without_evidence(self, trigger):
+        self._fire(trigger, {})
+
+    @invariant()
+    def state_is_known_and_callbacks_chain(self):
+        assert self.life.state in EXPECTED_STATES
+        state = "CREATED"
+        for trigger, source, dest, _ in self.rec.calls:
+            assert source == state
+            state = dest
+        assert state == self.life.state
+
+
+TestLifecycleStateful = LifecycleMachine.TestCase
+TestLifecycleStateful.settings = settings(
+    max_examples=100, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)

@@ -1,0 +1,92 @@
+"""supervisor/ never imports nautilus_trader; protocol.py imports neither nautilus nor the FSM."""
+
+from __future__ import annotations
+
+import ast
+import json
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import supervisor
+
+PACKAGE = Path(supervisor.__file__).resolve().parent
+PROTOCOL = PACKAGE / "protocol.py"
+
+# supervisor.__main__ runs the CLI (and sys.exit) when imported; it only imports supervisor.cli, which
+# is imported below, and its own imports are checked by the AST test.
+NOT_IMPORTABLE = {"supervisor.__main__"}
+
+
+def all_modules() -> list[str]:
+    names = ["supervisor"] + [m.name for m in pkgutil.walk_packages([str(PACKAGE)], prefix="supervisor.")]
+    return sorted(set(names) - NOT_IMPORTABLE)
+
+
+def imports_in_fresh_interpreter(modules: list[str]) -> dict:
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout))
+
+
+def test_every_supervisor_module_is_found():
+    modules = all_modules()
+    for expected in ("cli", "config", "console", "daemon", "journal", "lifecycle", "protocol", "stop_gate",
+                     "worker_link", "worker_process"):
+        assert f"supervisor.{expected}" in modules
+    assert set(modules) | NOT_IMPORTABLE == {"supervisor"} | {f"supervisor.{p.stem}" for p in PACKAGE.glob("*.py")
+                                                              if p.stem != "__init__"}
+
+
+def test_importing_all_of_supervisor_does_not_import_nautilus():
+    modules = all_modules()
+    loaded = imports_in_fresh_interpreter(modules)
+    assert set(modules) <= loaded  # they really were imported
+    nautilus = sorted(m for m in loaded if m == "nautilus_trader" or m.startswith("nautilus_trader."))
+    assert nautilus == []
+    assert "node_worker" not in loaded  # which would import nautilus on its own
+
+
+def test_the_check_would_see_nautilus():
+    loaded = imports_in_fresh_interpreter(["supervisor.protocol", "nautilus_trader"])
+    assert "nautilus_trader" in loaded
+
+
+def test_protocol_imports_neither_nautilus_nor_the_fsm_statically():
+    tree = ast.parse(PROTOCOL.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add("." * node.level + (node.module or ""))
+            imported |= {f"{node.module}.{a.name}" for a in node.names}
+    forbidden = ("nautilus_trader", "transitions", "supervisor.lifecycle", ".lifecycle", "lifecycle")
+    bad = {m for m in imported for f in forbidden if m == f or m.startswith(f + ".")}
+    assert bad == set(), bad
+    assert "supervisor.lifecycle" not in PROTOCOL.read_text() and "import transitions" not in PROTOCOL.read_text()
+
+
+def test_protocol_alone_loads_neither_nautilus_nor_the_fsm():
+    loaded = imports_in_fresh_interpreter(["supervisor.protocol"])
+    assert "supervisor.protocol" in loaded
+    for name in ("nautilus_trader", "transitions", "supervisor.lifecycle", "supervisor.daemon", "zmq"):
+        assert name not in loaded, name
+
+
+def test_main_module_only_imports_the_cli():
+    tree = ast.parse((PACKAGE / "__main__.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+    assert imported <= {"sys", "supervisor.cli"}
