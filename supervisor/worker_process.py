@@ -24,7 +24,7 @@ class WorkerProcess:
         loop.add_reader(self.pidfd, self._on_exit)
 
     @classmethod
-    def spawn(cls, args: list[str], log_path: Path, cwd: Path | None = None) -> WorkerProcess:
+    def spawn(cls, args: list[str], log_path: Path) -> WorkerProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
@@ -33,7 +33,6 @@ class WorkerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                cwd=cwd,
             )
         return cls(popen)
 
