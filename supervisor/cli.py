@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fcntl
+import json
 import math
 import os
 import sys
@@ -15,13 +16,18 @@ from pathlib import Path
 from loguru import logger
 
 from supervisor import __version__
-from supervisor.config import ConfigError, NsupConfig, NodeSection, SupervisorSection, load_config
+from supervisor.config import ConfigError, NodeSection, NsupConfig, SupervisorSection, load_config
 from supervisor.console import Console, setup_logging
+from supervisor.control.commands import OperatorCommands
+from supervisor.control.events import EventPublisher
+from supervisor.control.security import Binding, start_authenticator
+from supervisor.control.server import ControlServer
 from supervisor.daemon import EXIT_FAILURE, EXIT_USAGE, Supervisor
 from supervisor.journal import Journal
 
 DEMO_FACTORY = "node_worker.demo.node:demo_node"
 MAX_IPC_PATH = 100  # sun_path holds 107 bytes; keep a margin
+ENDPOINTS_FILE = "endpoints.json"  # where nsupctl --state-dir finds the sockets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +66,7 @@ def _demo_config(args) -> NsupConfig:
 
 def _supervise(config: NsupConfig, duration: float | None) -> int:
     s = config.supervisor
-    socket_path = s.run_path / "worker.sock"
+    socket_path = s.run_path / "control.sock"  # the longest of the socket names
     if len(str(socket_path)) > MAX_IPC_PATH:
         field = "supervisor.run_dir" if s.run_dir else "supervisor.state_dir (or set supervisor.run_dir)"
         print(f"nsup: config error: {field}: {socket_path} is longer than a unix socket path may be "
@@ -79,7 +85,7 @@ def _supervise(config: NsupConfig, duration: float | None) -> int:
     journal.listen(console.on_record)
     logger.info("nsup {} supervising {} (state dir {})", __version__, config.node.factory, s.state_path)
     try:
-        return asyncio.run(_main(Supervisor(config, journal, console), duration))
+        return asyncio.run(_main(config, journal, console, duration))
     except Exception as exc:  # a bug of ours: one line on the terminal, the traceback on record
         logger.critical("nsup failed: {}: {}", type(exc).__name__, exc)
         try:
@@ -92,10 +98,41 @@ def _supervise(config: NsupConfig, duration: float | None) -> int:
         os.close(lock)
 
 
-async def _main(supervisor: Supervisor, duration: float | None) -> int:
+async def _main(config: NsupConfig, journal: Journal, console: Console, duration: float | None) -> int:
+    supervisor = Supervisor(config, journal)
+    supervisor.status_listeners.append(console.on_status)
+    control, events = _control_bindings(config)
+    authenticator = None
+    if config.control.tcp_endpoint:
+        authenticator = start_authenticator(Path(config.control.curve_authorized_keys))
+    publisher = EventPublisher(events)
+    journal.listen(lambda record: publisher.publish(record["kind"], record))
+    supervisor.status_listeners.append(lambda state, status: publisher.publish("heartbeat", {"state": state, "status": status}))
+    server = ControlServer(control, OperatorCommands(supervisor, publisher.endpoints).handle)
+    endpoints_file = config.supervisor.state_path / ENDPOINTS_FILE
+    endpoints_file.write_text(json.dumps({"control": server.endpoints, "events": publisher.endpoints, "supervisor_pid": os.getpid()}))
     if duration is not None:
         asyncio.get_running_loop().call_later(duration, supervisor.request_shutdown, f"duration:{duration:g}s")
-    return await supervisor.run()
+    try:
+        return await supervisor.run()
+    finally:
+        endpoints_file.unlink(missing_ok=True)
+        server.close()
+        publisher.close()
+        if authenticator is not None:
+            authenticator.stop()
+
+
+def _control_bindings(config: NsupConfig) -> tuple[list[Binding], list[Binding]]:
+    """ipc in the run dir always; tcp beside it only with CURVE (the config refuses it otherwise)."""
+    run, control = config.supervisor.run_path, config.control
+    commands = [Binding(f"ipc://{run / 'control.sock'}", group=control.group)]
+    events = [Binding(f"ipc://{run / 'events.sock'}", group=control.group)]
+    if control.tcp_endpoint:
+        key = Path(control.curve_secret_key)
+        commands.append(Binding(control.tcp_endpoint, curve_secret_key=key))
+        events.append(Binding(control.events_tcp_endpoint, curve_secret_key=key))
+    return commands, events
 
 
 def _lock(path: Path, held_means: str) -> int:

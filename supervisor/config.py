@@ -12,6 +12,14 @@
     flatten_round_wait_secs = 10.0                 # how long each round waits for flat
     flat_confirm_secs = 0.5                        # the interval between the two flat reads
     startup_timeout_secs = 60.0                    # worker spawn to node RUNNING
+    abort_challenge_ttl_secs = 60.0                # how long an abort challenge's nonce is good for
+
+    [control]                                      # optional; ipc in run_dir is always on
+    group = "traders"                              # control.sock 0660 for this group (else 0600)
+    tcp_endpoint = "tcp://127.0.0.1:7400"          # TCP only with CURVE: both keys below required
+    events_tcp_endpoint = "tcp://127.0.0.1:7401"
+    curve_secret_key = "/etc/nsup/server.key_secret"   # from `nsupctl keygen`
+    curve_authorized_keys = "/etc/nsup/authorized"     # a directory of clients' *.key files
 
 A wrong, missing or mistyped field is a ConfigError whose message is one line naming the field and
 what was expected.
@@ -44,6 +52,7 @@ class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     flatten_round_wait_secs: PositiveSecs = 10.0
     flat_confirm_secs: PositiveSecs = 0.5
     startup_timeout_secs: PositiveSecs = 60.0
+    abort_challenge_ttl_secs: PositiveSecs = 60.0
 
     @property
     def state_path(self) -> Path:
@@ -54,9 +63,34 @@ class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
         return Path(self.run_dir or self.state_dir)
 
 
+TcpEndpoint = Annotated[str, msgspec.Meta(pattern=r"^tcp://[^\s:]+:\d{1,5}$")]
+
+
+class ControlSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    group: str | None = None
+    tcp_endpoint: TcpEndpoint | None = None
+    events_tcp_endpoint: TcpEndpoint | None = None
+    curve_secret_key: str | None = None
+    curve_authorized_keys: str | None = None
+
+    def __post_init__(self):
+        if (self.tcp_endpoint or self.events_tcp_endpoint) and not (self.curve_secret_key and self.curve_authorized_keys):
+            raise ValueError("plain TCP is refused: set curve_secret_key and curve_authorized_keys (see `nsupctl keygen`)")
+        if bool(self.tcp_endpoint) != bool(self.events_tcp_endpoint):
+            raise ValueError("tcp_endpoint and events_tcp_endpoint go together")
+
+
 class NsupConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     node: NodeSection
     supervisor: SupervisorSection
+    control: ControlSection = ControlSection()
+
+
+PATTERN_HINTS = {
+    "factory": "expected 'module:function', e.g. node_worker.demo.node:demo_node",
+    "tcp_endpoint": "expected tcp://HOST:PORT",
+    "events_tcp_endpoint": "expected tcp://HOST:PORT",
+}
 
 
 class ConfigError(ValueError):
@@ -97,5 +131,5 @@ def _one_line(message: str) -> str:
         field = f"{field}.{named['name']}".lstrip(".")
         what = "required, but missing" if named["problem"] == "missing required" else "unknown field"
     elif "matching regex" in what:
-        what = "expected 'module:function', e.g. node_worker.demo.node:demo_node"
+        what = PATTERN_HINTS.get(field.rsplit(".", 1)[-1], what)
     return f"{field or '(top level)'}: {what[0].lower() + what[1:]}"

@@ -1,9 +1,11 @@
 """The daemon around the lifecycle: spawns the worker, drives the machine, does all the I/O.
 
-One coroutine, `_drive`, walks the happy path CREATED -> BUILT -> RUNNING -> HALTING -> FLAT ->
-STOPPED. Anything the worker does on its own (exit, crash) surfaces as WorkerLost wherever the walk
-is waiting, so no step can miss it. A worker that falls silent is alerted on by the heartbeat
-watchdog and waited for; it is never ended for being silent while it may hold positions.
+One coroutine, `_drive`, walks the lifecycle: CREATED -> BUILT -> RUNNING -> HALTING -> FLAT ->
+STOPPED, and the detours an operator asks for (resume, abort, restart). Only `_drive` moves the
+machine; operators and signals put WalkRequests on its queue and wait for the answer. Anything the
+worker does on its own (exit, crash) surfaces as WorkerLost wherever the walk is waiting, so no
+step can miss it. A worker that falls silent is alerted on by the heartbeat watchdog and waited
+for; it is never ended for being silent while it may hold positions.
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from loguru import logger
 
 from supervisor import protocol as p
 from supervisor.config import NsupConfig
-from supervisor.console import Console
 from supervisor.journal import Journal, count_fields
-from supervisor.lifecycle import FlatReads, Lifecycle, Outcome
+from supervisor.lifecycle import HALTING, RUNNING, Approval, FlatReads, Lifecycle, Outcome
 from supervisor.stop_gate import EndAction, StopGate, describe_exposure
 from supervisor.worker_link import LinkError, WorkerLink
 from supervisor.worker_process import WorkerProcess
@@ -34,6 +37,28 @@ MISSED_HEARTBEATS_ALERT = 3
 REFUSAL_RETRY_HEARTBEATS = 10  # a refused end is tried again this many heartbeats later
 
 
+class Refused(Exception):
+    """An operator request that cannot be carried out now; the message says why."""
+
+
+@dataclass
+class WalkRequest:
+    """Something only the walk may do: halt, resume, abort or restart."""
+
+    kind: str
+    actor: str
+    approval: Approval | None = None
+    answer: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def done(self, **data) -> None:
+        if not self.answer.done():
+            self.answer.set_result(data)
+
+    def refuse(self, reason: str) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(Refused(reason))
+
+
 class WorkerLost(Exception):
     def __init__(self, exit_code: int):
         super().__init__(f"worker exited with code {exit_code}")
@@ -41,14 +66,20 @@ class WorkerLost(Exception):
 
 
 class Supervisor:
-    def __init__(self, config: NsupConfig, journal: Journal, console: Console):
+    def __init__(self, config: NsupConfig, journal: Journal):
         self.config = config
         self.journal = journal
-        self.console = console
+        self.status_listeners: list[Callable[[str, p.NodeStatus], None]] = []  # terminal, event stream
         self.lifecycle = Lifecycle(config.supervisor.flat_confirm_secs, self._on_transition)
-        self._shutdown = asyncio.Event()
-        self._shutdown_actor = ""
+        self._walk_requests: asyncio.Queue[WalkRequest] = asyncio.Queue()
+        self.shutdown_requested = False
+        self.paused = False  # an operator's pause: the node runs closing-only until resumed
+        self.restarts = 0
+        self.started_at = time.monotonic()
+        self.worker_started_at: float | None = None
+        self.last_transition: dict | None = None
         self._node_ever_ran = False
+        self.trader_id: str | None = None
         self.link: WorkerLink | None = None
         self.process: WorkerProcess | None = None
         self.gate: StopGate | None = None
@@ -66,9 +97,22 @@ class Supervisor:
             loop.add_signal_handler(sig, self._on_signal, sig)
         self.link = WorkerLink(f"ipc://{s.run_path / 'worker.sock'}", self._on_notice, self._on_status)
         self.journal.record("supervisor_start", pid=os.getpid(), state=self.lifecycle.state, factory=self.config.node.factory)
+        self._spawn_worker()
+        watchdog = asyncio.ensure_future(self._watch_heartbeats())
+        try:
+            code = await self._drive()
+        finally:
+            watchdog.cancel()
+            self.link.close()
+        self.journal.record("supervisor_exit", code=code, state=self.lifecycle.state)
+        return code
+
+    def _spawn_worker(self) -> None:
+        s = self.config.supervisor
         params_file = s.run_path / "worker-params.json"  # not on the command line: params may hold secrets
         params_file.touch(mode=0o600)
         params_file.write_text(json.dumps(self.config.node.params))
+        self.link.expect_new_worker()
         self.process = WorkerProcess.spawn(
             [
                 "--link", self.link.endpoint,
@@ -79,27 +123,47 @@ class Supervisor:
             ],
             log_path=s.state_path / "worker.log",
         )
+        self.worker_started_at = time.monotonic()
+        self._node_ever_ran = False
         self.journal.record("worker_spawned", pid=self.process.pid, log=str(s.state_path / "worker.log"))
         self.gate = StopGate(self.process, self.link, self.journal, self._answer_timeout)
-        watchdog = asyncio.ensure_future(self._watch_heartbeats())
-        try:
-            code = await self._drive()
-        finally:
-            watchdog.cancel()
-            self.link.close()
-        self.journal.record("supervisor_exit", code=code, state=self.lifecycle.state)
-        return code
 
-    def request_shutdown(self, actor: str) -> None:
+    def request_shutdown(self, actor: str) -> str:
         """The graceful stop: flatten, verify flat, then stop. Repeats change nothing."""
-        again = self._shutdown.is_set()
+        again = self.shutdown_requested
         if not again:
-            self._shutdown_actor = actor
-            self._shutdown.set()  # before the journal write: a full disk must not lose a stop request
+            self.shutdown_requested = True  # before the journal write: a full disk must not lose a stop
+            self._walk_requests.put_nowait(WalkRequest("halt", actor))
         result = "already shutting down; nsup stops once flat" if again else "graceful stop requested"
         self.journal.record("command", command="stop", actor=actor, result=result, state=self.lifecycle.state)
         if again:
             logger.warning("{} asked to stop again: {}", actor, result)
+        return result
+
+    async def walk(self, kind: str, actor: str, approval: Approval | None = None) -> dict:
+        """Ask the walk to resume, abort or restart; returns its answer or raises Refused."""
+        request = WalkRequest(kind, actor, approval)
+        self._walk_requests.put_nowait(request)
+        return await request.answer
+
+    async def set_trading_state(self, name: str, actor: str) -> p.NodeStatus:
+        """Pause (REDUCING) or resume (ACTIVE) a RUNNING node; the walk is not involved."""
+        if self.lifecycle.state != RUNNING:
+            raise Refused(f"only in RUNNING; nsup is {self.lifecycle.state}")
+        reply = await self._command(p.SetTradingState(name), actor=actor)
+        self.paused = name != "ACTIVE"
+        return reply.status
+
+    async def market_exit(self, actor: str) -> p.NodeStatus:
+        if self.lifecycle.state not in (RUNNING, HALTING):
+            raise Refused(f"only in RUNNING or HALTING; nsup is {self.lifecycle.state}")
+        return (await self._command(p.MarketExit(), actor=actor)).status
+
+    async def fresh_status(self) -> p.NodeStatus | None:
+        try:
+            return (await self.link.request(p.GetStatus(), self._answer_timeout)).status
+        except LinkError:
+            return self.link.last_status
 
     # The walk ----------------------------------------------------------------------------------
 
@@ -107,12 +171,83 @@ class Supervisor:
         try:
             if (failure := await self._start()) is not None:
                 return await self._fail_startup(failure)
-            await self._while_alive(self._shutdown.wait())
-            self._fire("halt", actor=self._shutdown_actor)
-            await self._halt_until_flat()
-            return await self._stop_flat_worker()
+            while True:  # RUNNING
+                request = await self._while_alive(self._walk_requests.get())
+                if request.kind == "restart":
+                    if (code := await self._restart(request)) is not None:
+                        return code
+                    continue
+                if request.kind != "halt":
+                    request.refuse(f"{request.kind} is only possible in HALTING; nsup is {self.lifecycle.state}")
+                    continue
+                self._fire("halt", actor=request.actor)
+                if (code := await self._halting()) is not None:
+                    return code
         except WorkerLost as lost:
             return self._on_worker_lost(lost.exit_code)
+
+    async def _halting(self) -> int | None:
+        """HALTING until flat (then the stop), an approved abort, or a resume (then None)."""
+        halting = asyncio.ensure_future(self._halt_until_flat())
+        try:
+            while True:
+                next_request = asyncio.ensure_future(self._walk_requests.get())
+                await self._while_alive(asyncio.wait([halting, next_request], return_when=asyncio.FIRST_COMPLETED))
+                if halting.done():
+                    next_request.cancel()
+                    halting.result()
+                    return await self._stop_flat_worker()
+                request = next_request.result()
+                if request.kind not in ("resume", "abort"):
+                    request.refuse(f"{request.kind} is not possible in HALTING")
+                    continue
+                halting.cancel()
+                await asyncio.wait([halting])
+                if self.lifecycle.state != HALTING:  # flat was verified just before: stopping wins
+                    request.refuse(f"nsup is already {self.lifecycle.state}, stopping")
+                    return await self._stop_flat_worker()
+                if request.kind == "resume":
+                    await self._while_alive(self._insist(p.SetTradingState("REDUCING" if self.paused else "ACTIVE")))
+                    self._fire("resume", actor=request.actor)
+                    self.shutdown_requested = False
+                    request.done(state=self.lifecycle.state)
+                    return None
+                if (code := await self._abort(request)) is not None:
+                    return code
+                halting = asyncio.ensure_future(self._halt_until_flat())  # the abort did not go through
+        finally:
+            halting.cancel()
+
+    async def _abort(self, request: WalkRequest) -> int | None:
+        """The one path that ends a worker with exposure: an operator's approval on record."""
+        decision = await self.gate.end_worker(EndAction.STOP_COMMAND, actor=request.actor, approval=request.approval)
+        if not decision.allowed:
+            request.refuse(decision.reason)
+            return None
+        self._fire("abort", actor=request.actor, approval=request.approval, reason=request.approval.reason)
+        request.done(state=self.lifecycle.state)
+        await self._await_exit(request.approval)
+        return EXIT_ABORTED
+
+    async def _restart(self, request: WalkRequest) -> int | None:
+        """A new worker for a flat node: HALTED, verified flat, stopped, spawned, run again."""
+        before = "REDUCING" if self.paused else "ACTIVE"
+        await self._while_alive(self._command(p.SetTradingState("HALTED"), actor=request.actor))
+        s = self.config.supervisor
+        evidence = await self._while_alive(self._wait_for_flat(2 * s.flat_confirm_secs + s.heartbeat_interval_secs))
+        if evidence is None or not self._fire("restart", actor=request.actor, evidence=evidence).ok:
+            await self._while_alive(self._command(p.SetTradingState(before), actor="nsup"))
+            request.refuse(f"restart only when flat: {describe_exposure(self.link.last_status)}")
+            return None
+        await self._end_worker(EndAction.STOP_COMMAND)
+        await self._await_exit()
+        self.restarts += 1
+        self._spawn_worker()
+        if (failure := await self._start()) is not None:
+            request.refuse(f"the new worker did not start: {failure}")
+            return await self._fail_startup(failure)
+        request.done(state=self.lifecycle.state, restarts=self.restarts, worker_pid=self.process.pid)
+        return None
 
     async def _start(self) -> str | None:
         """CREATED -> BUILT -> RUNNING; returns why not, if not."""
@@ -125,10 +260,11 @@ class Supervisor:
             return str(exc)
         if hello.version != p.PROTOCOL_VERSION:
             return f"the worker speaks protocol {hello.version}, nsup speaks {p.PROTOCOL_VERSION}"
+        self.trader_id = hello.trader_id
         self.journal.record("worker_hello", pid=hello.pid, trader_id=hello.trader_id)
         self._fire("build", actor="nsup")
         try:
-            if self._shutdown.is_set():  # a stop is already pending: the node starts with no new entries
+            if self.shutdown_requested or self.paused:  # the node starts with no new entries
                 await self._while_alive(self._command(p.SetTradingState("REDUCING")))
             self._node_ever_ran = True
             await self._while_alive(self._command(p.RunNode(s.startup_timeout_secs), timeout=s.startup_timeout_secs + 5))
@@ -194,19 +330,20 @@ class Supervisor:
 
     # Helpers -----------------------------------------------------------------------------------
 
-    async def _end_worker(self, action: EndAction) -> None:
+    async def _end_worker(self, action: EndAction, approval: Approval | None = None) -> None:
         """Ask the gate until it allows (each refusal is journaled by the gate), or the worker exits."""
-        while not (await self.gate.end_worker(action, actor="nsup", node_ever_ran=self._node_ever_ran)).allowed:
+        while not (await self.gate.end_worker(action, "nsup", approval, self._node_ever_ran)).allowed:
             wait = REFUSAL_RETRY_HEARTBEATS * self.config.supervisor.heartbeat_interval_secs
             await asyncio.wait([self.process.exited], timeout=wait)
 
-    async def _await_exit(self) -> int:
-        """The worker's exit code, once it has ended; a flat worker that hangs in its stop is killed."""
+    async def _await_exit(self, approval: Approval | None = None) -> int:
+        """The worker's exit code, once it has ended; one that hangs in its stop is killed, through
+        the gate: flat, or under the approval it was ended with."""
         try:
             code = await asyncio.wait_for(asyncio.shield(self.process.exited), WORKER_EXIT_TIMEOUT_SECS)
         except TimeoutError:
             logger.error("the worker did not exit {}s after it was ended", WORKER_EXIT_TIMEOUT_SECS)
-            await self._end_worker(EndAction.SIGKILL)
+            await self._end_worker(EndAction.SIGKILL, approval)
             code = await self.process.exited
         self.journal.record("worker_exit", pid=self.process.pid, code=code)
         return code
@@ -227,9 +364,9 @@ class Supervisor:
             await asyncio.sleep(FLAT_POLL_SECS)
         return None
 
-    async def _command(self, command: p.Command, timeout: float | None = None, **details) -> p.Reply:
+    async def _command(self, command: p.Command, timeout: float | None = None, actor: str = "nsup", **details) -> p.Reply:
         if not isinstance(command, p.GetStatus):  # on record before it is sent
-            self.journal.record("worker_command", command=command, actor="nsup", **details, **self._counts())
+            self.journal.record("worker_command", command=command, actor=actor, **details, **self._counts())
         return await self.link.request(command, timeout or self._answer_timeout)
 
     async def _insist(self, command: p.Command, **details) -> p.Reply:
@@ -259,7 +396,7 @@ class Supervisor:
         """The one owner of 'the worker is silent': alert after missed heartbeats, note the return."""
         interval = self.config.supervisor.heartbeat_interval_secs
         silent_since = None
-        while self.process.alive():
+        while True:
             await asyncio.sleep(interval)
             heard = self.link.last_heard
             if heard is None:
@@ -304,7 +441,7 @@ class Supervisor:
                 "reads": [{"ts": r.ts, "trading_state": r.trading_state, **count_fields(r),
                            "exiting": [s.strategy_id for s in r.strategies if s.is_exiting]} for r in flat.reads],
             }
-        self.journal.record(
+        self.last_transition = self.journal.record(
             "transition", trigger=trigger, source=source, dest=dest, actor=evidence.get("actor"),
             reason=evidence.get("reason"), **self._counts(), **({"evidence": proof} if proof else {}),
         )
@@ -319,4 +456,5 @@ class Supervisor:
         self.journal.record("worker_notice", text=text)
 
     def _on_status(self, status: p.NodeStatus) -> None:
-        self.console.on_status(self.lifecycle.state, status)
+        for listener in self.status_listeners:
+            listener(self.lifecycle.state, status)

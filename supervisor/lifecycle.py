@@ -29,6 +29,7 @@ TRANSITIONS = [
     ("resume",      HALTING,               RUNNING,    None),  # an operator cancels the shutdown
     ("abort",       HALTING,               ABORTED,    "abort_is_approved"),
     ("stop",        FLAT,                  STOPPED,    "worker_exited_cleanly"),
+    ("restart",     RUNNING,               RECOVERING, "flat_is_verified"),  # an operator's, when flat
     ("worker_lost", WORKER_STATES,         RECOVERING, None),  # exit, crash, missed heartbeats
     ("give_up",     RECOVERING,            ABORTED,    None),  # the restart bound is spent
 ]

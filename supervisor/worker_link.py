@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from collections.abc import Callable
 
@@ -41,6 +42,7 @@ class WorkerLink:
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished worker raises, not drops
         self._socket.setsockopt(zmq.MAXMSGSIZE, p.MAX_FRAME_BYTES)
         self._socket.bind(endpoint)
+        os.chmod(endpoint.removeprefix("ipc://"), 0o600)  # only nsup's own user may pose as the worker
         self._request_ids = itertools.count(1)
         self._pending: dict[int, tuple[str, asyncio.Future[p.Reply]]] = {}
         self.hello: asyncio.Future[p.Hello] = asyncio.get_running_loop().create_future()
@@ -68,6 +70,14 @@ class WorkerLink:
         if not reply.ok:
             raise WorkerRefused(f"{tag}: the worker refused: {reply.error}")
         return reply
+
+    def expect_new_worker(self) -> None:
+        """A worker is about to be spawned: forget the last one's address, wait for a new hello."""
+        if self.hello.done() and not self.hello.cancelled():
+            self.hello.exception()  # retrieved: whatever it held is on record already
+        self.hello = asyncio.get_running_loop().create_future()
+        self._worker_identity = None
+        self.build_failure = None
 
     def close(self) -> None:
         if self.hello.done() and not self.hello.cancelled():

@@ -36,8 +36,13 @@ EXPECTED_TRANSITIONS = {
     ("worker_lost", "HALTING", "RECOVERING"),
     ("worker_lost", "FLAT", "RECOVERING"),
     ("give_up", "RECOVERING", "ABORTED"),
+    # nsupctl restart (issue 3): a new worker for a flat node goes through RECOVERING's build.
+    ("restart", "RUNNING", "RECOVERING"),
 }
-EXPECTED_GUARDS = {"flat": {"flat_is_verified"}, "abort": {"abort_is_approved"}, "stop": {"worker_exited_cleanly"}}
+EXPECTED_GUARDS = {
+    "flat": {"flat_is_verified"}, "abort": {"abort_is_approved"}, "stop": {"worker_exited_cleanly"},
+    "restart": {"flat_is_verified"},
+}
 EXPECTED_STATES = ["CREATED", "BUILT", "RUNNING", "HALTING", "FLAT", "STOPPED", "ABORTED", "RECOVERING"]
 TRIGGERS = sorted({t for t, _, _ in EXPECTED_TRANSITIONS})
 HAPPY_NEXT = {"CREATED": "build", "BUILT": "run", "RUNNING": "halt", "HALTING": "flat", "FLAT": "stop", "RECOVERING": "build"}

@@ -41,8 +41,13 @@ def test_every_supervisor_module_is_found():
     for expected in ("cli", "config", "console", "daemon", "journal", "lifecycle", "protocol", "stop_gate",
                      "worker_link", "worker_process"):
         assert f"supervisor.{expected}" in modules
-    assert set(modules) | NOT_IMPORTABLE == {"supervisor"} | {f"supervisor.{p.stem}" for p in PACKAGE.glob("*.py")
-                                                              if p.stem != "__init__"}
+    on_disk = {
+        "supervisor." + ".".join(p.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
+        for p in PACKAGE.rglob("*.py")
+        if p != PACKAGE / "__init__.py"
+    }
+    assert "supervisor.control.nsupctl" in on_disk
+    assert set(modules) | NOT_IMPORTABLE == {"supervisor"} | on_disk
 
 
 def test_importing_all_of_supervisor_does_not_import_nautilus():

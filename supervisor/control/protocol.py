@@ -1,0 +1,115 @@
+"""The control protocol between nsupctl (or any client) and nsup, in one screen.
+
+In the manner of circus: a request is one JSON object naming its `command`, with a protocol version
+`v`, a request `id` the reply repeats, the `actor` (who asks, from where) and the command's own
+fields. A reply is {"v", "id", "status": "ok", "data": {...}} or {"v", "id", "status": "error",
+"reason": "...", "errno": N}. Events on the PUB socket are two frames: the topic (the record's kind)
+and the JSON record.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import msgspec
+
+CONTROL_VERSION = 1
+MAX_REQUEST_BYTES = 64 * 1024  # larger is answered with an error
+MAX_FRAME_BYTES = 1024 * 1024  # larger is never read: the peer is disconnected
+
+
+class Errno(enum.IntEnum):
+    BAD_REQUEST = 1  # not JSON, not an object, a field missing or of the wrong type
+    UNKNOWN_COMMAND = 2
+    VERSION = 3  # a protocol version this nsup does not speak
+    REFUSED = 4  # valid, but not now: the reason says why
+    BAD_CHALLENGE = 5  # an abort nonce that is unknown, stale, used, or answered wrongly
+    WORKER = 6  # the worker did not answer or could not do it
+    BUSY = 7  # too many requests in flight
+
+
+class Actor(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    user: str
+    host: str
+
+
+class _Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, tag_field="command"):
+    v: int
+    id: str
+    actor: Actor
+
+
+class Status(_Request, tag="status"): ...
+class Version(_Request, tag="version"): ...
+class Pause(_Request, tag="pause"): ...           # REDUCING: no new entries; stays RUNNING
+class Resume(_Request, tag="resume"): ...         # ACTIVE again; from HALTING it cancels the shutdown
+class Flatten(_Request, tag="flatten"): ...       # market_exit on every strategy, without stopping
+class Stop(_Request, tag="stop"): ...             # the graceful stop
+class Restart(_Request, tag="restart"): ...       # a new worker, only when flat
+class AbortBegin(_Request, tag="abort"): ...      # answered with a challenge: nonce and positions
+
+
+class AbortConfirm(_Request, tag="abort_confirm"):
+    nonce: str
+    confirmation: str  # the trader id, typed by the operator
+    reason: str
+
+
+Request = Status | Version | Pause | Resume | Flatten | Stop | Restart | AbortBegin | AbortConfirm
+COMMANDS = tuple(c.__struct_config__.tag for c in Request.__args__)
+
+
+class Reply(msgspec.Struct, frozen=True, omit_defaults=True):
+    v: int
+    id: str
+    status: str  # "ok" | "error"
+    data: dict[str, Any] | None = None
+    reason: str | None = None
+    errno: int | None = None
+
+
+def ok(request_id: str, **data) -> Reply:
+    return Reply(CONTROL_VERSION, request_id, "ok", data=data)
+
+
+def error(request_id: str, errno: Errno, reason: str) -> Reply:
+    return Reply(CONTROL_VERSION, request_id, "error", reason=reason, errno=int(errno))
+
+
+_encoder = msgspec.json.Encoder()
+_request_decoder = msgspec.json.Decoder(Request)
+_reply_decoder = msgspec.json.Decoder(Reply)
+
+
+class BadRequest(ValueError):
+    def __init__(self, reason: str, errno: Errno, request_id: str = ""):
+        super().__init__(reason)
+        self.errno = errno
+        self.request_id = request_id  # echoed when it could be read, so the client can match the error
+
+
+def encode(message) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_request(frame: bytes) -> Request:
+    if len(frame) > MAX_REQUEST_BYTES:
+        raise BadRequest(f"request of {len(frame)} bytes exceeds {MAX_REQUEST_BYTES}", Errno.BAD_REQUEST)
+    try:
+        raw = msgspec.json.decode(frame)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"not JSON: {exc}", Errno.BAD_REQUEST) from None
+    request_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else ""
+    if isinstance(raw, dict) and raw.get("v") != CONTROL_VERSION and "v" in raw:
+        raise BadRequest(f"protocol version {raw['v']!r} is not spoken here (this nsup speaks {CONTROL_VERSION})", Errno.VERSION, request_id)
+    if isinstance(raw, dict) and isinstance(raw.get("command"), str) and raw["command"] not in COMMANDS:
+        raise BadRequest(f"unknown command {raw['command']!r}; known: {', '.join(COMMANDS)}", Errno.UNKNOWN_COMMAND, request_id)
+    try:
+        return _request_decoder.decode(frame)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid request: {exc}", Errno.BAD_REQUEST, request_id) from None
+
+
+def decode_reply(frame: bytes) -> Reply:
+    return _reply_decoder.decode(frame)

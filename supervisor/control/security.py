@@ -1,0 +1,62 @@
+"""Where the control and event sockets listen, and who may speak to them.
+
+ipc sockets live in the run dir with mode 0600 (0660 and the configured group, for a desk's
+operators). TCP is only ever bound with CURVE: the server's key pair, and a directory of the public
+keys of the clients allowed in; a client whose key is not there gets nothing, not even an error.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+import zmq.auth
+from zmq.auth.asyncio import AsyncioAuthenticator
+
+
+@dataclass(frozen=True)
+class Binding:
+    endpoint: str
+    curve_secret_key: Path | None = None  # the server's key_secret file, for tcp
+    group: str | None = None  # for ipc
+
+    def bind(self, socket_type: int, max_message_bytes: int = -1) -> zmq.Socket:
+        """A bound socket; asyncio for the ROUTER, plain (same context) for the PUB. A peer that
+        sends more than `max_message_bytes` is disconnected unread (set before bind: ZMQ takes the
+        listener's options at bind time)."""
+        context = zmq.asyncio.Context.instance()
+        if socket_type == zmq.PUB:
+            context = zmq.Context.shadow(context.underlying)
+        socket = context.socket(socket_type)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        if self.endpoint.startswith("tcp://"):
+            public, secret = zmq.auth.load_certificate(self.curve_secret_key)
+            socket.curve_publickey, socket.curve_secretkey, socket.curve_server = public, secret, True
+        socket.bind(self.endpoint)
+        if self.endpoint.startswith("ipc://"):
+            path = self.endpoint.removeprefix("ipc://")
+            if self.group:
+                os.chown(path, -1, grp.getgrnam(self.group).gr_gid)
+            os.chmod(path, 0o660 if self.group else 0o600)
+        return socket
+
+
+def start_authenticator(authorized_keys: Path) -> AsyncioAuthenticator:
+    """CURVE for every tcp socket of this process: only the clients whose public keys are listed."""
+    authenticator = AsyncioAuthenticator(zmq.asyncio.Context.instance())
+    authenticator.start()
+    authenticator.configure_curve(domain="*", location=str(authorized_keys))
+    return authenticator
+
+
+def make_keys(directory: Path, name: str) -> tuple[Path, Path]:
+    """A CURVE key pair as `nsupctl keygen` writes it: NAME.key (public) and NAME.key_secret (0600)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    public, secret = zmq.auth.create_certificates(str(directory), name)
+    os.chmod(secret, 0o600)
+    return Path(public), Path(secret)
