@@ -234,3 +234,33 @@ def test_tail_and_version_and_errors(nsup_run):
     assert run.exit_code() == 0
     gone = nsupctl(run, "--json", "status")
     assert gone.returncode == EXIT_UNREACHABLE and json.loads(gone.stdout)["error"] == "not_reachable"
+
+
+def test_abort_at_a_terminal_asks_for_the_trader_id_and_a_reason(nsup_run):
+    import pty
+
+    run = stuck(nsup_run)
+    controller, terminal = pty.openpty()
+    operator = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.control.nsupctl", "--state-dir", str(run.state_dir), "abort"],
+        cwd=REPO, stdin=terminal, stdout=terminal, stderr=terminal,
+    )
+    os.close(terminal)
+    screen = b""
+
+    def read_until(text: bytes) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + 15
+        while text not in screen and time.monotonic() < deadline:
+            screen += os.read(controller, 4096)
+        assert text in screen, screen.decode(errors="replace")
+
+    read_until(b"to confirm: ")
+    assert b"EUR/USD.SIM" in screen and b"GBP/USD.SIM" in screen  # the positions were shown first
+    os.write(controller, b"DEMO-001\n")
+    read_until(b"Reason")
+    os.write(controller, b"venue down, accepting the exposure\n")
+    assert operator.wait(timeout=30) == EXIT_OK
+    os.close(controller)
+    assert run.exit_code() == EXIT_ABORTED
+    assert run.records("approval")[0]["reason"] == "venue down, accepting the exposure"
