@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fcntl
+import grp
 import json
 import math
 import os
@@ -18,6 +19,7 @@ from loguru import logger
 from supervisor import __version__
 from supervisor.config import ConfigError, NodeSection, NsupConfig, SupervisorSection, load_config
 from supervisor.console import Console, setup_logging
+from supervisor.control.client import ENDPOINTS_FILE
 from supervisor.control.commands import OperatorCommands
 from supervisor.control.events import EventPublisher
 from supervisor.control.security import Binding, start_authenticator
@@ -27,7 +29,6 @@ from supervisor.journal import Journal
 
 DEMO_FACTORY = "node_worker.demo.node:demo_node"
 MAX_IPC_PATH = 100  # sun_path holds 107 bytes; keep a margin
-ENDPOINTS_FILE = "endpoints.json"  # where nsupctl --state-dir finds the sockets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +76,9 @@ def _supervise(config: NsupConfig, duration: float | None) -> int:
     try:
         for path in (s.state_path, s.run_path):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if config.control.group:  # the desk's operators reach the sockets, endpoints and journal
+                os.chown(path, -1, grp.getgrnam(config.control.group).gr_gid)
+                os.chmod(path, 0o750)
         lock = _lock(s.state_path / "nsup.lock", "another nsup already supervises this node")
         _refuse_if_locked(s.run_path / "worker.lock", "a worker of this node is still running")
         journal = Journal(s.state_path / "journal.jsonl")
@@ -107,7 +111,7 @@ async def _main(config: NsupConfig, journal: Journal, console: Console, duration
         authenticator = start_authenticator(Path(config.control.curve_authorized_keys))
     publisher = EventPublisher(events)
     journal.listen(lambda record: publisher.publish(record["kind"], record))
-    supervisor.status_listeners.append(lambda state, status: publisher.publish("heartbeat", {"state": state, "status": status}))
+    supervisor.heartbeat_listeners.append(lambda state, status: publisher.publish("heartbeat", {"state": state, "status": status}))
     server = ControlServer(control, OperatorCommands(supervisor, publisher.endpoints).handle)
     endpoints_file = config.supervisor.state_path / ENDPOINTS_FILE
     endpoints_file.write_text(json.dumps({"control": server.endpoints, "events": publisher.endpoints, "supervisor_pid": os.getpid()}))

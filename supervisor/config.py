@@ -27,6 +27,7 @@ what was expected.
 
 from __future__ import annotations
 
+import grp
 import json
 import re
 import tomllib
@@ -74,6 +75,13 @@ class ControlSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     curve_authorized_keys: str | None = None
 
     def __post_init__(self):
+        if self.group is not None:
+            try:
+                grp.getgrnam(self.group)
+            except KeyError:
+                raise ValueError(f"group: no such group {self.group!r}") from None
+        if self.curve_secret_key is not None and not self.curve_secret_key.endswith(".key_secret"):
+            raise ValueError("curve_secret_key: expected the server's .key_secret file (from `nsupctl keygen`)")
         if (self.tcp_endpoint or self.events_tcp_endpoint) and not (self.curve_secret_key and self.curve_authorized_keys):
             raise ValueError("plain TCP is refused: set curve_secret_key and curve_authorized_keys (see `nsupctl keygen`)")
         if bool(self.tcp_endpoint) != bool(self.events_tcp_endpoint):

@@ -23,7 +23,7 @@ from loguru import logger
 from supervisor import protocol as p
 from supervisor.config import NsupConfig
 from supervisor.journal import Journal, count_fields
-from supervisor.lifecycle import HALTING, RUNNING, Approval, FlatReads, Lifecycle, Outcome
+from supervisor.lifecycle import HALTING, RECOVERING, RUNNING, Approval, FlatReads, Lifecycle, Outcome
 from supervisor.stop_gate import EndAction, StopGate, describe_exposure
 from supervisor.worker_link import LinkError, WorkerLink
 from supervisor.worker_process import WorkerProcess
@@ -69,10 +69,14 @@ class Supervisor:
     def __init__(self, config: NsupConfig, journal: Journal):
         self.config = config
         self.journal = journal
-        self.status_listeners: list[Callable[[str, p.NodeStatus], None]] = []  # terminal, event stream
+        self.status_listeners: list[Callable[[str, p.NodeStatus], None]] = []  # every status: the terminal
+        self.heartbeat_listeners: list[Callable[[str, p.NodeStatus], None]] = []  # heartbeats only: events
         self.lifecycle = Lifecycle(config.supervisor.flat_confirm_secs, self._on_transition)
         self._walk_requests: asyncio.Queue[WalkRequest] = asyncio.Queue()
         self.shutdown_requested = False
+        self.shutdown_actor = ""
+        self.stuck = False  # HALTING, and not flat after every round
+        self.detour: str | None = None  # "restart" or "abort" while the walk carries one out
         self.paused = False  # an operator's pause: the node runs closing-only until resumed
         self.restarts = 0
         self.started_at = time.monotonic()
@@ -133,31 +137,55 @@ class Supervisor:
         again = self.shutdown_requested
         if not again:
             self.shutdown_requested = True  # before the journal write: a full disk must not lose a stop
+            self.shutdown_actor = actor
             self._walk_requests.put_nowait(WalkRequest("halt", actor))
         result = "already shutting down; nsup stops once flat" if again else "graceful stop requested"
-        self.journal.record("command", command="stop", actor=actor, result=result, state=self.lifecycle.state)
+        self.journal.record("command", command="stop", actor=actor, result=result, state=self.lifecycle.state, **self.counts())
         if again:
             logger.warning("{} asked to stop again: {}", actor, result)
         return result
 
+    def check_walk(self, kind: str) -> None:
+        """Refuse at once what the walk could not do now, so no request waits on a queue unread."""
+        state, wanted = self.lifecycle.state, {"restart": RUNNING, "resume": HALTING, "abort": HALTING}[kind]
+        if state != wanted:
+            raise Refused(f"{kind} only in {wanted}; nsup is {state}")
+        if self.detour is not None:
+            raise Refused(f"nsup is busy with a {self.detour}")
+        if kind == "restart" and self.shutdown_requested:
+            raise Refused("a stop is pending")
+        if kind == "resume" and self.shutdown_actor.startswith("signal:"):
+            raise Refused(f"this stop came from {self.shutdown_actor.removeprefix('signal:')} (the service manager or a "
+                          "terminal), which expects nsup to exit; only a stop asked for with nsupctl can be resumed")
+
     async def walk(self, kind: str, actor: str, approval: Approval | None = None) -> dict:
         """Ask the walk to resume, abort or restart; returns its answer or raises Refused."""
+        self.check_walk(kind)
+        if kind != "resume":
+            self.detour = kind  # until the walk answers: nothing else may start beside it
         request = WalkRequest(kind, actor, approval)
         self._walk_requests.put_nowait(request)
-        return await request.answer
+        try:
+            return await request.answer
+        finally:
+            if self.detour == kind:
+                self.detour = None
 
     async def set_trading_state(self, name: str, actor: str) -> p.NodeStatus:
         """Pause (REDUCING) or resume (ACTIVE) a RUNNING node; the walk is not involved."""
-        if self.lifecycle.state != RUNNING:
-            raise Refused(f"only in RUNNING; nsup is {self.lifecycle.state}")
-        reply = await self._command(p.SetTradingState(name), actor=actor)
-        self.paused = name != "ACTIVE"
-        return reply.status
+        self._refuse_beside_a_detour(RUNNING)
+        self.paused = name != "ACTIVE"  # the operator's intent, kept even if the worker is replaced
+        return (await self._command(p.SetTradingState(name), actor=actor)).status
 
     async def market_exit(self, actor: str) -> p.NodeStatus:
-        if self.lifecycle.state not in (RUNNING, HALTING):
-            raise Refused(f"only in RUNNING or HALTING; nsup is {self.lifecycle.state}")
+        self._refuse_beside_a_detour(RUNNING, HALTING)
         return (await self._command(p.MarketExit(), actor=actor)).status
+
+    def _refuse_beside_a_detour(self, *states: str) -> None:
+        if self.lifecycle.state not in states:
+            raise Refused(f"only in {' or '.join(states)}; nsup is {self.lifecycle.state}")
+        if self.detour is not None:
+            raise Refused(f"nsup is busy with a {self.detour}")
 
     async def fresh_status(self) -> p.NodeStatus | None:
         try:
@@ -185,6 +213,9 @@ class Supervisor:
                     return code
         except WorkerLost as lost:
             return self._on_worker_lost(lost.exit_code)
+        finally:
+            while not self._walk_requests.empty():  # nobody will read these now: answer them
+                self._walk_requests.get_nowait().refuse(f"nsup is {self.lifecycle.state} and exiting")
 
     async def _halting(self) -> int | None:
         """HALTING until flat (then the stop), an approved abort, or a resume (then None)."""
@@ -195,6 +226,8 @@ class Supervisor:
                 await self._while_alive(asyncio.wait([halting, next_request], return_when=asyncio.FIRST_COMPLETED))
                 if halting.done():
                     next_request.cancel()
+                    if next_request.done() and not next_request.cancelled():
+                        next_request.result().refuse(f"nsup is already {self.lifecycle.state}, stopping")
                     halting.result()
                     return await self._stop_flat_worker()
                 request = next_request.result()
@@ -207,10 +240,10 @@ class Supervisor:
                     request.refuse(f"nsup is already {self.lifecycle.state}, stopping")
                     return await self._stop_flat_worker()
                 if request.kind == "resume":
+                    self.shutdown_requested, self.shutdown_actor = False, ""  # a stop from now on is a new one
                     await self._while_alive(self._insist(p.SetTradingState("REDUCING" if self.paused else "ACTIVE")))
                     self._fire("resume", actor=request.actor)
-                    self.shutdown_requested = False
-                    request.done(state=self.lifecycle.state)
+                    request.done(state=self.lifecycle.state, paused=self.paused)
                     return None
                 if (code := await self._abort(request)) is not None:
                     return code
@@ -230,14 +263,24 @@ class Supervisor:
         return EXIT_ABORTED
 
     async def _restart(self, request: WalkRequest) -> int | None:
-        """A new worker for a flat node: HALTED, verified flat, stopped, spawned, run again."""
-        before = "REDUCING" if self.paused else "ACTIVE"
-        await self._while_alive(self._command(p.SetTradingState("HALTED"), actor=request.actor))
+        """A new worker for a flat node. Closing-only while flat is confirmed, HALTED only once it
+        is, then stopped, spawned and run again. Anything short of flat puts trading back as it was."""
         s = self.config.supervisor
-        evidence = await self._while_alive(self._wait_for_flat(2 * s.flat_confirm_secs + s.heartbeat_interval_secs))
-        if evidence is None or not self._fire("restart", actor=request.actor, evidence=evidence).ok:
-            await self._while_alive(self._command(p.SetTradingState(before), actor="nsup"))
-            request.refuse(f"restart only when flat: {describe_exposure(self.link.last_status)}")
+        try:
+            status = await self._command(p.GetStatus())
+            if not status.status.is_flat():
+                raise Refused(f"restart only when flat: {describe_exposure(status.status)}")
+            await self._command(p.SetTradingState("REDUCING"), actor=request.actor)
+            evidence = await self._while_alive(self._wait_for_flat(2 * s.flat_confirm_secs + s.heartbeat_interval_secs))
+            if evidence is None:
+                raise Refused(f"restart only when flat: {describe_exposure(self.link.last_status)}")
+            halted = await self._command(p.SetTradingState("HALTED"), actor=request.actor)
+            evidence = FlatReads((*evidence.reads, halted.status), evidence.span_secs)
+            if not self._fire("restart", actor=request.actor, evidence=evidence).ok:
+                raise Refused(f"restart only when flat: {describe_exposure(halted.status)}")
+        except (Refused, LinkError) as exc:
+            await self._while_alive(self._insist(p.SetTradingState("REDUCING" if self.paused else "ACTIVE")))
+            request.refuse(str(exc))
             return None
         await self._end_worker(EndAction.STOP_COMMAND)
         await self._await_exit()
@@ -246,7 +289,7 @@ class Supervisor:
         if (failure := await self._start()) is not None:
             request.refuse(f"the new worker did not start: {failure}")
             return await self._fail_startup(failure)
-        request.done(state=self.lifecycle.state, restarts=self.restarts, worker_pid=self.process.pid)
+        request.done(state=self.lifecycle.state, restarts=self.restarts, worker_pid=self.process.pid, paused=self.paused)
         return None
 
     async def _start(self) -> str | None:
@@ -283,7 +326,7 @@ class Supervisor:
             evidence = await self._while_alive(self._wait_for_flat(s.flatten_round_wait_secs))
             if evidence and await self._enter_flat(evidence):
                 return
-            self.journal.record("flatten_round", round=round_no, of=s.flatten_rounds, flat=False, **self._counts())
+            self.journal.record("flatten_round", round=round_no, of=s.flatten_rounds, flat=False, **self.counts())
         self._report_stuck()
         reminded = time.monotonic()
         while True:  # stuck: goes on only once flat (e.g. positions closed by hand at the venue)
@@ -315,12 +358,13 @@ class Supervisor:
             # The gate decides: a node never run may be ended; one that ran must be flat.
             await self._end_worker(EndAction.STOP_COMMAND if self.link.hello.done() else EndAction.SIGKILL)
         await self._await_exit()
-        self._fire("worker_lost", actor="nsup", reason=reason)
+        if self.lifecycle.state != RECOVERING:  # a replacement that failed is in RECOVERING already
+            self._fire("worker_lost", actor="nsup", reason=reason)
         return self._give_up()
 
     def _on_worker_lost(self, exit_code: int) -> int:
         reason = self.link.build_failure or f"the worker exited with code {exit_code} in {self.lifecycle.state}"
-        self.journal.record("fault", reason=reason, exit_code=exit_code, **self._counts())
+        self.journal.record("fault", reason=reason, exit_code=exit_code, **self.counts())
         self._fire("worker_lost", actor="worker", reason=reason)
         return self._give_up()
 
@@ -366,7 +410,7 @@ class Supervisor:
 
     async def _command(self, command: p.Command, timeout: float | None = None, actor: str = "nsup", **details) -> p.Reply:
         if not isinstance(command, p.GetStatus):  # on record before it is sent
-            self.journal.record("worker_command", command=command, actor=actor, **details, **self._counts())
+            self.journal.record("worker_command", command=command, actor=actor, **details, **self.counts())
         return await self.link.request(command, timeout or self._answer_timeout)
 
     async def _insist(self, command: p.Command, **details) -> p.Reply:
@@ -380,16 +424,19 @@ class Supervisor:
             except LinkError as exc:
                 if str(exc) != refused:
                     refused = str(exc)
-                    self.journal.record("fault", reason=f"{exc}; trying again", **self._counts())
+                    self.journal.record("fault", reason=f"{exc}; trying again", **self.counts())
             await asyncio.sleep(self.config.supervisor.heartbeat_interval_secs)
 
     async def _while_alive(self, awaitable):
         """Await, but raise WorkerLost the moment the worker exits."""
         task = asyncio.ensure_future(awaitable)
-        await asyncio.wait([task, self.process.exited], return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
+        try:
+            await asyncio.wait([task, self.process.exited], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not task.done():
+                task.cancel()  # also when we ourselves are cancelled: no step runs on, orphaned
+        if not task.cancelled() and task.done():
             return task.result()
-        task.cancel()
         raise WorkerLost(self.process.exited.result())
 
     async def _watch_heartbeats(self) -> None:
@@ -407,7 +454,7 @@ class Supervisor:
                 self.journal.record(
                     "fault", reason=f"the worker has missed {MISSED_HEARTBEATS_ALERT} heartbeats ({silence:.1f}s silent) "
                     f"in {self.lifecycle.state}; nsup waits and will not end it without flat status or an approval",
-                    **self._counts(),
+                    **self.counts(),
                 )
             elif silent_since is not None and silence <= interval:
                 self.journal.record("worker_answering", silent_secs=round(heard - silent_since, 3))
@@ -416,10 +463,10 @@ class Supervisor:
     def _fire(self, trigger: str, actor: str, **evidence) -> Outcome:
         outcome = self.lifecycle.fire(trigger, actor=actor, **evidence)
         if not outcome.ok:
-            self.journal.record("refusal", trigger=trigger, actor=actor, reason=outcome.reason, **self._counts())
+            self.journal.record("refusal", trigger=trigger, actor=actor, reason=outcome.reason, **self.counts())
         return outcome
 
-    def _counts(self) -> dict:
+    def counts(self) -> dict:
         return count_fields(self.link.last_status if self.link else None)
 
     def _report_stuck(self) -> None:
@@ -428,11 +475,13 @@ class Supervisor:
             f"not flat after {self.config.supervisor.flatten_rounds} market_exit rounds: {describe_exposure(status)}. "
             "nsup stays HALTING and will not stop or signal the worker; it goes on by itself once flat"
         )
-        self.journal.record("halt_stuck", reason=reason, positions=status.positions, **self._counts())
+        self.stuck = True
+        self.journal.record("halt_stuck", reason=reason, positions=status.positions, **self.counts())
 
     # Callbacks ---------------------------------------------------------------------------------
 
     def _on_transition(self, trigger: str, source: str, dest: str, evidence: dict) -> None:
+        self.stuck = self.stuck and dest == HALTING
         flat = evidence.get("evidence")
         proof = None
         if flat is not None:
@@ -443,7 +492,7 @@ class Supervisor:
             }
         self.last_transition = self.journal.record(
             "transition", trigger=trigger, source=source, dest=dest, actor=evidence.get("actor"),
-            reason=evidence.get("reason"), **self._counts(), **({"evidence": proof} if proof else {}),
+            reason=evidence.get("reason"), **self.counts(), **({"evidence": proof} if proof else {}),
         )
 
     def _on_signal(self, sig: signal.Signals) -> None:
@@ -455,6 +504,6 @@ class Supervisor:
     def _on_notice(self, text: str) -> None:
         self.journal.record("worker_notice", text=text)
 
-    def _on_status(self, status: p.NodeStatus) -> None:
-        for listener in self.status_listeners:
+    def _on_status(self, status: p.NodeStatus, is_heartbeat: bool) -> None:
+        for listener in self.status_listeners + (self.heartbeat_listeners if is_heartbeat else []):
             listener(self.lifecycle.state, status)

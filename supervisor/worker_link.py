@@ -33,7 +33,10 @@ class WorkerRefused(LinkError):
 
 
 class WorkerLink:
-    def __init__(self, endpoint: str, on_notice: Callable[[str], None], on_status: Callable[[p.NodeStatus], None]):
+    def __init__(
+        self, endpoint: str, on_notice: Callable[[str], None], on_status: Callable[[p.NodeStatus, bool], None]
+    ):
+        """`on_status(status, is_heartbeat)` hears every status: heartbeats and replies alike."""
         self.endpoint = endpoint
         self._on_notice = on_notice
         self._on_status = on_status
@@ -78,6 +81,8 @@ class WorkerLink:
         self.hello = asyncio.get_running_loop().create_future()
         self._worker_identity = None
         self.build_failure = None
+        self.last_status = None  # the last worker's counts say nothing of the next one
+        self.last_heard = None
 
     def close(self) -> None:
         if self.hello.done() and not self.hello.cancelled():
@@ -115,7 +120,7 @@ class WorkerLink:
                 if not self.hello.done():
                     self.hello.set_exception(LinkError(self.build_failure))
             case p.Heartbeat(status=status):
-                self._take_status(status)
+                self._take_status(status, is_heartbeat=True)
             case p.Reply(request_id=request_id):
                 if message.status is not None:
                     self._take_status(message.status)
@@ -129,6 +134,6 @@ class WorkerLink:
             case _:
                 logger.warning("ignored an unexpected {} from the worker", type(message).__name__)
 
-    def _take_status(self, status: p.NodeStatus) -> None:
+    def _take_status(self, status: p.NodeStatus, is_heartbeat: bool = False) -> None:
         self.last_status = status
-        self._on_status(status)
+        self._on_status(status, is_heartbeat)

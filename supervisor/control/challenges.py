@@ -28,9 +28,10 @@ class Challenges:
         self._ttl_secs = ttl_secs
         self._clock = clock
         self._open: dict[str, Challenge] = {}
-        self._spent: set[str] = set()
+        self._spent: dict[str, tuple[float, str]] = {}  # nonce -> (when, why it is no good now)
 
     def issue(self, trader_id: str, positions: list) -> Challenge:
+        self._forget_expired()
         challenge = Challenge(secrets.token_hex(8), trader_id, positions, self._clock() + self._ttl_secs)
         self._open[challenge.nonce] = challenge
         return challenge
@@ -39,10 +40,23 @@ class Challenges:
         """The challenge, if this answer is good; ChallengeError otherwise. Either way the nonce is spent."""
         challenge = self._open.pop(nonce, None)
         if challenge is None:
-            raise ChallengeError("nonce already used" if nonce in self._spent else "unknown nonce")
-        self._spent.add(nonce)
+            raise ChallengeError(self._spent[nonce][1] if nonce in self._spent else "unknown nonce")
+        self._spent[nonce] = (self._clock(), "nonce already used")
         if self._clock() > challenge.expires_at:
-            raise ChallengeError(f"nonce expired ({self._ttl_secs:g}s); ask for a new challenge")
+            raise ChallengeError(self._expired)
         if confirmation != challenge.trader_id:
             raise ChallengeError(f"confirmation {confirmation!r} does not match the trader id")
         return challenge
+
+    def _forget_expired(self) -> None:
+        """Bounded memory: open challenges past their time become spent; spent ones are kept a while."""
+        now = self._clock()
+        for nonce in [n for n, c in self._open.items() if now > c.expires_at]:
+            del self._open[nonce]
+            self._spent[nonce] = (now, self._expired)
+        for nonce in [n for n, (at, _) in self._spent.items() if now - at > 10 * self._ttl_secs]:
+            del self._spent[nonce]
+
+    @property
+    def _expired(self) -> str:
+        return f"nonce expired ({self._ttl_secs:g}s); ask for a new challenge"

@@ -12,6 +12,7 @@ import os
 import socket as net
 from pathlib import Path
 
+import msgspec
 import zmq
 import zmq.auth
 
@@ -39,12 +40,22 @@ class CurveKeys:
         socket.curve_secretkey = self.client_secret
 
 
+class ProtocolViolation(RuntimeError):
+    """An answer nsup should never give."""
+
+
 def endpoints_in(state_dir: Path) -> dict:
     """The sockets of the nsup that runs on this state dir, as it wrote them at start."""
+    path = state_dir / ENDPOINTS_FILE
     try:
-        return json.loads((state_dir / ENDPOINTS_FILE).read_text())
+        endpoints = json.loads(path.read_text())
+        if not (endpoints["control"] and endpoints["events"]):
+            raise ValueError("no endpoints listed")
+        return endpoints
     except FileNotFoundError:
         raise NotReachable(f"no nsup is running on {state_dir} (no {ENDPOINTS_FILE})") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise NotReachable(f"{path} is damaged ({type(exc).__name__}: {exc}); is nsup running?") from None
 
 
 class ControlClient:
@@ -61,15 +72,19 @@ class ControlClient:
     def from_state_dir(cls, state_dir: Path, timeout_secs: float = 5.0) -> ControlClient:
         return cls(endpoints_in(state_dir)["control"][0], timeout_secs)
 
-    def call(self, command: str, **fields) -> c.Reply:
+    def call(self, command: str, timeout_secs: float | None = None, **fields) -> c.Reply:
         request_id = f"{self._prefix}{next(self._ids)}"
         request = {"v": c.CONTROL_VERSION, "id": request_id, "command": command, "actor": self._actor, **fields}
+        timeout_ms = int(timeout_secs * 1000) if timeout_secs else self._timeout_ms
         self._socket.send(json.dumps(request).encode())
-        while self._socket.poll(self._timeout_ms):
-            reply = c.decode_reply(self._socket.recv())
+        while self._socket.poll(timeout_ms):
+            try:
+                reply = c.decode_reply(self._socket.recv())
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise ProtocolViolation(f"unreadable reply from {self.endpoint}: {exc}") from None
             if reply.id in (request_id, ""):
                 return reply
-        raise NotReachable(f"no reply from {self.endpoint} within {self._timeout_ms / 1000:g}s")
+        raise NotReachable(f"no reply from {self.endpoint} within {timeout_ms / 1000:g}s")
 
     def subscribe(self, endpoint: str, topics: tuple[str, ...] = ("",)) -> zmq.Socket:
         socket = self._connect(zmq.SUB, endpoint)
@@ -87,5 +102,9 @@ class ControlClient:
         socket.setsockopt(zmq.LINGER, 0)
         if self._curve is not None:
             self._curve.apply(socket)
-        socket.connect(endpoint)
+        try:
+            socket.connect(endpoint)
+        except zmq.ZMQError as exc:
+            socket.close()
+            raise ValueError(f"cannot use endpoint {endpoint!r}: {exc}") from None
         return socket

@@ -25,22 +25,27 @@ class OperatorCommands:
         self._challenges = Challenges(supervisor.config.supervisor.abort_challenge_ttl_secs)
         self._events_endpoints = events_endpoints
 
-    async def handle(self, request: c.Request) -> c.Reply:
+    async def handle(self, request: c.Request, client_key: str | None = None) -> c.Reply:
         if isinstance(request, c.Status):
             return c.ok(request.id, **self.status())
         if isinstance(request, c.Version):
             return c.ok(request.id, nsup=__version__, control_protocol=c.CONTROL_VERSION, worker_protocol=p.PROTOCOL_VERSION)
         command = request.__struct_config__.tag
-        actor = f"{request.actor.user}@{request.actor.host}"
+        # The user and host are what the client says; over TCP the CURVE key beside them is proven.
+        actor = f"{request.actor.user}@{request.actor.host}" + (f" key:{client_key}" if client_key else "")
         try:
             data = await self._carry_out(request, actor)
         except (Refused, ChallengeError, LinkError) as exc:
             errno = {ChallengeError: c.Errno.BAD_CHALLENGE, Refused: c.Errno.REFUSED}.get(type(exc), c.Errno.WORKER)
-            self._journal.record("refusal", command=command, actor=actor, reason=str(exc), state=self._supervisor.lifecycle.state)
+            self._record("refusal", command=command, actor=actor, reason=str(exc))
             return c.error(request.id, errno, str(exc))
-        if command not in ("stop", "abort_confirm"):  # those journal themselves, with more to say
-            self._journal.record("command", command=command, actor=actor, result="done", state=self._supervisor.lifecycle.state)
+        if command not in ("stop", "abort"):  # stop journals itself; abort journals its challenge
+            self._record("command", command=command, actor=actor, result=data.get("result", "done"))
         return c.ok(request.id, **data)
+
+    def _record(self, kind: str, **fields) -> None:
+        s = self._supervisor
+        self._journal.record(kind, **fields, state=s.lifecycle.state, **s.counts())
 
     async def _carry_out(self, request: c.Request, actor: str) -> dict:
         s = self._supervisor
@@ -67,10 +72,11 @@ class OperatorCommands:
         s = self._supervisor
         if s.lifecycle.state != HALTING:
             raise Refused(f"abort only in HALTING (stop first, and let nsup try to flatten); nsup is {s.lifecycle.state}")
+        s.check_walk("abort")
         status = await s.fresh_status()
-        trader_id = s.trader_id or "?"
+        trader_id = s.trader_id
         challenge = self._challenges.issue(trader_id, status.positions if status else [])
-        self._journal.record("command", command="abort", actor=actor, result="challenge issued", nonce=challenge.nonce)
+        self._record("command", command="abort", actor=actor, result="challenge issued", nonce=challenge.nonce)
         return {
             "nonce": challenge.nonce, "expires_in_secs": self._supervisor.config.supervisor.abort_challenge_ttl_secs,
             "trader_id": trader_id, "positions": challenge.positions,
@@ -79,17 +85,16 @@ class OperatorCommands:
 
     async def _approve(self, request: c.AbortConfirm, actor: str) -> dict:
         s = self._supervisor
-        if s.lifecycle.state != HALTING:
-            raise Refused(f"abort only in HALTING; nsup is {s.lifecycle.state}")
         if not request.reason.strip():
             raise Refused("an abort needs a reason")
+        s.check_walk("abort")  # before the nonce is spent and an approval put on record
         challenge = self._challenges.redeem(request.nonce, request.confirmation)
         approval = Approval("abort", operator=actor, reason=request.reason, approval_id=request.nonce)
-        self._journal.record(
-            "approval", action="abort", operator=request.actor.user, host=request.actor.host,
+        self._record(
+            "approval", action="abort", operator=request.actor.user, host=request.actor.host, actor=actor,
             reason=request.reason, nonce=request.nonce, positions=challenge.positions,
         )
-        return await s.walk("abort", actor, approval)
+        return {"result": "approved; the worker was stopped with its positions open", **await s.walk("abort", actor, approval)}
 
     def status(self) -> dict:
         s = self._supervisor
@@ -104,6 +109,7 @@ class OperatorCommands:
             "orders_open": node.counts.orders_open if node else None,
             "positions": node.positions if node else [],
             "strategies": node.strategies if node else [],
+            "stuck": s.stuck,
             "trader_id": s.trader_id,
             "worker_pid": s.process.pid if s.process and s.process.alive() else None,
             "worker_uptime_secs": round(now - s.worker_started_at, 3) if s.worker_started_at and s.process.alive() else None,

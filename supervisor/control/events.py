@@ -25,9 +25,10 @@ class EventPublisher:
         for socket in self._sockets:
             try:
                 socket.send_multipart(frames, flags=zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # nobody keeping up: events are best effort, the journal is the record
+            except zmq.ZMQError:
+                pass  # nobody keeping up, or closed: events are best effort, the journal is the record
 
     def close(self) -> None:
-        for socket in self._sockets:
-            socket.close(linger=0)
+        sockets, self._sockets = self._sockets, []  # a record journaled after this publishes nothing
+        for socket in sockets:
+            socket.close(linger=500)  # time for the last events (STOPPED) to reach their subscribers

@@ -5,12 +5,14 @@
     nsupctl keygen DIR [--name NAME]
 
 Exit codes: 0 done; 1 refused (nsup said no, and why); 2 usage error; 3 nsup not reachable;
-4 `stop --wait` ended with nsup stuck in HALTING; 5 an answer nsup should never give.
+4 `stop --wait` ended with nsup stuck in HALTING; 5 an answer nsup should never give;
+6 `stop --wait` ended with nsup ABORTED.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import sys
 import time
@@ -21,12 +23,13 @@ import zmq
 
 from supervisor import __version__
 from supervisor.control import protocol as c
-from supervisor.control.client import ControlClient, CurveKeys, NotReachable, endpoints_in
+from supervisor.control.client import ControlClient, CurveKeys, NotReachable, ProtocolViolation, endpoints_in
 from supervisor.control.security import make_keys
 from supervisor.journal import read_journal
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_STUCK, EXIT_PROTOCOL = 0, 1, 2, 3, 4, 5
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_STUCK, EXIT_PROTOCOL, EXIT_ABORTED = 0, 1, 2, 3, 4, 5, 6
 SIMPLE = ("status", "pause", "resume", "flatten", "restart", "version")
+SLOW_COMMAND_TIMEOUT_SECS = 180.0  # a restart stops a node and builds and runs a new one
 
 
 class Refusal(Exception):
@@ -43,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except Refusal as exc:
         _complain(args, f"refused: {exc}", "refused")
         return EXIT_REFUSED
+    except ProtocolViolation as exc:
+        _complain(args, str(exc), "protocol")
+        return EXIT_PROTOCOL
     except (OSError, ValueError) as exc:
         print(f"nsupctl: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -92,7 +98,7 @@ def _run(args) -> int:
             return _abort(client, args)
         if args.command == "events":
             return _follow_events(client, args)
-        data = _call(client, args.command)
+        data = _call(client, args.command, timeout_secs=SLOW_COMMAND_TIMEOUT_SECS if args.command == "restart" else None)
         if args.command == "version":
             data = {"nsupctl": __version__, **data}
         _say(args, _describe(args.command, data), data)
@@ -114,13 +120,13 @@ def _client(args) -> ControlClient:
     return ControlClient.from_state_dir(args.state_dir, args.timeout)
 
 
-def _call(client: ControlClient, command: str, **fields) -> dict:
-    reply = client.call(command, **fields)
+def _call(client: ControlClient, command: str, timeout_secs: float | None = None, **fields) -> dict:
+    reply = client.call(command, timeout_secs, **fields)
     if reply.status == "ok":
         return reply.data or {}
     if reply.status == "error":
         raise Refusal(f"{reply.reason} (errno {reply.errno})")
-    raise NotReachable(f"unexpected reply {reply}")
+    raise ProtocolViolation(f"a reply with status {reply.status!r}")
 
 
 def _stop(client: ControlClient, args) -> int:
@@ -132,16 +138,22 @@ def _stop(client: ControlClient, args) -> int:
     time.sleep(0.2)  # let the subscription reach nsup before the first event it must not miss
     data = _call(client, "stop")
     _say(args, f"{data['result']} (state {data['state']})", data)
-    last_counts = None
+    last_counts, next_check = None, time.monotonic() + 1.0
     while True:
-        if not events.poll(1000):
+        if time.monotonic() >= next_check:  # on a clock: heartbeats keep the stream busy, never silent
+            next_check = time.monotonic() + 1.0
             try:
-                state = _call(client, "status")["state"]
+                current = _call(client, "status")
+                state, stuck = current["state"], current["stuck"]
             except NotReachable:
-                state = _final_state(args)  # nsup has exited: the journal says how
+                state, stuck = _final_state(args), False  # nsup has exited: the journal says how
+            if stuck:
+                _say(args, "nsup is stuck in HALTING: not flat after its rounds", {"kind": "end", "state": state, "stuck": True})
+                return EXIT_STUCK
             if state in ("STOPPED", "ABORTED"):
                 _say(args, f"nsup is {state}", {"kind": "end", "state": state})
-                return EXIT_OK if state == "STOPPED" else EXIT_REFUSED
+                return EXIT_OK if state == "STOPPED" else EXIT_ABORTED
+        if not events.poll(max(0, int((next_check - time.monotonic()) * 1000))):
             continue
         topic, payload = events.recv_multipart()
         event = json.loads(payload)
@@ -155,22 +167,25 @@ def _stop(client: ControlClient, args) -> int:
             if topic == b"halt_stuck":
                 return EXIT_STUCK
             if topic == b"transition" and event["dest"] in ("STOPPED", "ABORTED"):
-                return EXIT_OK if event["dest"] == "STOPPED" else EXIT_REFUSED
+                return EXIT_OK if event["dest"] == "STOPPED" else EXIT_ABORTED
 
 
 def _abort(client: ControlClient, args) -> int:
+    interactive = sys.stdin.isatty() and args.confirm is None
+    if not interactive and (args.confirm is None or args.reason is None):
+        raise Refusal("no terminal to confirm at: give --confirm TRADER_ID and --reason TEXT")
     challenge = _call(client, "abort")
     positions = challenge.get("positions", [])
     lines = [f"ABORT stops the node WITH EXPOSURE. Trader {challenge['trader_id']}, open positions:"]
     lines += [f"  {p['instrument_id']} {p['side']} {p['quantity']} unrealized {p['unrealized_pnl']}" for p in positions] or ["  (none reported)"]
     lines.append(f"challenge {challenge['nonce']} is good for {challenge['expires_in_secs']:g}s")
-    interactive = sys.stdin.isatty() and args.confirm is None
     if interactive:
         print("\n".join(lines), file=sys.stderr)
-        confirmation = input(f"Type the trader id ({challenge['trader_id']}) to confirm: ").strip()
-        reason = input("Reason (for the journal): ").strip()
-    elif args.confirm is None or args.reason is None:
-        raise Refusal("no terminal to confirm at: give --confirm TRADER_ID and --reason TEXT")
+        try:
+            confirmation = input(f"Type the trader id ({challenge['trader_id']}) to confirm: ").strip()
+            reason = input("Reason (for the journal): ").strip()
+        except (EOFError, KeyboardInterrupt):
+            raise Refusal("abort cancelled at the prompt; nothing was approved") from None
     else:
         confirmation, reason = args.confirm, args.reason
     data = _call(client, "abort_confirm", nonce=challenge["nonce"], confirmation=confirmation, reason=reason or "")
@@ -206,8 +221,13 @@ def _tail(args) -> int:
     path = args.state_dir / "journal.jsonl"
     if not path.exists():
         raise NotReachable(f"no journal at {path}")
-    for record in read_journal(path)[-args.n:] if args.n > 0 else []:
-        _print_record(args, record)
+    with open(path, "rb") as journal:
+        last_lines = collections.deque(journal, maxlen=max(args.n, 0))  # memory for n lines, not the file
+    for line in last_lines:
+        try:
+            _print_record(args, msgspec.json.decode(line))
+        except msgspec.DecodeError:
+            continue  # a torn line
     if not args.f:
         return EXIT_OK
     with open(path, "rb") as journal:
@@ -228,7 +248,10 @@ def _final_state(args) -> str | None:
     if args.state_dir is None or not (args.state_dir / "journal.jsonl").exists():
         raise NotReachable("nsup stopped answering")
     transitions = [r for r in read_journal(args.state_dir / "journal.jsonl") if r["kind"] == "transition"]
-    return transitions[-1]["dest"] if transitions else None
+    last = transitions[-1]["dest"] if transitions else None
+    if last not in ("STOPPED", "ABORTED"):
+        raise NotReachable(f"nsup stopped answering in {last}, without finishing: see its journal")
+    return last
 
 
 def _print_record(args, record: dict) -> None:

@@ -27,6 +27,7 @@ class Errno(enum.IntEnum):
     BAD_CHALLENGE = 5  # an abort nonce that is unknown, stale, used, or answered wrongly
     WORKER = 6  # the worker did not answer or could not do it
     BUSY = 7  # too many requests in flight
+    INTERNAL = 8  # a bug of nsup's: on record in the journal
 
 
 class Actor(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -100,6 +101,8 @@ def decode_request(frame: bytes) -> Request:
         raw = msgspec.json.decode(frame)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"not JSON: {exc}", Errno.BAD_REQUEST) from None
+    except RecursionError:
+        raise BadRequest("JSON nested too deeply", Errno.BAD_REQUEST) from None
     request_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else ""
     if isinstance(raw, dict) and raw.get("v") != CONTROL_VERSION and "v" in raw:
         raise BadRequest(f"protocol version {raw['v']!r} is not spoken here (this nsup speaks {CONTROL_VERSION})", Errno.VERSION, request_id)

@@ -37,8 +37,15 @@ class Binding:
         if self.endpoint.startswith("tcp://"):
             public, secret = zmq.auth.load_certificate(self.curve_secret_key)
             socket.curve_publickey, socket.curve_secretkey, socket.curve_server = public, secret, True
-        socket.bind(self.endpoint)
-        if self.endpoint.startswith("ipc://"):
+        ipc = self.endpoint.startswith("ipc://")
+        # The umask makes the socket file private from its first instant: no window before the chmod.
+        previous = os.umask(0o117 if self.group else 0o177) if ipc else None
+        try:
+            socket.bind(self.endpoint)
+        finally:
+            if previous is not None:
+                os.umask(previous)
+        if ipc:
             path = self.endpoint.removeprefix("ipc://")
             if self.group:
                 os.chown(path, -1, grp.getgrnam(self.group).gr_gid)

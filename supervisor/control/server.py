@@ -18,7 +18,7 @@ from supervisor.control.security import Binding
 
 MAX_IN_FLIGHT = 32
 
-Handler = Callable[[c.Request], Awaitable[c.Reply]]
+Handler = Callable[[c.Request, str | None], Awaitable[c.Reply]]  # the request, and the CURVE key it came with
 
 
 class ControlServer:
@@ -39,31 +39,37 @@ class ControlServer:
 
     async def _read(self, socket) -> None:
         while True:
-            frames = await socket.recv_multipart()
-            if len(frames) != 2:
-                logger.warning("control: dropped a message of {} frames (expected identity and request)", len(frames))
-                if len(frames) > 2:
-                    await self._send(socket, frames[0], c.error("", c.Errno.BAD_REQUEST, "expected exactly one frame per request"))
-                continue
-            identity, frame = frames
+            frames = await socket.recv_multipart(copy=False)
             try:
-                request = c.decode_request(frame)  # a bad one is answered here, at once, and goes no further
-            except c.BadRequest as exc:
-                await self._send(socket, identity, c.error(exc.request_id, exc.errno, str(exc)))
-                continue
-            if len(self._in_flight) >= MAX_IN_FLIGHT:
-                await self._send(socket, identity, c.error(request.id, c.Errno.BUSY, f"more than {MAX_IN_FLIGHT} requests in flight"))
-                continue
-            task = asyncio.ensure_future(self._answer(socket, identity, request))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+                await self._take(socket, frames)
+            except Exception:  # nothing a peer sends may end the reading
+                logger.exception("control: a message could not be handled")
 
-    async def _answer(self, socket, identity: bytes, request: c.Request) -> None:
+    async def _take(self, socket, frames) -> None:
+        if len(frames) != 2:
+            logger.warning("control: dropped a message of {} frames (expected identity and request)", len(frames))
+            if len(frames) > 2:
+                await self._send(socket, frames[0].bytes, c.error("", c.Errno.BAD_REQUEST, "expected exactly one frame per request"))
+            return
+        identity, frame = frames[0].bytes, frames[1]
         try:
-            reply = await self._handler(request)
+            request = c.decode_request(frame.bytes)  # a bad one is answered here, at once, and goes no further
+        except c.BadRequest as exc:
+            await self._send(socket, identity, c.error(exc.request_id, exc.errno, str(exc)))
+            return
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            await self._send(socket, identity, c.error(request.id, c.Errno.BUSY, f"more than {MAX_IN_FLIGHT} requests in flight"))
+            return
+        task = asyncio.ensure_future(self._answer(socket, identity, request, _client_key(frame)))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _answer(self, socket, identity: bytes, request: c.Request, key: str | None) -> None:
+        try:
+            reply = await self._handler(request, key)
         except Exception as exc:  # a bug of ours: the operator gets a reason, nsup keeps serving
             logger.exception("control: {} failed", request)
-            reply = c.error(request.id, c.Errno.REFUSED, f"internal error: {type(exc).__name__}: {exc}")
+            reply = c.error(request.id, c.Errno.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
         await self._send(socket, identity, reply)
 
     async def _send(self, socket, identity: bytes, reply: c.Reply) -> None:
@@ -71,3 +77,11 @@ class ControlServer:
             await socket.send_multipart([identity, c.encode(reply)])
         except zmq.ZMQError as exc:
             logger.warning("control: could not answer a client that left ({})", exc)
+
+
+def _client_key(frame: zmq.Frame) -> str | None:
+    """Over CURVE, ZAP tells who authenticated: the client's public key, which it cannot forge."""
+    try:
+        return frame.get("User-Id") or None
+    except zmq.ZMQError:  # ipc: no ZAP, no key
+        return None

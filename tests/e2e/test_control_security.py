@@ -118,6 +118,8 @@ def test_fuzzed_control_input_changes_nothing(nsup_run):
             while len(replies) < sent and fuzzer.poll(5000):
                 replies.append(c.decode_reply(fuzzer.recv()))
     fuzzer.send_multipart([b"a", b"b"])  # two frames: not one request
+    fuzzer.send(b"[" * 20_000)  # small, but nested deeper than any decoder will follow
+    sent += 1
     while len(replies) < sent + 1 and fuzzer.poll(2000):
         replies.append(c.decode_reply(fuzzer.recv()))
     assert len(replies) == sent + 1, f"{len(replies)} replies to {sent + 1} malformed requests"

@@ -115,6 +115,62 @@ def test_stop_wait_exits_stuck_when_the_node_cannot_be_flattened(nsup_run):
     assert run.process.poll() is None and pid_alive(run.worker_pid)
 
 
+def test_stop_wait_on_a_node_already_stuck_says_so(nsup_run):
+    run = stuck(nsup_run)
+    result = nsupctl(run, "stop", "--wait")
+    assert result.returncode == EXIT_STUCK, result.stdout + result.stderr
+    assert status(run)["stuck"] is True
+
+
+def test_resume_is_refused_for_a_stop_that_came_from_a_signal(nsup_run):
+    run = nsup_run(UNFLATTENABLE, STUCK_FAST)
+    run.wait_for_state("RUNNING")
+    run.wait_for_positions(2)
+    run.signal(15)
+    run.wait_for(lambda: run.records("halt_stuck"), what="halt_stuck")
+    result = nsupctl(run, "resume")
+    assert result.returncode == EXIT_REFUSED and "SIGTERM" in result.stderr
+    assert status(run)["state"] == "HALTING"
+
+
+class Terminal:
+    """`nsupctl abort` at a pseudo-terminal, so that it asks, as it would a person."""
+
+    def __init__(self, run):
+        import pty
+
+        self.controller, terminal = pty.openpty()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.control.nsupctl", "--state-dir", str(run.state_dir), "abort"],
+            cwd=REPO, stdin=terminal, stdout=terminal, stderr=terminal,
+        )
+        os.close(terminal)
+        self.screen = b""
+
+    def read_until(self, text: bytes) -> None:
+        deadline = time.monotonic() + 15
+        while text not in self.screen and time.monotonic() < deadline:
+            self.screen += os.read(self.controller, 4096)
+        assert text in self.screen, self.screen.decode(errors="replace")
+
+    def type(self, text: bytes) -> None:
+        os.write(self.controller, text)
+
+
+def test_eof_at_the_abort_prompt_cancels(nsup_run):
+    run = stuck(nsup_run)
+    terminal = Terminal(run)
+    terminal.read_until(b"to confirm: ")
+    terminal.type(b"\x04")  # Ctrl-D: end of input
+    operator, controller = terminal.process, terminal.controller
+    screen = terminal.screen
+    assert operator.wait(timeout=30) == EXIT_REFUSED
+    screen += os.read(controller, 4096)
+    os.close(controller)
+    assert b"cancelled" in screen and b"Traceback" not in screen
+    assert run.records("approval") == [] and run.process.poll() is None
+
+
 def test_resume_from_halting_cancels_the_shutdown(nsup_run):
     run = stuck(nsup_run)
     result = nsupctl(run, "resume")
@@ -178,7 +234,8 @@ def test_restart_only_when_flat(nsup_run):
 
     refused = nsupctl(run, "restart")
     assert refused.returncode == EXIT_REFUSED and "only when flat" in refused.stderr
-    assert status(run)["trading_state"] == "ACTIVE"  # put back as it was
+    assert status(run)["trading_state"] == "ACTIVE"  # never touched
+    assert "TradingState.HALTED" not in (run.state_dir / "worker.log").read_text()
 
     nsupctl(run, "pause")
     nsupctl(run, "flatten")
@@ -237,30 +294,14 @@ def test_tail_and_version_and_errors(nsup_run):
 
 
 def test_abort_at_a_terminal_asks_for_the_trader_id_and_a_reason(nsup_run):
-    import pty
-
     run = stuck(nsup_run)
-    controller, terminal = pty.openpty()
-    operator = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.control.nsupctl", "--state-dir", str(run.state_dir), "abort"],
-        cwd=REPO, stdin=terminal, stdout=terminal, stderr=terminal,
-    )
-    os.close(terminal)
-    screen = b""
-
-    def read_until(text: bytes) -> None:
-        nonlocal screen
-        deadline = time.monotonic() + 15
-        while text not in screen and time.monotonic() < deadline:
-            screen += os.read(controller, 4096)
-        assert text in screen, screen.decode(errors="replace")
-
-    read_until(b"to confirm: ")
-    assert b"EUR/USD.SIM" in screen and b"GBP/USD.SIM" in screen  # the positions were shown first
-    os.write(controller, b"DEMO-001\n")
-    read_until(b"Reason")
-    os.write(controller, b"venue down, accepting the exposure\n")
-    assert operator.wait(timeout=30) == EXIT_OK
-    os.close(controller)
+    terminal = Terminal(run)
+    terminal.read_until(b"to confirm: ")
+    assert b"EUR/USD.SIM" in terminal.screen and b"GBP/USD.SIM" in terminal.screen  # the positions were shown first
+    terminal.type(b"DEMO-001\n")
+    terminal.read_until(b"Reason")
+    terminal.type(b"venue down, accepting the exposure\n")
+    assert terminal.process.wait(timeout=30) == EXIT_OK
+    os.close(terminal.controller)
     assert run.exit_code() == EXIT_ABORTED
     assert run.records("approval")[0]["reason"] == "venue down, accepting the exposure"
