@@ -10,6 +10,7 @@ journal's own timestamps. Prints medians; no assertion, no pass or fail.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -70,6 +71,45 @@ def one_run(workdir: Path, confirm: float) -> tuple[dict, float, float, int]:
         run.kill_all()
 
 
+def paper_venue_figures(workdir: Path, runs: int) -> tuple[list[float], list[float]]:
+    """Fill latency in the strategy (order created to fill seen), and a killed worker's replacement
+    (spawn to RUNNING, reconciliation included) finding the positions the venue kept."""
+    from paper_venue.launcher import VenueProcess
+
+    venue = VenueProcess(workdir)
+    venue.wait_ready()
+    params = {"venue": "paper", "venue_endpoint": venue.endpoint, "quotes_endpoint": venue.quotes_endpoint,
+              "hold_secs": 0.5, "flat_secs": 0.2}
+    latencies, restarts = [], []
+    try:
+        for i in range(runs):
+            first = NsupRun(workdir / f"k{i}", params, {}).start()
+            try:
+                first.wait_for_state("RUNNING")
+                time.sleep(3.0)  # a few round trips of the demo strategy
+                first.wait_for_positions(1)
+                os.kill(first.worker_pid, 9)
+                first.exit_code()
+                log = (first.state_dir / "worker.log").read_text()
+                latencies += [float(line.split("fill latency ")[1].split()[0]) / 1000 for line in log.splitlines() if "fill latency" in line]
+            finally:
+                first.kill_all()
+            second = NsupRun(workdir / f"r{i}", {**params, "hold_secs": 3600.0}, {}).start()
+            try:
+                second.wait_for_state("RUNNING")
+                second.wait_for_positions(1)
+                spawned = second.records("worker_spawned")[0]["ts"]
+                running = next(r["ts"] for r in second.records("transition") if r["dest"] == "RUNNING")
+                restarts.append(datetime.fromisoformat(running).timestamp() - datetime.fromisoformat(spawned).timestamp())
+                second.signal(15)
+                second.exit_code()
+            finally:
+                second.kill_all()
+    finally:
+        venue.stop()
+    return latencies, restarts
+
+
 def startup_secs() -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import supervisor.cli, supervisor.daemon"], check=True, cwd=REPO)
@@ -109,6 +149,12 @@ def main() -> None:
     print(f"supervisor RSS while RUNNING   {statistics.median(sup_rss):6.1f} MB")
     print(f"worker RSS while RUNNING       {statistics.median(wrk_rss):6.1f} MB   (ratio {statistics.median(wrk_rss) / statistics.median(sup_rss):.1f}x)")
     print(f"supervisor import (fresh interpreter, incl. Python start) {startup_secs() * 1000:.0f} ms")
+
+    with tempfile.TemporaryDirectory(prefix="nb-") as tmp:
+        latencies, restarts = paper_venue_figures(Path(tmp), runs=3)
+    print(f"paper venue (its own process), {len(latencies)} fills, {len(restarts)} kill -9 restarts")
+    print(f"  submit -> fill seen in the strategy              median {ms(latencies)}  p90 {statistics.quantiles(latencies, n=10)[-1] * 1000:.1f} ms")
+    print(f"  worker spawned -> RUNNING, positions reconciled  median {ms(restarts)}")
 
 
 if __name__ == "__main__":

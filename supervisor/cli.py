@@ -17,6 +17,7 @@ from pathlib import Path
 from loguru import logger
 
 from supervisor import __version__
+from paper_venue.launcher import VenueProcess, endpoints_in
 from supervisor.config import ConfigError, NodeSection, NsupConfig, SupervisorSection, load_config
 from supervisor.console import Console, setup_logging
 from supervisor.control.client import ENDPOINTS_FILE
@@ -32,14 +33,26 @@ MAX_IPC_PATH = 100  # sun_path holds 107 bytes; keep a margin
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["paper-venue"]:  # everything after it is the venue's own (--help included)
+        from paper_venue.server import main as serve_venue
+
+        return serve_venue(["serve", *argv[1:]])
     args = _parser().parse_args(argv)
     setup_logging(json_lines=args.log_json)
+    venue = None
     try:
         config = load_config(Path(args.config)) if args.command == "run" else _demo_config(args)
-    except ConfigError as exc:
-        print(f"nsup: config error: {exc}", file=sys.stderr)
+        if args.command == "demo" and not (args.sandbox or args.venue_endpoint):
+            venue = _start_venue(config.supervisor.state_path)
+    except (ConfigError, RuntimeError) as exc:
+        print(f"nsup: {'config error' if isinstance(exc, ConfigError) else 'cannot start'}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return _supervise(config, duration=getattr(args, "duration", None))
+    try:
+        return _supervise(config, duration=getattr(args, "duration", None))
+    finally:
+        if venue is not None:
+            _report_and_stop(venue)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,9 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="supervise the node your config's factory builds")
     run.add_argument("--config", required=True, help="TOML config file")
-    demo = commands.add_parser("demo", help="supervise the demo node: synthetic quotes, sandbox venue SIM")
+    demo = commands.add_parser("demo", help="supervise the demo node, trading on a paper venue of its own")
     demo.add_argument("--state-dir", help="journal and logs go here (default: a fresh temp dir)")
     demo.add_argument("--duration", type=float, help="run this many seconds, then the graceful stop")
+    venue = demo.add_mutually_exclusive_group()
+    venue.add_argument("--venue-endpoint", help="use this running paper venue (with --quotes-endpoint)")
+    venue.add_argument("--sandbox", action="store_true", help="NautilusTrader's in-process sandbox instead")
+    demo.add_argument("--quotes-endpoint", help="the paper venue's quotes, with --venue-endpoint")
+    commands.add_parser("paper-venue", help="run a paper venue; `nsup paper-venue --help` for its options")
     for sub in (run, demo):
         sub.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
     return parser
@@ -59,10 +77,40 @@ def _parser() -> argparse.ArgumentParser:
 def _demo_config(args) -> NsupConfig:
     if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
         raise ConfigError("--duration: expected seconds > 0")
-    state_dir = args.state_dir or tempfile.mkdtemp(prefix="nsup-demo-")
+    if bool(getattr(args, "venue_endpoint", None)) != bool(getattr(args, "quotes_endpoint", None)):
+        raise ConfigError("--venue-endpoint and --quotes-endpoint go together")
+    state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="nsup-demo-"))
     if not args.state_dir:
         print(f"nsup demo: state dir {state_dir}", file=sys.stderr)
-    return NsupConfig(node=NodeSection(factory=DEMO_FACTORY), supervisor=SupervisorSection(state_dir=state_dir))
+    if getattr(args, "sandbox", False):
+        params = {"venue": "sandbox"}
+    else:  # the paper venue the caller names, or the one main() starts in the state dir
+        endpoint, quotes = (args.venue_endpoint, args.quotes_endpoint) if args.venue_endpoint else endpoints_in(state_dir)
+        params = {"venue": "paper", "venue_endpoint": endpoint, "quotes_endpoint": quotes}
+    return NsupConfig(node=NodeSection(factory=DEMO_FACTORY, params=params), supervisor=SupervisorSection(state_dir=str(state_dir)))
+
+
+def _start_venue(state_dir: Path) -> VenueProcess:
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    venue = VenueProcess(state_dir)
+    venue.wait_ready()
+    logger.info("paper venue pid {} at {} (its log: {})", venue.pid, venue.endpoint, venue.log_path)
+    return venue
+
+
+def _report_and_stop(venue: VenueProcess) -> None:
+    """The venue's books are the judge of flat: say what they hold before the venue goes."""
+    try:
+        open_positions = [p for p in venue.positions() if p.side != "FLAT"]
+    except TimeoutError:
+        logger.warning("the paper venue did not say what it holds")
+    else:
+        if open_positions:
+            for p in open_positions:
+                logger.warning("the venue still holds {} {} {} @ {}", p.instrument_id, p.side, p.quantity, p.avg_px)
+        else:
+            logger.info("the venue's books are flat")
+    venue.stop()
 
 
 def _supervise(config: NsupConfig, duration: float | None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+import msgspec
 from loguru import logger
 
 from supervisor.protocol import NodeStatus
@@ -50,6 +51,7 @@ class Console:
         logger.bind(status=dict(
             state=lifecycle_state, trading_state=status.trading_state, positions_open=c.positions_open,
             orders_inflight=c.orders_inflight, orders_open=c.orders_open,
+            positions=[msgspec.structs.asdict(p) for p in status.positions],
         )).info(
             "[{}] trading={} positions={} inflight={} open={}{}",
             *line, f"  ({positions})" if positions else "",

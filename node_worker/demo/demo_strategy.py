@@ -13,7 +13,7 @@ from decimal import Decimal
 from nautilus_trader.config import StrategyConfig
 from nautilus_trader.model.data import QuoteTick
 from nautilus_trader.model.enums import OrderSide
-from nautilus_trader.model.events import OrderDenied
+from nautilus_trader.model.events import OrderDenied, OrderFilled
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.trading.strategy import Strategy
 
@@ -67,3 +67,8 @@ class DemoStrategy(Strategy):
     def on_event(self, event) -> None:
         if isinstance(event, OrderDenied):
             self._quiet_until = self.clock.timestamp() + DENIED_BACKOFF_SECS
+
+    def on_order_filled(self, event: OrderFilled) -> None:
+        order = self.cache.order(event.client_order_id)
+        if order is not None:  # the benchmark reads this line: order created to fill seen here
+            self.log.info(f"fill latency {(event.ts_init - order.ts_init) / 1e6:.3f} ms {event.client_order_id}")

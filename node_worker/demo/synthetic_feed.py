@@ -18,7 +18,8 @@ from nautilus_trader.model.data import QuoteTick
 from nautilus_trader.model.identifiers import ClientId, Venue
 from nautilus_trader.model.instruments import CurrencyPair
 from nautilus_trader.common.providers import InstrumentProvider
-from nautilus_trader.test_kit.providers import TestInstrumentProvider
+
+from node_worker.fx_instruments import fx_instruments
 
 DEMO_VENUE = "SIM"
 
@@ -27,10 +28,6 @@ class SyntheticFeedConfig(LiveDataClientConfig, frozen=True, kw_only=True):
     symbols: tuple[str, ...] = ("EUR/USD", "GBP/USD")
     interval_ms: int = 100
     seed: int | None = None
-
-
-def demo_instruments(symbols: tuple[str, ...]) -> list[CurrencyPair]:
-    return [TestInstrumentProvider.default_fx_ccy(s, venue=Venue(DEMO_VENUE)) for s in symbols]
 
 
 class SyntheticFeedClient(LiveMarketDataClient):
@@ -45,7 +42,7 @@ class SyntheticFeedClient(LiveMarketDataClient):
             instrument_provider=InstrumentProvider(),
         )
         self._config = config
-        self._instruments = demo_instruments(config.symbols)
+        self._instruments = fx_instruments(config.symbols, DEMO_VENUE)
         self._rng = random.Random(config.seed)
         self._mids = {i.id: 1.1 + 0.1 * n for n, i in enumerate(self._instruments)}
         self._task: asyncio.Task | None = None
@@ -95,6 +92,6 @@ class SyntheticFeedFactory(LiveDataClientFactory):
     def create(loop, name: str, config: SyntheticFeedConfig, msgbus: MessageBus, cache: Cache, clock: LiveClock):
         # The sandbox venue loads its instruments from the cache when it connects, which may be
         # before this client has connected: put them there now.
-        for instrument in demo_instruments(config.symbols):
+        for instrument in fx_instruments(config.symbols, DEMO_VENUE):
             cache.add_instrument(instrument)
         return SyntheticFeedClient(loop, msgbus, cache, clock, config, name)

@@ -98,6 +98,14 @@ class NsupRun:
             lambda: next((r for r in self.records("transition") if r["dest"] == state), None), timeout, f"state {state}"
         )
 
+    def last_status(self) -> dict | None:
+        """The last status line nsup logged: state, trading state, counts, positions."""
+        for line in reversed(list(self.log_lines)):
+            status = isinstance(line, dict) and line["record"]["extra"].get("status")
+            if status:
+                return status
+        return None
+
     def wait_for_positions(self, minimum: int = 1, timeout: float = 15.0) -> dict:
         def seen():
             for line in list(self.log_lines):

@@ -1,0 +1,103 @@
+"""The adapter's end of the venue connection: requests with replies, and the events the venue pushes.
+
+A Hello goes out every second as well as at the start: it is idempotent at the venue, and it puts
+the session back on the venue's list after a dropped connection, so events flow again by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from paper_venue import protocol as v
+
+HELLO_EVERY_SECS = 1.0
+NOT_GREETED = "say hello first"  # the venue's answer to a session it does not know
+
+
+class VenueError(RuntimeError):
+    pass
+
+
+class VenueLink:
+    def __init__(self, endpoint: str, account_id: str, on_event: Callable[[v.Event], None], log, timeout_secs: float):
+        self._endpoint = endpoint
+        self._account_id = account_id
+        self._on_event = on_event
+        self._log = log
+        self._timeout_secs = timeout_secs
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future] = {}
+        self._socket: zmq.asyncio.Socket | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    async def connect(self) -> v.Reply:
+        self._socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.connect(self._endpoint)
+        self._tasks = [asyncio.ensure_future(self._read())]
+        hello = await self.request(lambda i: v.Hello(request_id=i, account_id=self._account_id))
+        self._tasks.append(asyncio.ensure_future(self._say_hello()))
+        return hello
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._socket is not None:
+            self._socket.close(linger=0)
+
+    async def request(self, make: Callable[[int], v.Request]) -> v.Reply:
+        try:
+            return await self._request_once(make)
+        except VenueError as exc:
+            if str(exc) != NOT_GREETED:
+                raise
+        # The venue forgot this session (a dropped connection): greet it again, then ask again once.
+        await self._request_once(lambda i: v.Hello(request_id=i, account_id=self._account_id))
+        return await self._request_once(make)
+
+    async def _request_once(self, make: Callable[[int], v.Request]) -> v.Reply:
+        request_id = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await self._socket.send(v.encode(make(request_id)))
+            reply = await asyncio.wait_for(future, self._timeout_secs)
+        except TimeoutError:
+            raise VenueError(f"the venue did not answer within {self._timeout_secs:g}s") from None
+        finally:
+            self._pending.pop(request_id, None)
+        if not reply.ok:
+            raise VenueError(reply.error or "refused")
+        return reply
+
+    async def _say_hello(self) -> None:
+        while True:
+            await asyncio.sleep(HELLO_EVERY_SECS)
+            try:
+                await self.request(lambda i: v.Hello(request_id=i, account_id=self._account_id))
+            except VenueError as exc:
+                self._log.warning(f"venue hello unanswered: {exc}")
+
+    async def _read(self) -> None:
+        while True:
+            frame = await self._socket.recv()
+            try:
+                message = v.from_venue_decoder.decode(frame)
+            except msgspec.MsgspecError as exc:
+                self._log.error(f"unreadable message from the venue: {exc}")
+                continue
+            if isinstance(message, v.Reply):
+                future = self._pending.get(message.request_id)
+                if future is not None and not future.done():
+                    future.set_result(message)
+                continue
+            try:
+                self._on_event(message)
+            except Exception as exc:  # one bad event must not stop the others
+                self._log.exception(f"handling venue event {type(message).__name__} failed", exc)

@@ -1,0 +1,71 @@
+"""Starts a paper venue process, asks it what it holds, and stops it: for `nsup demo` and the tests.
+
+The venue runs in its own session, like a broker that does not care whether the node lives: a
+killed worker, or a killed nsup, leaves its books as they were.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import zmq
+
+from paper_venue import protocol as v
+
+READY_TIMEOUT_SECS = 10.0
+
+
+def endpoints_in(directory: Path) -> tuple[str, str]:
+    """Where a venue started in `directory` listens: requests, and quotes."""
+    return f"ipc://{directory / 'venue.sock'}", f"ipc://{directory / 'venue-quotes.sock'}"
+
+
+class VenueProcess:
+    def __init__(self, directory: Path):
+        self.endpoint, self.quotes_endpoint = endpoints_in(directory)
+        (directory / "venue").mkdir(parents=True, exist_ok=True)
+        self.log_path = directory / "venue.log"
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "paper_venue", "serve", "--dir", str(directory / "venue"),
+                 "--endpoint", self.endpoint, "--quotes-endpoint", self.quotes_endpoint],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.pid = self._process.pid
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_SECS
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"the paper venue exited with code {self._process.returncode}; see venue.log")
+            try:
+                self.positions()
+                return
+            except TimeoutError:
+                continue
+        raise RuntimeError(f"the paper venue did not answer within {READY_TIMEOUT_SECS:g}s; see venue.log")
+
+    def positions(self, timeout_secs: float = 0.5) -> list[v.Position]:
+        """The venue's own book: the judge of flat."""
+        socket = zmq.Context.instance().socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        try:
+            socket.connect(self.endpoint)
+            socket.send(v.encode(v.QueryPositions(request_id=1)))
+            if not socket.poll(int(timeout_secs * 1000)):
+                raise TimeoutError("the paper venue did not answer")
+            return v.from_venue_decoder.decode(socket.recv()).positions or []
+        finally:
+            socket.close()
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
