@@ -13,6 +13,12 @@
     flat_confirm_secs = 0.5                        # the interval between the two flat reads
     startup_timeout_secs = 60.0                    # worker spawn to node RUNNING
     abort_challenge_ttl_secs = 60.0                # how long an abort challenge's nonce is good for
+    max_restarts = 3                               # a lost worker is replaced at most this often...
+    restart_window_secs = 300.0                    # ...in this many seconds; past that: ABORTED
+    restart_backoff_secs = 0.5                     # first wait before a restart, doubling, with jitter
+    restart_backoff_max_secs = 30.0
+    stable_after_secs = 60.0                       # a worker up this long resets the count
+    hang_after_missed_heartbeats = 5               # silent this long: hung (flat: replaced; else: operator)
 
     [control]                                      # optional; ipc in run_dir is always on
     group = "traders"                              # control.sock 0660 for this group (else 0600)
@@ -54,6 +60,12 @@ class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     flat_confirm_secs: PositiveSecs = 0.5
     startup_timeout_secs: PositiveSecs = 60.0
     abort_challenge_ttl_secs: PositiveSecs = 60.0
+    max_restarts: Annotated[int, msgspec.Meta(ge=0, le=100)] = 3
+    restart_window_secs: PositiveSecs = 300.0
+    restart_backoff_secs: PositiveSecs = 0.5
+    restart_backoff_max_secs: PositiveSecs = 30.0
+    stable_after_secs: PositiveSecs = 60.0
+    hang_after_missed_heartbeats: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 5
 
     @property
     def state_path(self) -> Path:

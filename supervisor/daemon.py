@@ -23,7 +23,8 @@ from loguru import logger
 from supervisor import protocol as p
 from supervisor.config import NsupConfig
 from supervisor.journal import Journal, count_fields
-from supervisor.lifecycle import HALTING, RECOVERING, RUNNING, Approval, FlatReads, Lifecycle, Outcome
+from supervisor.lifecycle import FLAT, HALTING, RECOVERING, RUNNING, Approval, FlatReads, Lifecycle, Outcome
+from supervisor.restart_policy import RestartPolicy
 from supervisor.stop_gate import EndAction, StopGate, describe_exposure
 from supervisor.worker_link import LinkError, WorkerLink
 from supervisor.worker_process import WorkerProcess
@@ -60,9 +61,12 @@ class WalkRequest:
 
 
 class WorkerLost(Exception):
-    def __init__(self, exit_code: int):
-        super().__init__(f"worker exited with code {exit_code}")
+    """The worker is gone (or was ended because it could not start): recovery decides what next."""
+
+    def __init__(self, exit_code: int | None, reason: str | None = None):
+        super().__init__(reason or f"worker exited with code {exit_code}")
         self.exit_code = exit_code
+        self.reason = reason
 
 
 class Supervisor:
@@ -71,7 +75,10 @@ class Supervisor:
         self.journal = journal
         self.status_listeners: list[Callable[[str, p.NodeStatus], None]] = []  # every status: the terminal
         self.heartbeat_listeners: list[Callable[[str, p.NodeStatus], None]] = []  # heartbeats only: events
-        self.lifecycle = Lifecycle(config.supervisor.flat_confirm_secs, self._on_transition)
+        s = config.supervisor
+        self.lifecycle = Lifecycle(s.flat_confirm_secs, self._on_transition)
+        self.restart_policy = RestartPolicy(s.max_restarts, s.restart_window_secs, s.restart_backoff_secs,
+                                            s.restart_backoff_max_secs, s.stable_after_secs)
         self._walk_requests: asyncio.Queue[WalkRequest] = asyncio.Queue()
         self.shutdown_requested = False
         self.shutdown_actor = ""
@@ -197,25 +204,79 @@ class Supervisor:
 
     async def _drive(self) -> int:
         try:
-            if (failure := await self._start()) is not None:
-                return await self._fail_startup(failure)
-            while True:  # RUNNING
-                request = await self._while_alive(self._walk_requests.get())
-                if request.kind == "restart":
-                    if (code := await self._restart(request)) is not None:
+            lost = None
+            try:
+                await self._start_worker()
+            except WorkerLost as exc:
+                lost = exc
+            while True:
+                if lost is not None:
+                    if (code := await self._recover(lost)) is not None:
                         return code
-                    continue
-                if request.kind != "halt":
-                    request.refuse(f"{request.kind} is only possible in HALTING; nsup is {self.lifecycle.state}")
-                    continue
-                self._fire("halt", actor=request.actor)
-                if (code := await self._halting()) is not None:
-                    return code
-        except WorkerLost as lost:
-            return self._on_worker_lost(lost.exit_code)
+                try:
+                    return await self._walk()
+                except WorkerLost as exc:
+                    lost = exc
         finally:
             while not self._walk_requests.empty():  # nobody will read these now: answer them
                 self._walk_requests.get_nowait().refuse(f"nsup is {self.lifecycle.state} and exiting")
+
+    async def _walk(self) -> int:
+        """From RUNNING (or wherever the worker was found) to the end: a stop, an abort, or a loss."""
+        while True:
+            if self.lifecycle.state == RUNNING and self.shutdown_requested:
+                self._fire("halt", actor=self.shutdown_actor)  # also a stop that was pending through a restart
+            if self.lifecycle.state == HALTING:
+                if (code := await self._halting()) is not None:
+                    return code
+                continue
+            if self.lifecycle.state == FLAT:
+                return await self._stop_flat_worker()
+            request = await self._while_alive(self._walk_requests.get())
+            if request.kind == "halt":
+                continue  # the top of the loop acts on shutdown_requested
+            if request.kind == "restart":
+                await self._restart(request)
+                continue
+            request.refuse(f"{request.kind} is only possible in HALTING; nsup is {self.lifecycle.state}")
+
+    async def _recover(self, lost: WorkerLost) -> int | None:
+        """RECOVERING: replace the worker within the restart bound. None once RUNNING again (the walk
+        goes on, a pending stop included); otherwise the exit code of giving up."""
+        while True:
+            reason = lost.reason or self.link.build_failure or (
+                f"the worker exited with code {lost.exit_code} in {self.lifecycle.state}")
+            self.journal.record("fault", reason=reason, exit_code=lost.exit_code, **self.counts())
+            if self.lifecycle.state != RECOVERING:
+                self._fire("worker_lost", actor="worker", reason=reason)
+            delay = self.restart_policy.next_delay()
+            if delay is None:
+                self._fire("give_up", actor="nsup", reason=(
+                    f"{self.restart_policy.max_restarts} restarts in {self.restart_policy.window_secs:g}s: "
+                    f"the restart bound is spent (last: {reason})"))
+                return EXIT_ABORTED
+            self.journal.record("restart_scheduled", in_secs=round(delay, 3), restarts=self.restarts + 1,
+                                shutdown_pending=self.shutdown_requested)
+            await asyncio.sleep(delay)
+            self.restarts += 1
+            self._spawn_worker()
+            try:
+                await self._start_worker()
+                return None
+            except WorkerLost as again:
+                lost = again
+
+    async def _start_worker(self) -> None:
+        """Bring the spawned worker to RUNNING, or end it (through the gate) and raise WorkerLost."""
+        failure = await self._start()
+        if failure is None:
+            self.restart_policy.worker_up()
+            return
+        self.journal.record("fault", reason=f"start-up failed in {self.lifecycle.state}: {failure}")
+        if self.link.build_failure is None and self.process.alive():
+            # The gate decides: a node never run may be ended; one that ran must be flat.
+            await self._end_worker(EndAction.STOP_COMMAND if self.link.hello.done() else EndAction.SIGKILL)
+        raise WorkerLost(await self._await_exit(), self.link.build_failure or failure)
 
     async def _halting(self) -> int | None:
         """HALTING until flat (then the stop), an approved abort, or a resume (then None)."""
@@ -231,6 +292,8 @@ class Supervisor:
                     halting.result()
                     return await self._stop_flat_worker()
                 request = next_request.result()
+                if request.kind == "halt":
+                    continue  # a stop while already stopping: nothing more to do
                 if request.kind not in ("resume", "abort"):
                     request.refuse(f"{request.kind} is not possible in HALTING")
                     continue
@@ -262,7 +325,7 @@ class Supervisor:
         await self._await_exit(request.approval)
         return EXIT_ABORTED
 
-    async def _restart(self, request: WalkRequest) -> int | None:
+    async def _restart(self, request: WalkRequest) -> None:
         """A new worker for a flat node. Closing-only while flat is confirmed, HALTED only once it
         is, then stopped, spawned and run again. Anything short of flat puts trading back as it was."""
         s = self.config.supervisor
@@ -281,16 +344,17 @@ class Supervisor:
         except (Refused, LinkError) as exc:
             await self._while_alive(self._insist(p.SetTradingState("REDUCING" if self.paused else "ACTIVE")))
             request.refuse(str(exc))
-            return None
+            return
         await self._end_worker(EndAction.STOP_COMMAND)
         await self._await_exit()
         self.restarts += 1
         self._spawn_worker()
-        if (failure := await self._start()) is not None:
-            request.refuse(f"the new worker did not start: {failure}")
-            return await self._fail_startup(failure)
+        try:
+            await self._start_worker()
+        except WorkerLost as lost:
+            request.refuse(f"the new worker did not start: {lost}")
+            raise
         request.done(state=self.lifecycle.state, restarts=self.restarts, worker_pid=self.process.pid, paused=self.paused)
-        return None
 
     async def _start(self) -> str | None:
         """CREATED -> BUILT -> RUNNING; returns why not, if not."""
@@ -350,27 +414,7 @@ class Supervisor:
         code = await self._await_exit()
         if self._fire("stop", actor="nsup", exit_code=code).ok:
             return EXIT_OK
-        return self._on_worker_lost(code)
-
-    async def _fail_startup(self, reason: str) -> int:
-        self.journal.record("fault", reason=f"start-up failed in {self.lifecycle.state}: {reason}")
-        if self.link.build_failure is None and self.process.alive():
-            # The gate decides: a node never run may be ended; one that ran must be flat.
-            await self._end_worker(EndAction.STOP_COMMAND if self.link.hello.done() else EndAction.SIGKILL)
-        await self._await_exit()
-        if self.lifecycle.state != RECOVERING:  # a replacement that failed is in RECOVERING already
-            self._fire("worker_lost", actor="nsup", reason=reason)
-        return self._give_up()
-
-    def _on_worker_lost(self, exit_code: int) -> int:
-        reason = self.link.build_failure or f"the worker exited with code {exit_code} in {self.lifecycle.state}"
-        self.journal.record("fault", reason=reason, exit_code=exit_code, **self.counts())
-        self._fire("worker_lost", actor="worker", reason=reason)
-        return self._give_up()
-
-    def _give_up(self) -> int:
-        self._fire("give_up", actor="nsup", reason="no restart policy is configured, so recovery is exhausted at once")
-        return EXIT_ABORTED
+        raise WorkerLost(code)
 
     # Helpers -----------------------------------------------------------------------------------
 

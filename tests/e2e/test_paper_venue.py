@@ -69,7 +69,7 @@ def test_graceful_stop_leaves_the_venue_flat(nsup_run, venue):
 
 
 def test_killed_worker_positions_survive_and_a_new_node_reconciles_and_flattens_them(nsup_run, venue):
-    first = trading_on(nsup_run, venue)
+    first = trading_on(nsup_run, venue, {"max_restarts": 0})
     held = venue_book(venue)
     assert len(held) == 2
     os.kill(first.worker_pid, signal.SIGKILL)
@@ -91,7 +91,7 @@ def test_killed_worker_positions_survive_and_a_new_node_reconciles_and_flattens_
 
 def test_an_order_in_flight_at_the_kill_is_resolved_by_reconciliation(nsup_run, venue):
     drill(venue, ack_delay_ms=1500)
-    first = nsup_run(on_venue(venue, **ALWAYS_IN))
+    first = nsup_run(on_venue(venue, **ALWAYS_IN), {"max_restarts": 0})
     first.wait_for_state("RUNNING")
     first.wait_for(lambda: (s := first.last_status()) and s["orders_inflight"] >= 1, what="an order in flight")
     os.kill(first.worker_pid, signal.SIGKILL)

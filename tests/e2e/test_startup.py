@@ -32,7 +32,7 @@ def test_stop_requested_during_build_starts_the_node_reducing(nsup_run):
 
 
 def test_worker_that_never_says_hello_is_killed_as_never_run(nsup_run):
-    run = nsup_run({"build_delay_secs": 30.0}, {"startup_timeout_secs": 1.0}, factory=SLOW)
+    run = nsup_run({"build_delay_secs": 30.0}, {"startup_timeout_secs": 1.0, "max_restarts": 0}, factory=SLOW)
 
     assert run.exit_code() == EXIT_ABORTED
     end = run.records("worker_end")[0]

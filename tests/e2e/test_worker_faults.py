@@ -11,9 +11,11 @@ from supervisor.daemon import EXIT_ABORTED
 
 pytestmark = pytest.mark.e2e
 
+NO_RESTARTS = {"max_restarts": 0}  # recovery is tested in test_recovery.py
+
 
 def test_worker_killed_while_running_ends_aborted(nsup_run):
-    run = nsup_run({"hold_secs": 3600.0, "flat_secs": 0.0})
+    run = nsup_run({"hold_secs": 3600.0, "flat_secs": 0.0}, NO_RESTARTS)
     run.wait_for_state("RUNNING")
     run.wait_for_positions(1)
     os.kill(run.worker_pid, signal.SIGKILL)
@@ -27,7 +29,7 @@ def test_worker_killed_while_running_ends_aborted(nsup_run):
 
 
 def test_factory_that_cannot_be_imported_is_a_clear_fault(nsup_run):
-    run = nsup_run(factory="no_such_module:build")
+    run = nsup_run(supervisor=NO_RESTARTS, factory="no_such_module:build")
 
     assert run.exit_code(timeout=30) == EXIT_ABORTED
     reasons = " ".join(r["reason"] for r in run.records("fault"))

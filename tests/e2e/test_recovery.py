@@ -1,0 +1,66 @@
+"""Bounded recovery against the paper venue, whose positions outlive every killed worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from supervisor.daemon import EXIT_ABORTED
+from tests.e2e.test_paper_venue import ALWAYS_IN, drill, node_book, on_venue, trading_on, venue, venue_book  # noqa: F401
+
+pytestmark = pytest.mark.e2e
+
+FAST_RESTARTS = {"restart_backoff_secs": 0.1, "restart_backoff_max_secs": 0.5}
+
+
+def assert_guard_held(run) -> None:
+    """No worker was ended with positions open unless an approval was on record."""
+    for end in run.records("worker_end"):
+        assert end["positions_open"] in (0, None) or end.get("approval_id"), end
+
+
+def test_worker_killed_while_running_is_replaced_and_finds_its_positions(nsup_run, venue):
+    run = trading_on(nsup_run, venue, FAST_RESTARTS)
+    held = venue_book(venue)
+    os.kill(run.worker_pid, signal.SIGKILL)
+
+    run.wait_for(lambda: len(run.records("worker_spawned")) == 2 and run.transitions()[-1] == ("BUILT", "RUNNING"),
+                 what="the replacement RUNNING")
+    assert ("RUNNING", "RECOVERING") in run.transitions() and ("RECOVERING", "BUILT") in run.transitions()
+    status = run.wait_for(lambda: (s := run.last_status()) and s["positions"] and s, what="reconciled positions")
+    assert node_book(status) == held
+
+    run.signal(signal.SIGTERM)
+    assert run.exit_code() == 0
+    assert venue_book(venue) == {}
+    assert_guard_held(run)
+
+
+def test_worker_killed_while_halting_comes_back_reducing_and_the_stop_goes_on(nsup_run, venue):
+    run = trading_on(nsup_run, venue, {**FAST_RESTARTS, "flatten_rounds": 5, "flatten_round_wait_secs": 1.0})
+    drill(venue, reject_orders=True)  # keep it HALTING with positions open
+    run.signal(signal.SIGTERM)
+    run.wait_for(lambda: run.records("flatten_round"), what="a failed round")
+    os.kill(run.worker_pid, signal.SIGKILL)
+    drill(venue, reject_orders=False)
+
+    assert run.exit_code() == 0
+    assert venue_book(venue) == {}
+    spawned_second = run.records("worker_spawned")[1]["ts"]
+    later = [r["command"] for r in run.records("worker_command") if r["ts"] > spawned_second]
+    assert later[:2] == [{"type": "set_trading_state", "trading_state": "REDUCING"}, {"type": "run", "timeout_secs": 60.0}]
+    assert run.transitions()[-3:] == [("RUNNING", "HALTING"), ("HALTING", "FLAT"), ("FLAT", "STOPPED")]
+    assert_guard_held(run)
+
+
+def test_a_crash_loop_hits_the_bound_and_ends_aborted(nsup_run):
+    run = nsup_run(supervisor={**FAST_RESTARTS, "max_restarts": 2}, factory="no_such_module:build")
+
+    assert run.exit_code() == EXIT_ABORTED
+    assert len(run.records("worker_spawned")) == 3
+    assert len(run.records("restart_scheduled")) == 2
+    give_up = run.records("transition")[-1]
+    assert give_up["trigger"] == "give_up" and "bound is spent" in give_up["reason"]
+    assert "ModuleNotFoundError" in give_up["reason"]
