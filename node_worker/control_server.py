@@ -59,7 +59,7 @@ class ControlServer:
     async def _heartbeat(self) -> None:
         while True:
             try:
-                await self._send(p.Heartbeat(read_status(self._node)))
+                await self._send(p.Heartbeat(read_status(self._node), os.getpid()))
             except Exception:
                 logger.exception("heartbeat failed; trying again next beat")
             await asyncio.sleep(self._heartbeat_secs)

@@ -27,6 +27,8 @@ from supervisor.control.security import Binding, start_authenticator
 from supervisor.control.server import ControlServer
 from supervisor.daemon import EXIT_FAILURE, EXIT_USAGE, Supervisor
 from supervisor.journal import Journal
+from supervisor.persisted_state import PersistedState
+from supervisor.persisted_state import load as load_state
 
 DEMO_FACTORY = "node_worker.demo.node:demo_node"
 MAX_IPC_PATH = 100  # sun_path holds 107 bytes; keep a margin
@@ -128,16 +130,18 @@ def _supervise(config: NsupConfig, duration: float | None) -> int:
                 os.chown(path, -1, grp.getgrnam(config.control.group).gr_gid)
                 os.chmod(path, 0o750)
         lock = _lock(s.state_path / "nsup.lock", "another nsup already supervises this node")
-        _refuse_if_locked(s.run_path / "worker.lock", "a worker of this node is still running")
+        carry_on_from = _unfinished_session(s.state_path / "state.json")
+        if carry_on_from is None or carry_on_from.worker is None or not carry_on_from.worker.still_running():
+            _refuse_if_locked(s.run_path / "worker.lock", "a worker of this node is still running, and it is not ours")
         journal = Journal(s.state_path / "journal.jsonl")
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:
         print(f"nsup: cannot start: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, RuntimeError) else EXIT_FAILURE
+        return EXIT_FAILURE if isinstance(exc, OSError) else EXIT_USAGE
     console = Console()
     journal.listen(console.on_record)
     logger.info("nsup {} supervising {} (state dir {})", __version__, config.node.factory, s.state_path)
     try:
-        return asyncio.run(_main(config, journal, console, duration))
+        return asyncio.run(_main(config, journal, console, duration, carry_on_from))
     except Exception as exc:  # a bug of ours: one line on the terminal, the traceback on record
         logger.critical("nsup failed: {}: {}", type(exc).__name__, exc)
         try:
@@ -150,8 +154,9 @@ def _supervise(config: NsupConfig, duration: float | None) -> int:
         os.close(lock)
 
 
-async def _main(config: NsupConfig, journal: Journal, console: Console, duration: float | None) -> int:
-    supervisor = Supervisor(config, journal)
+async def _main(config: NsupConfig, journal: Journal, console: Console, duration: float | None,
+                carry_on_from: PersistedState | None) -> int:
+    supervisor = Supervisor(config, journal, carry_on_from)
     supervisor.status_listeners.append(console.on_status)
     control, events = _control_bindings(config)
     authenticator = None
@@ -185,6 +190,15 @@ def _control_bindings(config: NsupConfig) -> tuple[list[Binding], list[Binding]]
         commands.append(Binding(control.tcp_endpoint, curve_secret_key=key))
         events.append(Binding(control.events_tcp_endpoint, curve_secret_key=key))
     return commands, events
+
+
+def _unfinished_session(path: Path) -> PersistedState | None:
+    """The state a crashed nsup left, if its session did not end (STOPPED or ABORTED)."""
+    was = load_state(path)
+    if was is None or was.state in ("STOPPED", "ABORTED"):
+        return None
+    logger.warning("the last nsup on this node ended in {} without finishing: carrying on from there", was.state)
+    return was
 
 
 def _lock(path: Path, held_means: str) -> int:

@@ -23,7 +23,8 @@ from loguru import logger
 from supervisor import protocol as p
 from supervisor.config import NsupConfig
 from supervisor.journal import Journal, count_fields
-from supervisor.lifecycle import FLAT, HALTING, RECOVERING, RUNNING, Approval, FlatReads, Lifecycle, Outcome
+from supervisor.lifecycle import BUILT, CREATED, FLAT, HALTING, RECOVERING, RUNNING, Approval, FlatReads, Lifecycle, Outcome
+from supervisor.persisted_state import PersistedState, WorkerIdentity, save
 from supervisor.restart_policy import RestartPolicy
 from supervisor.stop_gate import EndAction, StopGate, describe_exposure
 from supervisor.worker_link import LinkError, WorkerLink
@@ -70,9 +71,13 @@ class WorkerLost(Exception):
 
 
 class Supervisor:
-    def __init__(self, config: NsupConfig, journal: Journal):
+    def __init__(self, config: NsupConfig, journal: Journal, carry_on_from: PersistedState | None = None):
+        """`carry_on_from`: what a crashed nsup left; its worker is re-attached if it still runs."""
         self.config = config
         self.journal = journal
+        self._carry_on_from = carry_on_from
+        self.state_file = config.supervisor.state_path / "state.json"
+        self.worker_identity: WorkerIdentity | None = None
         self.status_listeners: list[Callable[[str, p.NodeStatus], None]] = []  # every status: the terminal
         self.heartbeat_listeners: list[Callable[[str, p.NodeStatus], None]] = []  # heartbeats only: events
         s = config.supervisor
@@ -108,7 +113,8 @@ class Supervisor:
             loop.add_signal_handler(sig, self._on_signal, sig)
         self.link = WorkerLink(f"ipc://{s.run_path / 'worker.sock'}", self._on_notice, self._on_status)
         self.journal.record("supervisor_start", pid=os.getpid(), state=self.lifecycle.state, factory=self.config.node.factory)
-        self._spawn_worker()
+        if self._carry_on_from is None:
+            self._spawn_worker()
         watchdog = asyncio.ensure_future(self._watch_heartbeats())
         try:
             code = await self._drive()
@@ -136,8 +142,43 @@ class Supervisor:
         )
         self.worker_started_at = time.monotonic()
         self._node_ever_ran = False
+        self.worker_identity = WorkerIdentity.of(self.process.pid)
         self.journal.record("worker_spawned", pid=self.process.pid, log=str(s.state_path / "worker.log"))
         self.gate = StopGate(self.process, self.link, self.journal, self._answer_timeout)
+        self.persist()
+
+    def persist(self) -> None:
+        save(self.state_file, PersistedState(
+            state=self.lifecycle.state, worker=self.worker_identity, trader_id=self.trader_id,
+            shutdown_requested=self.shutdown_requested, shutdown_actor=self.shutdown_actor, paused=self.paused,
+            restarts=self.restarts,
+        ))
+
+    async def _carry_on(self, was: PersistedState) -> None:
+        """After a supervisor crash: re-attach to the worker if it is still the one we spawned (pid,
+        start time, command line), and go on from the state on record; if it died meanwhile, it is a
+        lost worker and the restart policy applies."""
+        self.lifecycle.resume_at(was.state)
+        self.trader_id, self.paused, self.restarts = was.trader_id, was.paused, was.restarts
+        self.shutdown_requested, self.shutdown_actor = was.shutdown_requested, was.shutdown_actor
+        if was.worker is None or not was.worker.still_running():
+            self.journal.record("reattach", result="the worker died while nsup was down", state=was.state)
+            raise WorkerLost(None, "the worker died while nsup was down")
+        self.process = WorkerProcess.attach(was.worker.pid)
+        self.worker_identity, self.worker_started_at, self._node_ever_ran = was.worker, time.monotonic(), True
+        self.link.adopt(was.worker.pid)
+        self.gate = StopGate(self.process, self.link, self.journal, self._answer_timeout)
+        try:
+            await self._while_alive(asyncio.wait_for(asyncio.shield(self.link.hello), self.config.supervisor.startup_timeout_secs))
+        except TimeoutError:  # a silent worker is not ended for its silence: the watchdog alerts
+            self.journal.record("fault", reason=f"the re-attached worker {was.worker.pid} has not spoken yet")
+        self.journal.record("reattach", result="re-attached", pid=was.worker.pid, state=was.state, **self.counts())
+        if self.lifecycle.state in (CREATED, BUILT, RECOVERING):  # it never reached RUNNING under us
+            if self.lifecycle.state != BUILT:
+                self._fire("build", actor="nsup")
+            await self._while_alive(self._command(p.RunNode(self.config.supervisor.startup_timeout_secs)))
+            self._fire("run", actor="nsup")
+        self.restart_policy.worker_up()
 
     def request_shutdown(self, actor: str) -> str:
         """The graceful stop: flatten, verify flat, then stop. Repeats change nothing."""
@@ -146,6 +187,7 @@ class Supervisor:
             self.shutdown_requested = True  # before the journal write: a full disk must not lose a stop
             self.shutdown_actor = actor
             self._walk_requests.put_nowait(WalkRequest("halt", actor))
+        self.persist()
         result = "already shutting down; nsup stops once flat" if again else "graceful stop requested"
         self.journal.record("command", command="stop", actor=actor, result=result, state=self.lifecycle.state, **self.counts())
         if again:
@@ -182,6 +224,7 @@ class Supervisor:
         """Pause (REDUCING) or resume (ACTIVE) a RUNNING node; the walk is not involved."""
         self._refuse_beside_a_detour(RUNNING)
         self.paused = name != "ACTIVE"  # the operator's intent, kept even if the worker is replaced
+        self.persist()
         return (await self._command(p.SetTradingState(name), actor=actor)).status
 
     async def market_exit(self, actor: str) -> p.NodeStatus:
@@ -206,7 +249,10 @@ class Supervisor:
         try:
             lost = None
             try:
-                await self._start_worker()
+                if self._carry_on_from is not None:
+                    await self._carry_on(self._carry_on_from)
+                else:
+                    await self._start_worker()
             except WorkerLost as exc:
                 lost = exc
             while True:
@@ -304,6 +350,7 @@ class Supervisor:
                     return await self._stop_flat_worker()
                 if request.kind == "resume":
                     self.shutdown_requested, self.shutdown_actor = False, ""  # a stop from now on is a new one
+                    self.persist()
                     await self._while_alive(self._insist(p.SetTradingState("REDUCING" if self.paused else "ACTIVE")))
                     self._fire("resume", actor=request.actor)
                     request.done(state=self.lifecycle.state, paused=self.paused)
@@ -368,6 +415,7 @@ class Supervisor:
         if hello.version != p.PROTOCOL_VERSION:
             return f"the worker speaks protocol {hello.version}, nsup speaks {p.PROTOCOL_VERSION}"
         self.trader_id = hello.trader_id
+        self.persist()
         self.journal.record("worker_hello", pid=hello.pid, trader_id=hello.trader_id)
         self._fire("build", actor="nsup")
         try:
@@ -412,6 +460,9 @@ class Supervisor:
     async def _stop_flat_worker(self) -> int:
         await self._end_worker(EndAction.STOP_COMMAND)
         code = await self._await_exit()
+        if code is None:  # a re-attached worker is not our child: it acknowledged the stop, and is gone
+            self.journal.record("worker_exit_unknown", reason="re-attached worker: its exit code is its old parent's")
+            code = 0
         if self._fire("stop", actor="nsup", exit_code=code).ok:
             return EXIT_OK
         raise WorkerLost(code)
@@ -538,6 +589,7 @@ class Supervisor:
             "transition", trigger=trigger, source=source, dest=dest, actor=evidence.get("actor"),
             reason=evidence.get("reason"), **self.counts(), **({"evidence": proof} if proof else {}),
         )
+        self.persist()
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if sig == signal.SIGHUP:  # a closed terminal must not end supervision

@@ -86,6 +86,12 @@ class Lifecycle:
             after_state_change="_announce",
         )
 
+    def resume_at(self, state: str) -> None:
+        """Where a crashed supervisor left the node, as its persisted state says; no transition."""
+        if state not in STATES:
+            raise ValueError(f"unknown lifecycle state {state!r}")
+        self._machine.set_state(state, model=self)
+
     def fire(self, trigger: str, **evidence) -> Outcome:
         """Try one trigger; never raises for a trigger that does not apply, says why instead."""
         source = self.state

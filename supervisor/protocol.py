@@ -104,6 +104,7 @@ class BuildFailed(msgspec.Struct, frozen=True, tag="build_failed"):
 
 class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat"):
     status: NodeStatus
+    pid: int = 0  # so that a restarted nsup can tell its worker from a stranger before any hello
 
 
 class Notice(msgspec.Struct, frozen=True, tag="notice"):

@@ -53,6 +53,7 @@ class WorkerLink:
         self.last_status: p.NodeStatus | None = None
         self.last_heard: float | None = None  # time.monotonic() of the worker's last message
         self.build_failure: str | None = None  # the worker's own account, if it could not build
+        self._adopt_pid: int | None = None  # a worker from before a supervisor restart, known by its pid
         self._reader = asyncio.ensure_future(self._read())
 
     async def request(self, command: p.Command, timeout: float) -> p.Reply:
@@ -74,12 +75,18 @@ class WorkerLink:
             raise WorkerRefused(f"{tag}: the worker refused: {reply.error}")
         return reply
 
+    def adopt(self, pid: int) -> None:
+        """Take the worker of an earlier nsup: its first heartbeat (carrying `pid`) stands for a hello."""
+        self.expect_new_worker()
+        self._adopt_pid = pid
+
     def expect_new_worker(self) -> None:
         """A worker is about to be spawned: forget the last one's address, wait for a new hello."""
         if self.hello.done() and not self.hello.cancelled():
             self.hello.exception()  # retrieved: whatever it held is on record already
         self.hello = asyncio.get_running_loop().create_future()
         self._worker_identity = None
+        self._adopt_pid = None
         self.build_failure = None
         self.last_status = None  # the last worker's counts say nothing of the next one
         self.last_heard = None
@@ -102,6 +109,8 @@ class WorkerLink:
             if self._worker_identity is not None and identity != self._worker_identity:
                 logger.error("dropped a {} from a peer that is not our worker", type(message).__name__)
                 continue
+            if self._worker_identity is None and isinstance(message, p.Heartbeat) and message.pid != self._adopt_pid:
+                continue  # not yet ours: a new worker says hello first; an adopted one is known by pid
             self.last_heard = time.monotonic()
             try:
                 self._dispatch(identity, message)
@@ -119,7 +128,12 @@ class WorkerLink:
                 self.build_failure = f"the worker could not build the node: {message.reason}"
                 if not self.hello.done():
                     self.hello.set_exception(LinkError(self.build_failure))
-            case p.Heartbeat(status=status):
+            case p.Heartbeat(status=status, pid=pid) if self._worker_identity is None and pid == self._adopt_pid:
+                self._worker_identity = identity
+                self._take_status(status, is_heartbeat=True)
+                if not self.hello.done():
+                    self.hello.set_result(p.Hello(p.PROTOCOL_VERSION, pid, "", status))
+            case p.Heartbeat(status=status) if self._worker_identity is not None:
                 self._take_status(status, is_heartbeat=True)
             case p.Reply(request_id=request_id):
                 if message.status is not None:

@@ -15,13 +15,18 @@ from pathlib import Path
 
 
 class WorkerProcess:
-    def __init__(self, popen: subprocess.Popen):
-        self._popen = popen
-        self.pid = popen.pid
-        self.pidfd = os.pidfd_open(popen.pid)
+    def __init__(self, pid: int, popen: subprocess.Popen | None = None):
+        self._popen = popen  # None for a worker re-attached after a supervisor restart: not our child
+        self.pid = pid
+        self.pidfd = os.pidfd_open(pid)
         loop = asyncio.get_running_loop()
-        self.exited: asyncio.Future[int] = loop.create_future()
+        self.exited: asyncio.Future[int | None] = loop.create_future()  # None: the code is not ours to know
         loop.add_reader(self.pidfd, self._on_exit)
+
+    @classmethod
+    def attach(cls, pid: int) -> WorkerProcess:
+        """A worker spawned by an earlier nsup. Its identity must have been verified first."""
+        return cls(pid)
 
     @classmethod
     def spawn(cls, args: list[str], log_path: Path) -> WorkerProcess:
@@ -34,7 +39,7 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        return cls(popen)
+        return cls(popen.pid, popen)
 
     def alive(self) -> bool:
         return not self.exited.done()
@@ -42,7 +47,7 @@ class WorkerProcess:
     def _on_exit(self) -> None:
         loop = asyncio.get_running_loop()
         loop.remove_reader(self.pidfd)
-        code = self._popen.wait()
+        code = self._popen.wait() if self._popen is not None else None
         os.close(self.pidfd)
         if not self.exited.done():
             self.exited.set_result(code)

@@ -53,6 +53,8 @@ class NsupRun:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> NsupRun:
+        """Start nsup; again after it died, it is a new nsup on the same state (a restart)."""
+        self.log_lines = []
         self.process = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "run", "--config", str(self.config_path), "--log-json"],
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -127,6 +129,8 @@ class NsupRun:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        if self.process and self.process.stderr:
+            self.process.stderr.close()
         for record in self.records("worker_spawned"):
             if pid_alive(record["pid"]):
                 os.kill(record["pid"], signal.SIGKILL)

@@ -64,3 +64,46 @@ def test_a_crash_loop_hits_the_bound_and_ends_aborted(nsup_run):
     give_up = run.records("transition")[-1]
     assert give_up["trigger"] == "give_up" and "bound is spent" in give_up["reason"]
     assert "ModuleNotFoundError" in give_up["reason"]
+
+
+def test_nsup_killed_while_running_is_replaced_and_reattaches(nsup_run, venue):
+    run = trading_on(nsup_run, venue, FAST_RESTARTS)
+    worker = run.worker_pid
+    run.process.kill()
+    run.process.wait()
+    held = venue_book(venue)
+
+    run.start()  # a new nsup on the same state dir
+    run.wait_for(lambda: [r for r in run.records("reattach") if r["result"] == "re-attached"], what="re-attached")
+    assert run.records("reattach")[-1]["pid"] == worker and len(run.records("worker_spawned")) == 1
+    status = run.wait_for(lambda: (s := run.last_status()) and s["positions"] and s, what="status from the worker")
+    assert status["state"] == "RUNNING" and node_book(status) == held
+
+    run.signal(signal.SIGTERM)
+    assert run.exit_code() == 0
+    assert venue_book(venue) == {}
+    assert_guard_held(run)
+
+
+def test_nsup_killed_while_halting_reattaches_and_the_stop_goes_on(nsup_run, venue):
+    run = trading_on(nsup_run, venue, {**FAST_RESTARTS, "flatten_rounds": 1, "flatten_round_wait_secs": 0.5},
+                     exit_max_attempts=5)
+    drill(venue, reject_orders=True)
+    run.signal(signal.SIGTERM)
+    run.wait_for(lambda: run.records("halt_stuck"), what="halt_stuck")
+    run.process.kill()
+    run.process.wait()
+    assert len(venue_book(venue)) == 2
+
+    run.start()
+    run.wait_for(lambda: [r for r in run.records("reattach") if r["result"] == "re-attached"], what="re-attached")
+    run.wait_for(lambda: len(run.records("halt_stuck")) == 2, what="HALTING carried on, and stuck again")
+    drill(venue, reject_orders=False)
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "supervisor.control.nsupctl", "--state-dir", str(run.state_dir), "flatten"],
+                   check=True, capture_output=True, timeout=30)
+    assert run.exit_code() == 0
+    assert venue_book(venue) == {}
+    assert_guard_held(run)

@@ -53,19 +53,19 @@ def test_a_second_nsup_on_the_same_node_is_refused(nsup_run):
     assert run.process.poll() is None
 
 
-def test_no_new_nsup_beside_an_orphaned_worker(nsup_run):
+def test_no_new_nsup_beside_a_worker_it_cannot_vouch_for(nsup_run):
     run = nsup_run({"hold_secs": 3600.0, "flat_secs": 0.0})
     run.wait_for_state("RUNNING")
     run.process.kill()  # the supervisor dies; the worker, in its own session, trades on
     run.process.wait()
-    assert pid_alive(run.worker_pid)
+    (run.state_dir / "state.json").unlink()  # and nothing on record says whose it is
 
     again = subprocess.run(
         [sys.executable, "-m", "supervisor", "run", "--config", str(run.config_path)],
         cwd=REPO, capture_output=True, text=True, timeout=30,
     )
     assert again.returncode == EXIT_USAGE
-    assert "a worker of this node is still running" in again.stderr
+    assert "a worker of this node is still running, and it is not ours" in again.stderr
     assert pid_alive(run.worker_pid)
     assert len(run.records("worker_spawned")) == 1
     os.kill(run.worker_pid, signal.SIGKILL)  # teardown
