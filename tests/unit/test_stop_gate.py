@@ -129,7 +129,7 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 @contextlib.asynccontextmanager
 async def child(argv=SLEEPER):
     popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
-    proc = WorkerProcess(popen)
+    proc = WorkerProcess(popen.pid, popen)
     try:
         yield proc
     finally:
