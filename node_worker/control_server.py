@@ -19,6 +19,7 @@ from nautilus_trader.model.enums import TradingState
 
 from node_worker.entry_gate import EntryGate
 from node_worker.node_status import read_status
+from node_worker.venue_check import venue_counts
 from supervisor import protocol as p
 
 RUN_POLL_SECS = 0.01
@@ -80,12 +81,17 @@ class ControlServer:
     async def _handle(self, request: p.Request) -> p.Reply:
         command = request.command
         logger.info("command {}", command)
+        venues = None
         try:
-            error = await self._execute(command)
-        except Exception as exc:  # the node raised: answer, do not die
+            if isinstance(command, p.CheckVenues):
+                venues = await venue_counts(self._node)
+                error = None
+            else:
+                error = await self._execute(command)
+        except Exception as exc:  # the node or a venue raised: answer, do not die
             logger.exception("command {} failed", command)
             error = f"{type(exc).__name__}: {exc}"
-        status = read_status(self._node)
+        status = read_status(self._node, venues)
         if error is None:
             return p.Reply(request.request_id, ok=True, status=status)
         return p.Reply(request.request_id, ok=False, status=status, error=error, code=p.ErrorCode.NODE_ERROR)

@@ -11,7 +11,7 @@ from nautilus_trader.model.position import Position
 from supervisor.protocol import Counts, NodeStatus, PositionView, StrategyView
 
 
-def read_status(node: TradingNode) -> NodeStatus:
+def read_status(node: TradingNode, venue_counts: Counts | None = None) -> NodeStatus:
     cache = node.kernel.cache
     return NodeStatus(
         node_state=node.trader.state.name,
@@ -27,6 +27,7 @@ def read_status(node: TradingNode) -> NodeStatus:
         ],
         positions=[_position_view(node, p) for p in cache.positions_open()],
         ts=time.time(),
+        venue_counts=venue_counts,
     )
 
 

@@ -2,6 +2,13 @@
 
 Every command method returns the protocol Events it produced, in order. The rules, all of them:
 
+- An order is received (receive: from then on it is known, SUBMITTED, with its venue order id) and
+  then carried out (carry_out: accepted, and matched, or rejected); submit does both at once. A
+  SUBMITTED order shows quantity and price as the Submit gave them. It can be canceled before it is
+  carried out (it then stays known, CANCELED, and is never carried out), not modified.
+- Ids carry the book's epoch, which the venue sets to its start time: "V-<epoch>-<n>" for orders,
+  "T-<epoch>-<n>" for trades, so a restarted venue never reuses one.
+
 - Instruments are "EUR/USD.SIM": prices have 5 decimals (tick 0.00001), sizes are whole units; the
   quote currency is the symbol's last three letters.
 - MARKET fills at once, in full, at the touch: a BUY at the ask, a SELL at the bid. With no quote yet
@@ -14,7 +21,12 @@ Every command method returns the protocol Events it produced, in order. The rule
 - reduce_only: rejected on submit (or its modify refused) unless it reduces the position without
   flipping it: opposite side, quantity at most the position's. One that no longer would when it
   comes to fill is canceled instead.
-- Rejected orders are not kept: an order the venue does not know was never accepted.
+- Rejected orders are not kept: an order the venue does not know was never accepted. A duplicate
+  client_order_id is rejected at once, on receipt.
+- Bounded memory: the order history keeps the open orders and the last keep_orders (10,000) orders,
+  and prunes a closed order further back (a prune runs every keep_orders / 10 new orders, so at most
+  11,000 closed ones are kept): QueryOrders no longer lists it, a Cancel or Modify calls it unknown.
+  The fill history keeps the last keep_fills (100,000) fills. Positions and cash forget nothing.
 - Positions are NETTING, one per instrument, id "SIM-EURUSD": a signed quantity and the average open
   price (weighted on adds, kept on reductions, the fill price after a flip, 0 when FLAT). A position
   that has ever traded stays listed, FLAT or not.
@@ -26,6 +38,7 @@ Every command method returns the protocol Events it produced, in order. The rule
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
@@ -39,7 +52,10 @@ CENT = Decimal("0.01")
 COMMISSION_RATE = Decimal("0.00002")
 STARTING_BALANCE = Decimal(10_000_000)
 MAX_VALUE = Decimal(10) ** 12  # any quantity or price above is refused
-OPEN_STATUSES = ("ACCEPTED", "PARTIALLY_FILLED")
+WORKING = ("ACCEPTED", "PARTIALLY_FILLED")  # accepted and not closed: matched, modifiable
+OPEN_STATUSES = ("SUBMITTED", *WORKING)  # not closed: cancelable
+KEEP_ORDERS = 10_000
+KEEP_FILLS = 100_000
 TIMES_IN_FORCE = ("GTC", "IOC", "FOK", "DAY")
 
 
@@ -89,21 +105,25 @@ def _sign(side: str) -> int:
 class _Order:
     submit: Submit
     venue_order_id: str
-    quantity: Decimal
-    price: Decimal | None
-    ts_accepted: int
+    ts_accepted: int  # when received, until accepted
     ts_last: int
-    status: str = "ACCEPTED"
+    status: str = "SUBMITTED"
+    accepted: bool = False  # quantity and price are checked and set
+    quantity: Decimal = Decimal(0)
+    price: Decimal | None = None
     filled_qty: Decimal = Decimal(0)
     avg_px: Decimal | None = None
 
     def state(self) -> OrderState:
         s = self.submit
+        if self.accepted:
+            quantity, price = f"{self.quantity:.0f}", None if self.price is None else _px(self.price)
+        else:  # as the Submit gave them
+            quantity, price = s.quantity, s.price
         return OrderState(
             s.client_order_id, self.venue_order_id, s.strategy_id, s.instrument_id, s.side, s.order_type,
-            f"{self.quantity:.0f}", f"{self.filled_qty:.0f}", None if self.avg_px is None else _avg(self.avg_px),
-            None if self.price is None else _px(self.price), s.time_in_force, s.reduce_only, self.status,
-            self.ts_accepted, self.ts_last,
+            quantity, f"{self.filled_qty:.0f}", None if self.avg_px is None else _avg(self.avg_px),
+            price, s.time_in_force, s.reduce_only, self.status, self.ts_accepted, self.ts_last,
         )
 
 
@@ -116,15 +136,17 @@ class _Position:
 
 
 class Book:
-    def __init__(self, symbols=("EUR/USD", "GBP/USD"), venue: str = VENUE, commission_rate=COMMISSION_RATE):
-        self.venue = venue
+    def __init__(self, symbols=("EUR/USD", "GBP/USD"), venue: str = VENUE, commission_rate=COMMISSION_RATE,
+                 epoch: str = "0", keep_orders: int = KEEP_ORDERS, keep_fills: int = KEEP_FILLS):
+        self.venue, self.epoch, self.keep_orders = venue, epoch, keep_orders
         self.instruments = [f"{s}.{venue}" for s in symbols]
         self.commission_rate = Decimal(commission_rate)
         self._cash: dict[str, Decimal] = {"USD": STARTING_BALANCE}
         self._touch: dict[str, tuple[Decimal, Decimal]] = {}  # instrument -> (bid, ask)
         self._orders: dict[str, _Order] = {}  # by client_order_id, in arrival order
-        self._resting: dict[str, _Order] = {}  # the open ones
-        self._fills: list[Fill] = []
+        self._resting: dict[str, _Order] = {}  # the WORKING ones
+        self._prune_at = keep_orders + max(1, keep_orders // 10)
+        self._fills: deque[Fill] = deque(maxlen=keep_fills)
         self._positions: dict[str, _Position] = {}
         self._order_ids = itertools.count(1)
         self._trade_ids = itertools.count(1)
@@ -132,17 +154,35 @@ class Book:
     # Commands ------------------------------------------------------------------------------------
 
     def submit(self, cmd: Submit, ts: int, refuse: str | None = None) -> list[Event]:
-        """refuse: a reason to reject the order whatever it is (the reject_orders drill)."""
+        """Receives the order and carries it out at once."""
+        return self.receive(cmd, ts) + self.carry_out(cmd, ts, refuse)
+
+    def receive(self, cmd: Submit, ts: int) -> list[Event]:
+        """The order is known from now on, SUBMITTED; nothing is pushed unless its client_order_id is a duplicate."""
+        if cmd.client_order_id in self._orders:
+            return [OrderRejected(cmd.client_order_id, f"duplicate client_order_id {cmd.client_order_id!r}", ts)]
+        self._orders[cmd.client_order_id] = _Order(cmd, f"V-{self.epoch}-{next(self._order_ids)}", ts, ts)
+        self._prune()
+        return []
+
+    def carry_out(self, cmd: Submit, ts: int, refuse: str | None = None) -> list[Event]:
+        """Accepts and matches, or rejects, the order `receive` took; nothing if it is no longer SUBMITTED
+        (canceled meanwhile) or was never received. refuse: a reason to reject it whatever it is (the
+        reject_orders drill)."""
+        order = self._orders.get(cmd.client_order_id)
+        if order is None or order.submit is not cmd or order.status != "SUBMITTED":
+            return []
         try:
             if refuse:
                 raise _Refused(refuse)
-            quantity, price = self._check(cmd)
+            order.quantity, order.price = self._check(cmd)
         except _Refused as why:
+            del self._orders[cmd.client_order_id]
             return [OrderRejected(cmd.client_order_id, str(why), ts)]
-        order = _Order(cmd, f"V-{next(self._order_ids)}", quantity, price, ts, ts)
-        self._orders[cmd.client_order_id] = self._resting[cmd.client_order_id] = order
+        order.status, order.accepted, order.ts_accepted, order.ts_last = "ACCEPTED", True, ts, ts
+        self._resting[cmd.client_order_id] = order
         events: list[Event] = [OrderAccepted(order.state()), *self._match(order, ts)]
-        if order.status in OPEN_STATUSES and cmd.time_in_force in ("IOC", "FOK"):
+        if order.status in WORKING and cmd.time_in_force in ("IOC", "FOK"):
             events += self._cancel(order, ts)
         return events
 
@@ -156,7 +196,7 @@ class Book:
     def modify(self, cmd: Modify, ts: int) -> list[Event]:
         order = self._orders.get(cmd.client_order_id)
         try:
-            if order is None or order.status not in OPEN_STATUSES:
+            if order is None or order.status not in WORKING:
                 raise _Refused("unknown order" if order is None else f"order is {order.status}")
             quantity = order.quantity if cmd.quantity is None else _quantity(cmd.quantity)
             price = order.price if cmd.price is None else _price(cmd.price)
@@ -182,8 +222,10 @@ class Book:
 
     # Queries -------------------------------------------------------------------------------------
 
-    def orders(self, open_only: bool = False) -> list[OrderState]:
-        return [o.state() for o in (self._resting if open_only else self._orders).values()]
+    def orders(self, open_only: bool = False, client_order_id: str | None = None) -> list[OrderState]:
+        """In arrival order; open_only: those not closed (OPEN_STATUSES); client_order_id: only that one."""
+        found = self._orders.values() if client_order_id is None else filter(None, [self._orders.get(client_order_id)])
+        return [o.state() for o in found if not open_only or o.status in OPEN_STATUSES]
 
     def fills(self, since_ts: int = 0) -> list[Fill]:
         return [f for f in self._fills if f.ts >= since_ts]
@@ -214,8 +256,6 @@ class Book:
             raise _Refused(f"unsupported order type {cmd.order_type!r}")
         if cmd.time_in_force not in TIMES_IN_FORCE:
             raise _Refused(f"unsupported time in force {cmd.time_in_force!r}")
-        if cmd.client_order_id in self._orders:
-            raise _Refused(f"duplicate client_order_id {cmd.client_order_id!r}")
         quantity = _quantity(cmd.quantity)
         if cmd.order_type == "MARKET" and cmd.price is not None:
             raise _Refused("a MARKET order takes no price")
@@ -232,7 +272,7 @@ class Book:
 
     def _match(self, order: _Order, ts: int) -> list[Event]:
         touch = self._touch.get(order.submit.instrument_id)
-        if touch is None or order.status not in OPEN_STATUSES:
+        if touch is None or order.status not in WORKING:
             return []
         side = order.submit.side
         px = touch[1] if side == "BUY" else touch[0]
@@ -255,8 +295,8 @@ class Book:
         commission = (quantity * px * self.commission_rate).quantize(CENT, ROUND_HALF_UP)
         pnl = self._net(self._positions.setdefault(s.instrument_id, _Position()), quantity * _sign(s.side), px, ts)
         self._cash[currency] = self._cash.get(currency, Decimal(0)) + pnl - commission
-        fill = Fill(f"T-{next(self._trade_ids)}", s.client_order_id, order.venue_order_id, s.instrument_id, s.side,
-                    f"{quantity:.0f}", _px(px), f"{commission:.2f}", currency, ts)
+        fill = Fill(f"T-{self.epoch}-{next(self._trade_ids)}", s.client_order_id, order.venue_order_id,
+                    s.instrument_id, s.side, f"{quantity:.0f}", _px(px), f"{commission:.2f}", currency, ts)
         self._fills.append(fill)
         return OrderFilled(order.state(), fill)
 
@@ -282,3 +322,13 @@ class Book:
         order.status, order.ts_last = "CANCELED", ts
         self._resting.pop(order.submit.client_order_id, None)
         return [OrderCanceled(order.state())]
+
+    def _prune(self) -> None:
+        """Forgets the closed orders more than keep_orders back; runs every keep_orders / 10 new orders."""
+        if len(self._orders) < self._prune_at:
+            return
+        behind = list(itertools.islice(self._orders.items(), len(self._orders) - self.keep_orders))
+        for client_order_id, order in behind:
+            if order.status not in OPEN_STATUSES:
+                del self._orders[client_order_id]
+        self._prune_at = len(self._orders) + max(1, self.keep_orders // 10)

@@ -20,19 +20,27 @@ READY_TIMEOUT_SECS = 10.0
 
 
 def endpoints_in(directory: Path) -> tuple[str, str]:
-    """Where a venue started in `directory` listens: requests, and quotes."""
+    """Where a venue started in `directory` listens: requests, and quotes. The one place that knows
+    (`python -m paper_venue serve --dir DIR` listens here too)."""
     return f"ipc://{directory / 'venue.sock'}", f"ipc://{directory / 'venue-quotes.sock'}"
 
 
 class VenueProcess:
-    def __init__(self, directory: Path):
+    """A venue listening at endpoints_in(directory), logging to directory/venue.log (appended).
+    interval_ms and seed: the quotes' interval and the random walk's seed (default: the venue's)."""
+
+    def __init__(self, directory: Path, interval_ms: int | None = None, seed: int | None = None):
         self.endpoint, self.quotes_endpoint = endpoints_in(directory)
-        (directory / "venue").mkdir(parents=True, exist_ok=True)
         self.log_path = directory / "venue.log"
+        options = []
+        if interval_ms is not None:
+            options += ["--interval-ms", str(interval_ms)]
+        if seed is not None:
+            options += ["--seed", str(seed)]
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "paper_venue", "serve", "--dir", str(directory / "venue"),
-                 "--endpoint", self.endpoint, "--quotes-endpoint", self.quotes_endpoint],
+                [sys.executable, "-m", "paper_venue", "serve",
+                 "--endpoint", self.endpoint, "--quotes-endpoint", self.quotes_endpoint, *options],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.pid = self._process.pid
@@ -62,10 +70,13 @@ class VenueProcess:
         finally:
             socket.close()
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """SIGTERM, and SIGKILL after 5 s; the exit code (0: it stopped cleanly; negative: a signal ended it)."""
         if self._process.poll() is None:
             self._process.send_signal(signal.SIGTERM)
             try:
                 self._process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self._process.kill()
+                self._process.wait()
+        return self._process.returncode

@@ -12,6 +12,7 @@ import msgspec
 
 VENUE_PROTOCOL_VERSION = 1
 VENUE = "SIM"
+NOT_GREETED = "say hello first"  # the error a Submit, Cancel or Modify gets from a session that did not say Hello
 
 
 class Quote(msgspec.Struct, frozen=True):
@@ -55,11 +56,12 @@ class Modify(_Request, tag="modify"):
 
 
 class QueryOrders(_Request, tag="orders"):
-    open_only: bool = False
+    open_only: bool = False  # only those not yet closed: SUBMITTED, ACCEPTED, PARTIALLY_FILLED
+    client_order_id: str | None = None  # only this one (an empty list if the venue does not know it)
 
 
 class QueryFills(_Request, tag="fills"):
-    since_ts: int = 0
+    since_ts: int = 0  # only fills with ts >= since_ts
 
 
 class QueryPositions(_Request, tag="positions"):
@@ -75,6 +77,7 @@ class SetFaults(_Request, tag="set_faults"):
 
     reject_orders: bool | None = None  # every new order is rejected
     ack_delay_ms: int | None = None  # acceptance (and so fills) come this much later
+    reply_delay_ms: int | None = None  # requests are carried out at once, their Reply is sent this much later
     drop_connection: bool | None = None  # the request socket is closed and bound again: sessions are cut
     silent: bool | None = None  # no quotes, no events, no replies
 
@@ -85,24 +88,24 @@ Request = Hello | Submit | Cancel | Modify | QueryOrders | QueryFills | QueryPos
 # Venue state, as queries return it and events carry it.
 class OrderState(msgspec.Struct, frozen=True):
     client_order_id: str
-    venue_order_id: str
+    venue_order_id: str  # "V-<epoch>-<n>", given when the venue receives the order; never reused, restarts included
     strategy_id: str
     instrument_id: str
     side: str
     order_type: str
-    quantity: str
+    quantity: str  # quantity and price: as the Submit gave them while SUBMITTED (and if canceled then)
     filled_qty: str
     avg_px: str | None
     price: str | None
     time_in_force: str
     reduce_only: bool
-    status: str  # "ACCEPTED" | "PARTIALLY_FILLED" | "FILLED" | "CANCELED" | "REJECTED"
-    ts_accepted: int
+    status: str  # "SUBMITTED" | "ACCEPTED" | "PARTIALLY_FILLED" | "FILLED" | "CANCELED"
+    ts_accepted: int  # while SUBMITTED (and if canceled before accepted): when the venue received it
     ts_last: int
 
 
 class Fill(msgspec.Struct, frozen=True):
-    trade_id: str
+    trade_id: str  # "T-<epoch>-<n>", never reused
     client_order_id: str
     venue_order_id: str
     instrument_id: str

@@ -2,18 +2,25 @@
 
 A ROUTER answers every request with a Reply carrying its request_id; a request it cannot read gets
 ok=False (with its request_id when that much can be read, else 0), never a crash. Submit, Cancel and
-Modify are answered at once (ok means "received", and needs a Hello from that connection first); what
-the venue then does with them arrives as events, pushed to every session that said Hello for the
-account. Events pushed while no session is connected are not queued: they are gone, and the adapter
-reconciles through QueryOrders, QueryFills and QueryPositions. A session the ROUTER can no longer
-reach (or that stops reading) is forgotten at the next push; saying Hello again is harmless. A PUB publishes a Quote per
-instrument every interval (frames: the instrument id, the Quote), and resting orders are matched
-against each one.
+Modify are answered at once (ok means "received", and needs a Hello from that connection first, else
+the error protocol.NOT_GREETED); what the venue then does with them arrives as events, pushed to every
+session that said Hello for the account. Events pushed while no session is connected are not queued:
+they are gone, and the adapter reconciles through QueryOrders, QueryFills and QueryPositions. A
+session the ROUTER can no longer reach (or that stops reading) is forgotten at the next push; saying
+Hello again is harmless. A PUB publishes a Quote per instrument every interval (frames: the
+instrument id, the Quote), and resting orders are matched against each one. Order and trade ids
+carry the venue's start time (book.py), so a restarted venue, whose books start empty, never hands
+out an id again. A task of the venue that dies is logged ("venue task ... died").
 
 Drills, switched by SetFaults while running:
 - reject_orders: every new Submit is rejected with "venue drill: rejecting orders".
-- ack_delay_ms: a new Submit is carried out (accepted, filled, rejected) only that much later; until
-  then the order is in flight: the venue does not know it yet.
+- ack_delay_ms: a new Submit is carried out (accepted, filled, rejected) only that much later. Until
+  then the order is in flight, but known: QueryOrders lists it as SUBMITTED (with its venue order id,
+  its ts fields the time it was received), and a Cancel cancels it (OrderCanceled) so that it is
+  never carried out.
+- reply_delay_ms: every request is carried out at once but its Reply is sent only that much later
+  (events are not delayed, so they overtake the Reply): processed, answered late. SetFaults itself is
+  answered at once.
 - drop_connection: after the reply, the ROUTER is closed and a new one bound on the same endpoint
   ~0.5 s later. Sessions are forgotten: a client's DEALER reconnects and must say Hello again.
 - silent: no quotes, no events, no replies; requests are dropped unread, as if lost on the wire.
@@ -25,13 +32,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import msgspec
 import zmq
@@ -40,6 +47,7 @@ from loguru import logger
 
 from paper_venue import protocol as v
 from paper_venue.book import TICK, Book
+from paper_venue.launcher import endpoints_in
 
 DROP_SECS = 0.5
 DRILL_REJECT = "venue drill: rejecting orders"
@@ -63,6 +71,7 @@ class RandomWalk:
 class Faults:
     reject_orders: bool = False
     ack_delay_ms: int = 0
+    reply_delay_ms: int = 0
     silent: bool = False
 
 
@@ -87,6 +96,7 @@ class Venue:
         self.ctx = zmq.asyncio.Context()
         self.router: zmq.asyncio.Socket | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._dropping: asyncio.Task | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         self.pub = self.ctx.socket(zmq.PUB)
@@ -105,10 +115,27 @@ class Venue:
             logger.info("paper venue stopped")
 
     def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.ensure_future(coro)
+        task = asyncio.get_running_loop().create_task(coro, name=coro.__qualname__)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
         return task
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.opt(exception=exc).error(f"venue task {task.get_name()} died: {exc!r}")
+
+    async def _later(self, delay_secs: float, action) -> None:
+        """Awaits action() now, or runs it in a task delay_secs from now."""
+        if delay_secs > 0:
+            self._spawn(self._sleep_then(delay_secs, action))
+        else:
+            await action()
+
+    @staticmethod
+    async def _sleep_then(delay_secs: float, action) -> None:
+        await asyncio.sleep(delay_secs)
+        await action()
 
     def _bind_router(self) -> None:
         self.router = self.ctx.socket(zmq.ROUTER)
@@ -135,7 +162,7 @@ class Venue:
                 await self._serve(identity, frames)
             except Exception:
                 logger.exception("a request failed")
-                await self._send(identity, v.Reply(_request_id(frames[-1]), False, error="internal error"))
+                await self._reply(identity, v.Reply(_request_id(frames[-1]), False, error="internal error"))
 
     async def _serve(self, identity: bytes, frames: list[bytes]) -> None:
         try:
@@ -143,62 +170,66 @@ class Venue:
                 raise msgspec.ValidationError(f"{len(frames)} frames, expected 1")
             request = v.request_decoder.decode(frames[0])
         except msgspec.MsgspecError as exc:
-            if not self.faults.silent:
-                await self._send(identity, v.Reply(_request_id(frames[-1]), False, error=f"malformed request: {exc}"))
+            await self._reply(identity, v.Reply(_request_id(frames[-1]), False, error=f"malformed request: {exc}"))
             return
         if self.faults.silent and not isinstance(request, v.SetFaults):
             return
         rid = request.request_id
         match request:
             case v.Hello(account_id=account) if account != self.account:
-                await self._send(identity, v.Reply(rid, False, error=f"unknown account {account!r}"))
+                await self._reply(identity, v.Reply(rid, False, error=f"unknown account {account!r}"))
             case v.Hello():
                 if identity not in self.sessions:
                     logger.info(f"session {identity.hex()} said hello")
                     self.sessions.add(identity)
-                await self._send(identity, v.Reply(rid, True, instruments=self.book.instruments,
-                                                   quotes_endpoint=self.quotes_endpoint))
+                await self._reply(identity, v.Reply(rid, True, instruments=self.book.instruments,
+                                                    quotes_endpoint=self.quotes_endpoint))
             case v.Submit() | v.Cancel() | v.Modify() if identity not in self.sessions:
-                await self._send(identity, v.Reply(rid, False, error="say hello first"))
+                await self._reply(identity, v.Reply(rid, False, error=v.NOT_GREETED))
             case v.Submit():
-                await self._send(identity, v.Reply(rid, True))
+                await self._reply(identity, v.Reply(rid, True))
                 refuse = DRILL_REJECT if self.faults.reject_orders else None
-                if self.faults.ack_delay_ms:
-                    self._spawn(self._submit_later(request, refuse, self.faults.ack_delay_ms / 1000))
-                else:
-                    await self._push(self.book.submit(request, time.time_ns(), refuse))
+                await self._push(self.book.receive(request, time.time_ns()))
+                await self._later(self.faults.ack_delay_ms / 1000,
+                                  lambda: self._push(self.book.carry_out(request, time.time_ns(), refuse)))
             case v.Cancel():
-                await self._send(identity, v.Reply(rid, True))
+                await self._reply(identity, v.Reply(rid, True))
                 await self._push(self.book.cancel(request, time.time_ns()))
             case v.Modify():
-                await self._send(identity, v.Reply(rid, True))
+                await self._reply(identity, v.Reply(rid, True))
                 await self._push(self.book.modify(request, time.time_ns()))
-            case v.QueryOrders(open_only=open_only):
-                await self._send(identity, v.Reply(rid, True, orders=self.book.orders(open_only)))
+            case v.QueryOrders(open_only=open_only, client_order_id=client_order_id):
+                await self._reply(identity, v.Reply(rid, True, orders=self.book.orders(open_only, client_order_id)))
             case v.QueryFills(since_ts=since_ts):
-                await self._send(identity, v.Reply(rid, True, fills=self.book.fills(since_ts)))
+                await self._reply(identity, v.Reply(rid, True, fills=self.book.fills(since_ts)))
             case v.QueryPositions():
-                await self._send(identity, v.Reply(rid, True, positions=self.book.positions()))
+                await self._reply(identity, v.Reply(rid, True, positions=self.book.positions()))
             case v.QueryAccount():
-                await self._send(identity, v.Reply(rid, True, balances=self.book.balances()))
+                await self._reply(identity, v.Reply(rid, True, balances=self.book.balances()))
             case v.SetFaults():
                 await self._set_faults(identity, request)
 
-    async def _submit_later(self, request: v.Submit, refuse: str | None, delay_secs: float) -> None:
-        await asyncio.sleep(delay_secs)
-        await self._push(self.book.submit(request, time.time_ns(), refuse))
+    async def _reply(self, identity: bytes, reply: v.Reply) -> None:
+        """Sends a Reply now, or reply_delay_ms later; not while silent."""
+        async def send() -> None:
+            if not self.faults.silent:
+                await self._send(identity, reply)
+
+        await self._later(self.faults.reply_delay_ms / 1000, send)
 
     async def _set_faults(self, identity: bytes, request: v.SetFaults) -> None:
-        if request.ack_delay_ms is not None and request.ack_delay_ms < 0:
-            await self._send(identity, v.Reply(request.request_id, False, error="ack_delay_ms must be >= 0"))
-            return
-        for name in ("reject_orders", "ack_delay_ms", "silent"):
+        """Answered at once, whatever the drills."""
+        for name in ("ack_delay_ms", "reply_delay_ms"):
+            if (getattr(request, name) or 0) < 0:
+                await self._send(identity, v.Reply(request.request_id, False, error=f"{name} must be >= 0"))
+                return
+        for name in (f.name for f in fields(Faults)):
             if getattr(request, name) is not None:
                 setattr(self.faults, name, getattr(request, name))
         logger.warning(f"faults: {self.faults}{', dropping the connection' if request.drop_connection else ''}")
         await self._send(identity, v.Reply(request.request_id, True))
-        if request.drop_connection:
-            self._spawn(self._drop())
+        if request.drop_connection and (self._dropping is None or self._dropping.done()):  # one drop at a time
+            self._dropping = self._spawn(self._drop())
 
     async def _drop(self) -> None:
         self._receiver.cancel()
@@ -234,6 +265,15 @@ class Venue:
                 self.sessions.discard(identity)
 
 
+def start_epoch() -> str:
+    """The token in this start's ids: the time in milliseconds, in base 36 (8 characters until 2059)."""
+    n, token = time.time_ns() // 1_000_000, ""
+    while n:
+        n, digit = divmod(n, 36)
+        token = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + token
+    return token
+
+
 def _endpoint(text: str) -> str:
     if not (text.startswith("ipc://") or text.startswith("tcp://127.0.0.1:")):
         raise argparse.ArgumentTypeError(f"{text!r}: only ipc:// or tcp://127.0.0.1:PORT")
@@ -254,22 +294,26 @@ def main(argv: list[str] | None = None) -> int:
         return drill(argv[1:])
     argv = argv[1:] if argv[:1] == ["serve"] else argv
     parser = argparse.ArgumentParser(prog="python -m paper_venue serve", description="Run the paper venue.")
-    parser.add_argument("--dir", help="where the ipc sockets go (default: a new temp dir)")
-    parser.add_argument("--endpoint", type=_endpoint, help="requests (default ipc://DIR/venue.sock)")
-    parser.add_argument("--quotes-endpoint", type=_endpoint, help="quotes (default ipc://DIR/quotes.sock)")
+    default, default_quotes = endpoints_in(Path("DIR"))
+    parser.add_argument("--dir", help="where the default endpoints' ipc sockets go (default: a new temp dir)")
+    parser.add_argument("--endpoint", type=_endpoint, help=f"requests (default {default})")
+    parser.add_argument("--quotes-endpoint", type=_endpoint, help=f"quotes (default {default_quotes})")
     parser.add_argument("--symbols", nargs="+", default=["EUR/USD", "GBP/USD"])
     parser.add_argument("--interval-ms", type=int, default=100)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--account", default="SIM-001")
     args = parser.parse_args(argv)
-    directory = args.dir or tempfile.mkdtemp(prefix="paper-venue-")
-    os.makedirs(directory, exist_ok=True)
-    endpoint = args.endpoint or f"ipc://{directory}/venue.sock"
-    quotes_endpoint = args.quotes_endpoint or f"ipc://{directory}/quotes.sock"
-    print(f"paper venue: dir {directory}, requests {endpoint}, quotes {quotes_endpoint}", flush=True)
+    endpoint, quotes_endpoint = args.endpoint, args.quotes_endpoint
+    if not (endpoint and quotes_endpoint):  # a default is wanted: it lives in DIR
+        directory = Path(args.dir or tempfile.mkdtemp(prefix="paper-venue-"))
+        directory.mkdir(parents=True, exist_ok=True)
+        default, default_quotes = endpoints_in(directory)
+        endpoint, quotes_endpoint = endpoint or default, quotes_endpoint or default_quotes
+    print(f"paper venue: requests {endpoint}, quotes {quotes_endpoint}", flush=True)
     logger.remove()
     logger.add(sys.stderr, level="INFO")
-    venue = Venue(Book(tuple(args.symbols)), args.account, endpoint, quotes_endpoint, args.interval_ms, args.seed)
+    book = Book(tuple(args.symbols), epoch=start_epoch())
+    venue = Venue(book, args.account, endpoint, quotes_endpoint, args.interval_ms, args.seed)
     try:
         asyncio.run(_serve_until_signal(venue))
     except zmq.ZMQError as exc:
@@ -285,13 +329,15 @@ def drill(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--reject-orders", choices=on_off)
     parser.add_argument("--ack-delay-ms", type=int)
+    parser.add_argument("--reply-delay-ms", type=int)
     parser.add_argument("--drop-connection", action="store_true")
     parser.add_argument("--silent", choices=on_off)
     parser.add_argument("--timeout-secs", type=float, default=5.0)
     args = parser.parse_args(argv)
     request = v.SetFaults(
         request_id=1, reject_orders=on_off.get(args.reject_orders), ack_delay_ms=args.ack_delay_ms,
-        drop_connection=args.drop_connection or None, silent=on_off.get(args.silent),
+        reply_delay_ms=args.reply_delay_ms, drop_connection=args.drop_connection or None,
+        silent=on_off.get(args.silent),
     )
     ctx = zmq.Context()
     socket = ctx.socket(zmq.DEALER)

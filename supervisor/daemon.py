@@ -89,6 +89,7 @@ class Supervisor:
         self.shutdown_actor = ""
         self.stuck = False  # HALTING, and not flat after every round
         self.detour: str | None = None  # "restart" or "abort" while the walk carries one out
+        self.hung = False  # silent past hang_after_missed_heartbeats, and not answering since
         self.paused = False  # an operator's pause: the node runs closing-only until resumed
         self.restarts = 0
         self.started_at = time.monotonic()
@@ -141,7 +142,7 @@ class Supervisor:
             log_path=s.state_path / "worker.log",
         )
         self.worker_started_at = time.monotonic()
-        self._node_ever_ran = False
+        self._node_ever_ran, self.hung = False, False
         self.worker_identity = WorkerIdentity.of(self.process.pid)
         self.journal.record("worker_spawned", pid=self.process.pid, log=str(s.state_path / "worker.log"))
         self.gate = StopGate(self.process, self.link, self.journal, self._answer_timeout)
@@ -384,10 +385,11 @@ class Supervisor:
             evidence = await self._while_alive(self._wait_for_flat(2 * s.flat_confirm_secs + s.heartbeat_interval_secs))
             if evidence is None:
                 raise Refused(f"restart only when flat: {describe_exposure(self.link.last_status)}")
-            halted = await self._command(p.SetTradingState("HALTED"), actor=request.actor)
-            evidence = FlatReads((*evidence.reads, halted.status), evidence.span_secs)
-            if not self._fire("restart", actor=request.actor, evidence=evidence).ok:
-                raise Refused(f"restart only when flat: {describe_exposure(halted.status)}")
+            await self._command(p.SetTradingState("HALTED"), actor=request.actor)
+            venues = await self._ask_venues()
+            if venues is None or not self._fire("restart", actor=request.actor,
+                                                 evidence=FlatReads((*evidence.reads, venues), evidence.span_secs)).ok:
+                raise Refused(f"restart only when flat, at the venues too: {describe_exposure(venues or self.link.last_status)}")
         except (Refused, LinkError) as exc:
             await self._while_alive(self._insist(p.SetTradingState("REDUCING" if self.paused else "ACTIVE")))
             request.refuse(str(exc))
@@ -450,12 +452,27 @@ class Supervisor:
                 logger.critical("still HALTING and not flat: {}", describe_exposure(self.link.last_status))
 
     async def _enter_flat(self, evidence: FlatReads) -> bool:
-        halted = await self._while_alive(self._insist(p.SetTradingState("HALTED")))
-        evidence = FlatReads((*evidence.reads, halted.status), evidence.span_secs)
-        if self._fire("flat", actor="nsup", evidence=evidence).ok:
-            return True
+        await self._while_alive(self._insist(p.SetTradingState("HALTED")))
+        venues = await self._while_alive(self._ask_venues())
+        if venues is not None:
+            evidence = FlatReads((*evidence.reads, venues), evidence.span_secs)
+            if self._fire("flat", actor="nsup", evidence=evidence).ok:
+                return True
         await self._while_alive(self._insist(p.SetTradingState("REDUCING")))  # not flat after all
         return False
+
+    async def _ask_venues(self) -> p.NodeStatus | None:
+        """The node's status with what the venues themselves hold; a disagreement is journaled loudly.
+        None if a venue cannot say: unknown is never flat."""
+        try:
+            status = (await self._command(p.CheckVenues())).status
+        except LinkError as exc:
+            self.journal.record("fault", reason=f"the venues could not be asked what they hold: {exc}", **self.counts())
+            return None
+        if not status.venue_counts.all_zero() and status.is_flat():
+            self.journal.record("venue_disagrees", node=status.counts, venue=status.venue_counts, reason=(
+                "the node's cache is flat but the venue holds open positions or orders; nsup stays HALTING"))
+        return status
 
     async def _stop_flat_worker(self) -> int:
         await self._end_worker(EndAction.STOP_COMMAND)
@@ -535,9 +552,10 @@ class Supervisor:
         raise WorkerLost(self.process.exited.result())
 
     async def _watch_heartbeats(self) -> None:
-        """The one owner of 'the worker is silent': alert after missed heartbeats, note the return."""
-        interval = self.config.supervisor.heartbeat_interval_secs
-        silent_since = None
+        """The one owner of 'the worker is silent': alert after missed heartbeats, note the return, and
+        past `hang_after_missed_heartbeats` call it hung: replaced if it was flat, else the operator's."""
+        s = self.config.supervisor
+        interval, silent_since = s.heartbeat_interval_secs, None
         while True:
             await asyncio.sleep(interval)
             heard = self.link.last_heard
@@ -553,7 +571,33 @@ class Supervisor:
                 )
             elif silent_since is not None and silence <= interval:
                 self.journal.record("worker_answering", silent_secs=round(heard - silent_since, 3))
-                silent_since = None
+                silent_since, self.hung = None, False
+            if (silent_since is not None and not self.hung and silence > s.hang_after_missed_heartbeats * interval
+                    and self.lifecycle.state in (BUILT, RUNNING, HALTING) and self.detour is None):
+                self.hung = True
+                await self._on_hung(silence)
+
+    async def _on_hung(self, silence: float) -> None:
+        last = self.link.last_status
+        if last is not None and last.is_flat():
+            self.journal.record("hung", silent_secs=round(silence, 3), result="flat when last heard: killed, to be replaced",
+                                **self.counts())
+            await self.gate.end_worker(EndAction.SIGKILL, "nsup", node_ever_ran=self._node_ever_ran)
+            return
+        self.journal.record(
+            "hung_with_exposure", silent_secs=round(silence, 3), positions=last.positions if last else [], **self.counts(),
+            reason="the worker is hung with exposure: nsup will not kill it by itself. If it does not come back, "
+                   "`nsupctl recover` shows the positions and, on a typed confirmation, kills it for a replacement",
+        )
+
+    async def recover(self, approval: Approval, actor: str) -> dict:
+        """An operator's approved kill of a hung worker; the walk sees it gone and recovery replaces it."""
+        if not self.hung:
+            raise Refused("recover is for a hung worker, and this one answers")
+        decision = await self.gate.end_worker(EndAction.SIGKILL, actor, approval, self._node_ever_ran)
+        if not decision.allowed:
+            raise Refused(decision.reason)
+        return {"result": "the hung worker was killed; nsup replaces it within the restart bound"}
 
     def _fire(self, trigger: str, actor: str, **evidence) -> Outcome:
         outcome = self.lifecycle.fire(trigger, actor=actor, **evidence)

@@ -62,10 +62,13 @@ class Outcome:
 
 def verified_flat(evidence: FlatReads | None, min_interval_secs: float) -> bool:
     """DESIGN.md: all three counts zero and no strategy exiting, in two reads some interval apart;
-    and HALTED set on the last read, so that nothing can open once nsup has called it flat."""
+    HALTED set on the last read, so that nothing can open once nsup has called it flat; and on that
+    last read the venues themselves asked and holding nothing (the node's cache can be wrong)."""
     if evidence is None or len(evidence.reads) < 2 or not all(r.is_flat() for r in evidence.reads):
         return False
-    return evidence.span_secs >= min_interval_secs and evidence.reads[-1].trading_state == "HALTED"
+    last = evidence.reads[-1]
+    venues_flat = last.venue_counts is not None and last.venue_counts.all_zero()
+    return evidence.span_secs >= min_interval_secs and last.trading_state == "HALTED" and venues_flat
 
 
 class Lifecycle:

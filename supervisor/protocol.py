@@ -42,10 +42,11 @@ class StrategyView(msgspec.Struct, frozen=True):
 class NodeStatus(msgspec.Struct, frozen=True):
     node_state: str  # "BUILT", "RUNNING", "STOPPED", ... (the trader's ComponentState)
     trading_state: str  # "ACTIVE", "REDUCING" or "HALTED"
-    counts: Counts
+    counts: Counts  # the node's own cache
     strategies: list[StrategyView]
     positions: list[PositionView]
     ts: float  # worker's wall clock, seconds since the epoch
+    venue_counts: Counts | None = None  # what the venues themselves report; only in a CheckVenues reply
 
     def is_flat(self) -> bool:
         """One read that says flat; DESIGN.md requires two of these some interval apart."""
@@ -69,6 +70,10 @@ class MarketExit(msgspec.Struct, frozen=True, tag="market_exit"):
     pass
 
 
+class CheckVenues(msgspec.Struct, frozen=True, tag="check_venues"):
+    """Ask every venue what is open there; the reply's status carries venue_counts."""
+
+
 class StopNode(msgspec.Struct, frozen=True, tag="stop"):
     """Stop and dispose the node, then exit 0. Only supervisor.stop_gate sends it.
 
@@ -78,7 +83,7 @@ class StopNode(msgspec.Struct, frozen=True, tag="stop"):
     require_flat: bool = True
 
 
-Command = GetStatus | RunNode | SetTradingState | MarketExit | StopNode
+Command = GetStatus | RunNode | SetTradingState | MarketExit | CheckVenues | StopNode
 
 
 class Request(msgspec.Struct, frozen=True, tag="request"):

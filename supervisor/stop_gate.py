@@ -22,7 +22,7 @@ from supervisor.lifecycle import Approval
 from supervisor.worker_link import NoAnswer, WorkerLink, WorkerRefused
 from supervisor.worker_process import WorkerProcess
 
-ENDING_APPROVALS = frozenset({"abort"})  # operator actions whose approval covers ending the worker
+ENDING_APPROVALS = frozenset({"abort", "recover"})  # operator actions whose approval covers ending the worker
 
 
 class EndAction(enum.StrEnum):
@@ -37,8 +37,11 @@ class Decision:
 
 
 def decide(
-    fresh_status: p.NodeStatus | None, approval: Approval | None, worker_alive: bool, node_ever_ran: bool
+    fresh_status: p.NodeStatus | None, approval: Approval | None, worker_alive: bool, node_ever_ran: bool,
+    last_known: p.NodeStatus | None = None,
 ) -> Decision:
+    """`last_known`: the last status heard before the worker fell silent (used only when no fresh
+    one can be had): DESIGN.md, a hung worker that was flat is replaced; one with exposure is not."""
     if not worker_alive:
         return Decision(True, "the worker is already gone")
     if approval is not None and approval.action in ENDING_APPROVALS:
@@ -50,13 +53,19 @@ def decide(
         return Decision(False, f"not flat: {describe_exposure(fresh_status)}")
     if not node_ever_ran:
         return Decision(True, "no status, but the node was never run by nsup, so it trades nothing")
+    if last_known is not None and last_known.is_flat():
+        return Decision(True, "the worker does not answer, and was flat when last heard")
+    if last_known is not None:
+        return Decision(False, f"the worker does not answer, and was not flat when last heard: {describe_exposure(last_known)}")
     return Decision(False, "no fresh status from the worker (hung or unreachable) and no approval on record")
 
 
 def describe_exposure(status: p.NodeStatus) -> str:
-    c = status.counts
+    c, v = status.counts, status.venue_counts
     exiting = [s.strategy_id for s in status.strategies if s.is_exiting]
     text = f"positions_open={c.positions_open} orders_inflight={c.orders_inflight} orders_open={c.orders_open}"
+    if v is not None:
+        text += f" (at the venues: positions_open={v.positions_open} orders_open={v.orders_open})"
     return text + (f" exiting={','.join(exiting)}" if exiting else "")
 
 
@@ -71,7 +80,7 @@ class StopGate:
         self, action: EndAction, actor: str, approval: Approval | None = None, node_ever_ran: bool = True
     ) -> Decision:
         status = await self._fresh_status()
-        decision = decide(status, approval, self._process.alive(), node_ever_ran)
+        decision = decide(status, approval, self._process.alive(), node_ever_ran, self._link.last_status)
         record = dict(action=str(action), actor=actor, reason=decision.reason, **count_fields(status))
         if not decision.allowed:
             logger.warning("refused to end the worker ({}): {}", action, decision.reason)

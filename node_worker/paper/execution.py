@@ -24,7 +24,7 @@ from nautilus_trader.model.enums import (
 from nautilus_trader.model.identifiers import AccountId, ClientId, ClientOrderId, InstrumentId, TradeId, Venue, VenueOrderId
 from nautilus_trader.model.objects import AccountBalance, Currency, Money, Price, Quantity
 
-from node_worker.paper.venue_link import VenueError, VenueLink
+from node_worker.paper.venue_link import VenueError, VenueLink, VenueTimeout
 from paper_venue import protocol as v
 
 
@@ -72,7 +72,11 @@ class PaperExecClient(LiveExecutionClient):
         )
         try:
             await self._link.request(submit)
-        except VenueError as exc:  # never reached the venue, or refused there: the order is not working
+        except VenueTimeout as exc:
+            # Unanswered is not refused: the venue may still carry it out. The order stays in flight
+            # and NautilusTrader's in-flight check asks the venue what became of it.
+            self._log.warning(f"submit of {order.client_order_id} unanswered ({exc}); the in-flight check will ask")
+        except VenueError as exc:  # refused by the venue: the order is not working
             self.generate_order_rejected(order.strategy_id, order.instrument_id, order.client_order_id, str(exc),
                                          self._clock.timestamp_ns())
 
@@ -108,7 +112,8 @@ class PaperExecClient(LiveExecutionClient):
         client_order_id = ClientOrderId(event.order.client_order_id if hasattr(event, "order") else event.client_order_id)
         order = self._cache.order(client_order_id)
         if order is None:
-            return  # not ours, or from before a restart: reconciliation accounts for it
+            self._report_unknown(event)  # from before a restart: the engine reconciles it, never drops it
+            return
         ids = (order.strategy_id, order.instrument_id, client_order_id)
         match event:
             case v.OrderAccepted(order=state):
@@ -134,13 +139,23 @@ class PaperExecClient(LiveExecutionClient):
             case v.CommandRejected(reason=reason, ts=ts):
                 self.generate_order_modify_rejected(*ids, order.venue_order_id, reason, ts)
 
+    def _report_unknown(self, event: v.Event) -> None:
+        state = getattr(event, "order", None)
+        if state is None:
+            return  # a rejection or a refused cancel of an order the node never had: nothing is open
+        self._send_order_status_report(self._order_report(state))
+        if isinstance(event, v.OrderFilled):
+            self._send_fill_report(self._fill_report(event.fill))
+
     # Reconciliation: the venue's books are the truth ---------------------------------------------
 
     async def generate_order_status_report(self, command) -> OrderStatusReport | None:
-        wanted = {command.client_order_id.value if command.client_order_id else None,
-                  command.venue_order_id.value if command.venue_order_id else None} - {None}
-        reply = await self._link.request(lambda i: v.QueryOrders(request_id=i))
-        found = [o for o in reply.orders if {o.client_order_id, o.venue_order_id} & wanted]
+        if command.client_order_id is not None:
+            reply = await self._link.request(lambda i: v.QueryOrders(request_id=i, client_order_id=command.client_order_id.value))
+            found = reply.orders
+        else:  # by venue order id: the venue is asked for all and searched
+            reply = await self._link.request(lambda i: v.QueryOrders(request_id=i))
+            found = [o for o in reply.orders if command.venue_order_id and o.venue_order_id == command.venue_order_id.value]
         return self._order_report(found[0]) if found else None
 
     async def generate_order_status_reports(self, command) -> list[OrderStatusReport]:
@@ -149,19 +164,10 @@ class PaperExecClient(LiveExecutionClient):
                 if command.instrument_id is None or o.instrument_id == command.instrument_id.value]
 
     async def generate_fill_reports(self, command) -> list[FillReport]:
-        reply = await self._link.request(lambda i: v.QueryFills(request_id=i))
-        now = self._clock.timestamp_ns()
-        return [
-            FillReport(
-                account_id=self.account_id, instrument_id=InstrumentId.from_str(f.instrument_id),
-                venue_order_id=VenueOrderId(f.venue_order_id), trade_id=TradeId(f.trade_id), order_side=OrderSide[f.side],
-                last_qty=Quantity.from_str(f.quantity), last_px=Price.from_str(f.price),
-                commission=Money(f.commission, Currency.from_str(f.currency)), liquidity_side=LiquiditySide.TAKER,
-                report_id=UUID4(), ts_event=f.ts, ts_init=now, client_order_id=ClientOrderId(f.client_order_id),
-            )
-            for f in reply.fills
-            if command.instrument_id is None or f.instrument_id == command.instrument_id.value
-        ]
+        since = int(command.start.timestamp() * 1e9) if command.start else 0
+        reply = await self._link.request(lambda i: v.QueryFills(request_id=i, since_ts=since))
+        return [self._fill_report(f) for f in reply.fills
+                if command.instrument_id is None or f.instrument_id == command.instrument_id.value]
 
     async def generate_position_status_reports(self, command) -> list[PositionStatusReport]:
         reply = await self._link.request(lambda i: v.QueryPositions(request_id=i))
@@ -175,6 +181,15 @@ class PaperExecClient(LiveExecutionClient):
             for p in reply.positions
             if command.instrument_id is None or p.instrument_id == command.instrument_id.value
         ]
+
+    def _fill_report(self, f: v.Fill) -> FillReport:
+        return FillReport(
+            account_id=self.account_id, instrument_id=InstrumentId.from_str(f.instrument_id),
+            venue_order_id=VenueOrderId(f.venue_order_id), trade_id=TradeId(f.trade_id), order_side=OrderSide[f.side],
+            last_qty=Quantity.from_str(f.quantity), last_px=Price.from_str(f.price),
+            commission=Money(f.commission, Currency.from_str(f.currency)), liquidity_side=LiquiditySide.TAKER,
+            report_id=UUID4(), ts_event=f.ts, ts_init=self._clock.timestamp_ns(), client_order_id=ClientOrderId(f.client_order_id),
+        )
 
     def _order_report(self, o: v.OrderState) -> OrderStatusReport:
         return OrderStatusReport(

@@ -17,11 +17,14 @@ import zmq.asyncio
 from paper_venue import protocol as v
 
 HELLO_EVERY_SECS = 1.0
-NOT_GREETED = "say hello first"  # the venue's answer to a session it does not know
 
 
 class VenueError(RuntimeError):
-    pass
+    """The venue answered no."""
+
+
+class VenueTimeout(VenueError):
+    """No answer in time: the request may still be carried out (it waits in the socket or the venue)."""
 
 
 class VenueLink:
@@ -55,7 +58,7 @@ class VenueLink:
         try:
             return await self._request_once(make)
         except VenueError as exc:
-            if str(exc) != NOT_GREETED:
+            if str(exc) != v.NOT_GREETED:
                 raise
         # The venue forgot this session (a dropped connection): greet it again, then ask again once.
         await self._request_once(lambda i: v.Hello(request_id=i, account_id=self._account_id))
@@ -69,7 +72,7 @@ class VenueLink:
             await self._socket.send(v.encode(make(request_id)))
             reply = await asyncio.wait_for(future, self._timeout_secs)
         except TimeoutError:
-            raise VenueError(f"the venue did not answer within {self._timeout_secs:g}s") from None
+            raise VenueTimeout(f"the venue did not answer within {self._timeout_secs:g}s") from None
         finally:
             self._pending.pop(request_id, None)
         if not reply.ok:

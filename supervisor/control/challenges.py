@@ -18,6 +18,7 @@ class ChallengeError(ValueError):
 @dataclass(frozen=True)
 class Challenge:
     nonce: str
+    action: str  # "abort" or "recover": a nonce is good for the action it was issued for only
     trader_id: str
     positions: list
     expires_at: float  # time.monotonic()
@@ -30,13 +31,13 @@ class Challenges:
         self._open: dict[str, Challenge] = {}
         self._spent: dict[str, tuple[float, str]] = {}  # nonce -> (when, why it is no good now)
 
-    def issue(self, trader_id: str, positions: list) -> Challenge:
+    def issue(self, action: str, trader_id: str, positions: list) -> Challenge:
         self._forget_expired()
-        challenge = Challenge(secrets.token_hex(8), trader_id, positions, self._clock() + self._ttl_secs)
+        challenge = Challenge(secrets.token_hex(8), action, trader_id, positions, self._clock() + self._ttl_secs)
         self._open[challenge.nonce] = challenge
         return challenge
 
-    def redeem(self, nonce: str, confirmation: str) -> Challenge:
+    def redeem(self, action: str, nonce: str, confirmation: str) -> Challenge:
         """The challenge, if this answer is good; ChallengeError otherwise. Either way the nonce is spent."""
         challenge = self._open.pop(nonce, None)
         if challenge is None:
@@ -44,6 +45,8 @@ class Challenges:
         self._spent[nonce] = (self._clock(), "nonce already used")
         if self._clock() > challenge.expires_at:
             raise ChallengeError(self._expired)
+        if challenge.action != action:
+            raise ChallengeError(f"this nonce was issued for {challenge.action}, not {action}")
         if confirmation != challenge.trader_id:
             raise ChallengeError(f"confirmation {confirmation!r} does not match the trader id")
         return challenge

@@ -39,7 +39,7 @@ class OperatorCommands:
             errno = {ChallengeError: c.Errno.BAD_CHALLENGE, Refused: c.Errno.REFUSED}.get(type(exc), c.Errno.WORKER)
             self._record("refusal", command=command, actor=actor, reason=str(exc))
             return c.error(request.id, errno, str(exc))
-        if command not in ("stop", "abort"):  # stop journals itself; abort journals its challenge
+        if command not in ("stop", "abort", "recover"):  # stop journals itself; these journal their challenge
             self._record("command", command=command, actor=actor, result=data.get("result", "done"))
         return c.ok(request.id, **data)
 
@@ -63,37 +63,50 @@ class OperatorCommands:
             case c.Restart():
                 return await s.walk("restart", actor)
             case c.AbortBegin():
-                return await self._challenge(actor)
+                return await self._challenge("abort", actor)
+            case c.RecoverBegin():
+                return await self._challenge("recover", actor)
             case c.AbortConfirm():
-                return await self._approve(request, actor)
+                return await self._approve("abort", request, actor)
+            case c.RecoverConfirm():
+                return await self._approve("recover", request, actor)
         raise Refused(f"no handler for {request.__struct_config__.tag}")
 
-    async def _challenge(self, actor: str) -> dict:
+    def _check_approvable(self, action: str) -> None:
         s = self._supervisor
-        if s.lifecycle.state != HALTING:
-            raise Refused(f"abort only in HALTING (stop first, and let nsup try to flatten); nsup is {s.lifecycle.state}")
-        s.check_walk("abort")
+        if action == "abort":
+            if s.lifecycle.state != HALTING:
+                raise Refused(f"abort only in HALTING (stop first, and let nsup try to flatten); nsup is {s.lifecycle.state}")
+            s.check_walk("abort")
+        elif not s.hung:
+            raise Refused("recover is for a hung worker, and this one answers")
+
+    async def _challenge(self, action: str, actor: str) -> dict:
+        """An abort or a recover is never one request: first the positions, and a nonce to answer with."""
+        s = self._supervisor
+        self._check_approvable(action)
         status = await s.fresh_status()
-        trader_id = s.trader_id
-        challenge = self._challenges.issue(trader_id, status.positions if status else [])
-        self._record("command", command="abort", actor=actor, result="challenge issued", nonce=challenge.nonce)
+        challenge = self._challenges.issue(action, s.trader_id, status.positions if status else [])
+        self._record("command", command=action, actor=actor, result="challenge issued", nonce=challenge.nonce)
         return {
-            "nonce": challenge.nonce, "expires_in_secs": self._supervisor.config.supervisor.abort_challenge_ttl_secs,
-            "trader_id": trader_id, "positions": challenge.positions,
-            **({"counts": status.counts} if status else {}),
+            "action": action, "nonce": challenge.nonce,
+            "expires_in_secs": s.config.supervisor.abort_challenge_ttl_secs,
+            "trader_id": s.trader_id, "positions": challenge.positions, **({"counts": status.counts} if status else {}),
         }
 
-    async def _approve(self, request: c.AbortConfirm, actor: str) -> dict:
+    async def _approve(self, action: str, request: c.AbortConfirm | c.RecoverConfirm, actor: str) -> dict:
         s = self._supervisor
         if not request.reason.strip():
-            raise Refused("an abort needs a reason")
-        s.check_walk("abort")  # before the nonce is spent and an approval put on record
-        challenge = self._challenges.redeem(request.nonce, request.confirmation)
-        approval = Approval("abort", operator=actor, reason=request.reason, approval_id=request.nonce)
+            raise Refused(f"{action} needs a reason")
+        self._check_approvable(action)  # before the nonce is spent and an approval put on record
+        challenge = self._challenges.redeem(action, request.nonce, request.confirmation)
+        approval = Approval(action, operator=actor, reason=request.reason, approval_id=request.nonce)
         self._record(
-            "approval", action="abort", operator=request.actor.user, host=request.actor.host, actor=actor,
+            "approval", action=action, operator=request.actor.user, host=request.actor.host, actor=actor,
             reason=request.reason, nonce=request.nonce, positions=challenge.positions,
         )
+        if action == "recover":
+            return await s.recover(approval, actor)
         return {"result": "approved; the worker was stopped with its positions open", **await s.walk("abort", actor, approval)}
 
     def status(self) -> dict:

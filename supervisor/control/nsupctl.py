@@ -70,9 +70,11 @@ def _parser() -> argparse.ArgumentParser:
         commands.add_parser(name)
     stop = commands.add_parser("stop", help="the graceful stop")
     stop.add_argument("--wait", action="store_true", help="follow rounds and counts until STOPPED or stuck")
-    abort = commands.add_parser("abort", help="stop with positions open: needs a typed confirmation")
-    abort.add_argument("--confirm", help="the trader id, when there is no terminal to type it at")
-    abort.add_argument("--reason", help="why, for the journal")
+    for name, help_text in (("abort", "stop with positions open: needs a typed confirmation"),
+                            ("recover", "kill a hung worker with positions open, for a replacement: the same")):
+        approved = commands.add_parser(name, help=help_text)
+        approved.add_argument("--confirm", help="the trader id, when there is no terminal to type it at")
+        approved.add_argument("--reason", help="why, for the journal")
     commands.add_parser("events", help="follow the event stream")
     tail = commands.add_parser("tail", help="the journal")
     tail.add_argument("-n", type=int, default=20, help="how many records")
@@ -94,8 +96,8 @@ def _run(args) -> int:
     try:
         if args.command == "stop":
             return _stop(client, args)
-        if args.command == "abort":
-            return _abort(client, args)
+        if args.command in ("abort", "recover"):
+            return _with_approval(client, args, args.command)
         if args.command == "events":
             return _follow_events(client, args)
         data = _call(client, args.command, timeout_secs=SLOW_COMMAND_TIMEOUT_SECS if args.command == "restart" else None)
@@ -170,13 +172,20 @@ def _stop(client: ControlClient, args) -> int:
                 return EXIT_OK if event["dest"] == "STOPPED" else EXIT_ABORTED
 
 
-def _abort(client: ControlClient, args) -> int:
+WARNINGS = {
+    "abort": "ABORT stops the node WITH EXPOSURE.",
+    "recover": "RECOVER kills the hung worker WITH EXPOSURE; a new one reconciles and takes over.",
+}
+
+
+def _with_approval(client: ControlClient, args, action: str) -> int:
+    """abort and recover: the positions first, then the trader id typed and a reason given."""
     interactive = sys.stdin.isatty() and args.confirm is None
     if not interactive and (args.confirm is None or args.reason is None):
         raise Refusal("no terminal to confirm at: give --confirm TRADER_ID and --reason TEXT")
-    challenge = _call(client, "abort")
+    challenge = _call(client, action)
     positions = challenge.get("positions", [])
-    lines = [f"ABORT stops the node WITH EXPOSURE. Trader {challenge['trader_id']}, open positions:"]
+    lines = [f"{WARNINGS[action]} Trader {challenge['trader_id']}, open positions:"]
     lines += [f"  {p['instrument_id']} {p['side']} {p['quantity']} unrealized {p['unrealized_pnl']}" for p in positions] or ["  (none reported)"]
     lines.append(f"challenge {challenge['nonce']} is good for {challenge['expires_in_secs']:g}s")
     if interactive:
@@ -185,11 +194,11 @@ def _abort(client: ControlClient, args) -> int:
             confirmation = input(f"Type the trader id ({challenge['trader_id']}) to confirm: ").strip()
             reason = input("Reason (for the journal): ").strip()
         except (EOFError, KeyboardInterrupt):
-            raise Refusal("abort cancelled at the prompt; nothing was approved") from None
+            raise Refusal(f"{action} cancelled at the prompt; nothing was approved") from None
     else:
         confirmation, reason = args.confirm, args.reason
-    data = _call(client, "abort_confirm", nonce=challenge["nonce"], confirmation=confirmation, reason=reason or "")
-    _say(args, f"aborted: nsup is {data['state']}; the node was stopped with its positions open", {**data, "challenge": challenge})
+    data = _call(client, f"{action}_confirm", nonce=challenge["nonce"], confirmation=confirmation, reason=reason or "")
+    _say(args, data["result"], {**data, "challenge": challenge})
     return EXIT_OK
 
 

@@ -49,15 +49,21 @@ class Flatten(_Request, tag="flatten"): ...       # market_exit on every strateg
 class Stop(_Request, tag="stop"): ...             # the graceful stop
 class Restart(_Request, tag="restart"): ...       # a new worker, only when flat
 class AbortBegin(_Request, tag="abort"): ...      # answered with a challenge: nonce and positions
+class RecoverBegin(_Request, tag="recover"): ...  # the same, to kill a hung worker for a replacement
 
 
-class AbortConfirm(_Request, tag="abort_confirm"):
+class _Confirm(_Request):
     nonce: str
     confirmation: str  # the trader id, typed by the operator
     reason: str
 
 
-Request = Status | Version | Pause | Resume | Flatten | Stop | Restart | AbortBegin | AbortConfirm
+class AbortConfirm(_Confirm, tag="abort_confirm"): ...
+class RecoverConfirm(_Confirm, tag="recover_confirm"): ...
+
+
+Request = (Status | Version | Pause | Resume | Flatten | Stop | Restart | AbortBegin | AbortConfirm | RecoverBegin
+           | RecoverConfirm)
 COMMANDS = tuple(c.__struct_config__.tag for c in Request.__args__)
 
 

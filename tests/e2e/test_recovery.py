@@ -15,6 +15,22 @@ pytestmark = pytest.mark.e2e
 FAST_RESTARTS = {"restart_backoff_secs": 0.1, "restart_backoff_max_secs": 0.5}
 
 
+def wait_for_replacement(run, workers: int = 2) -> None:
+    run.wait_for(lambda: len(run.records("worker_spawned")) == workers and run.transitions()[-1] == ("BUILT", "RUNNING"),
+                 what="the replacement RUNNING")
+
+
+def replaced_with_the_same_positions_then_stopped_flat(run, venue, held: dict) -> None:
+    """The end of every recovery story: a replacement that reconciles what the venue held, and flattens it."""
+    wait_for_replacement(run)
+    status = run.wait_for(lambda: (s := run.last_status()) and s["positions"] and s, what="reconciled positions")
+    assert node_book(status) == held
+    run.signal(signal.SIGTERM)
+    assert run.exit_code() == 0
+    assert venue_book(venue) == {}
+    assert_guard_held(run)
+
+
 def assert_guard_held(run) -> None:
     """No worker was ended with positions open unless an approval was on record."""
     for end in run.records("worker_end"):
@@ -26,16 +42,8 @@ def test_worker_killed_while_running_is_replaced_and_finds_its_positions(nsup_ru
     held = venue_book(venue)
     os.kill(run.worker_pid, signal.SIGKILL)
 
-    run.wait_for(lambda: len(run.records("worker_spawned")) == 2 and run.transitions()[-1] == ("BUILT", "RUNNING"),
-                 what="the replacement RUNNING")
+    replaced_with_the_same_positions_then_stopped_flat(run, venue, held)
     assert ("RUNNING", "RECOVERING") in run.transitions() and ("RECOVERING", "BUILT") in run.transitions()
-    status = run.wait_for(lambda: (s := run.last_status()) and s["positions"] and s, what="reconciled positions")
-    assert node_book(status) == held
-
-    run.signal(signal.SIGTERM)
-    assert run.exit_code() == 0
-    assert venue_book(venue) == {}
-    assert_guard_held(run)
 
 
 def test_worker_killed_while_halting_comes_back_reducing_and_the_stop_goes_on(nsup_run, venue):
@@ -107,3 +115,47 @@ def test_nsup_killed_while_halting_reattaches_and_the_stop_goes_on(nsup_run, ven
     assert run.exit_code() == 0
     assert venue_book(venue) == {}
     assert_guard_held(run)
+
+
+def nsupctl(run, *args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "supervisor.control.nsupctl", "--state-dir", str(run.state_dir), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_hung_worker_that_was_flat_is_replaced(nsup_run, venue):
+    run = trading_on(nsup_run, venue, FAST_RESTARTS)
+    nsupctl(run, "pause")
+    nsupctl(run, "flatten")
+    run.wait_for(lambda: (s := run.last_status()) and s["positions_open"] == 0, what="flat")
+    hung = run.worker_pid
+    os.kill(hung, signal.SIGSTOP)
+
+    run.wait_for(lambda: run.records("hung"), what="hung")
+    wait_for_replacement(run)
+    assert run.records("worker_end")[0]["action"] == "sigkill"
+    assert run.last_status()["trading_state"] == "REDUCING", "the pause survives the replacement"
+    run.signal(signal.SIGTERM)
+    assert run.exit_code() == 0
+    assert venue_book(venue) == {}
+    assert_guard_held(run)
+
+
+def test_a_hung_worker_with_positions_waits_for_the_operator(nsup_run, venue):
+    run = trading_on(nsup_run, venue, FAST_RESTARTS)
+    held = venue_book(venue)
+    os.kill(run.worker_pid, signal.SIGSTOP)
+    alert = run.wait_for(lambda: run.records("hung_with_exposure"), what="the alert")[0]
+    assert len(alert["positions"]) == 2 and "nsupctl recover" in alert["reason"]
+    import time
+
+    time.sleep(1.0)
+    assert run.records("worker_end") == [] and len(run.records("worker_spawned")) == 1
+
+    result = nsupctl(run, "recover", "--confirm", "DEMO-001", "--reason", "the node froze")
+    assert result.returncode == 0, result.stderr
+    approval = run.records("approval")[0]
+    assert approval["action"] == "recover" and approval["reason"] == "the node froze"
+    replaced_with_the_same_positions_then_stopped_flat(run, venue, held)

@@ -20,9 +20,11 @@ def status(
     exiting: bool = False,
     trading_state: str = "HALTED",
     ts: float = 1_700_000_000.0,
+    venue_counts: p.Counts | None = None,
 ) -> p.NodeStatus:
     """One status read; flat by default."""
     return p.NodeStatus(
+        venue_counts=venue_counts,
         node_state="RUNNING",
         trading_state=trading_state,
         counts=p.Counts(positions, inflight, open_),
@@ -63,13 +65,17 @@ def node_statuses(ts=timestamps) -> st.SearchStrategy[p.NodeStatus]:
         strategies=st.lists(strategy_views, max_size=3),
         positions=st.lists(position_views, max_size=2),
         ts=ts,
+        venue_counts=st.none() | counts,
     )
 
 
 def flat_reads(span_secs: float, n: int = 2, last: str = "HALTED") -> FlatReads:
     """Verified-flat evidence as the daemon builds it: flat reads, the last HALTED, span on nsup's clock."""
     reads = [status(trading_state="REDUCING", ts=1_700_000_000.0 + i) for i in range(n - 1)]
-    return FlatReads((*reads, status(trading_state=last, ts=1_700_000_000.0 + n)), span_secs)
+    return FlatReads((*reads, status(trading_state=last, ts=1_700_000_000.0 + n, venue_counts=VENUES_FLAT)), span_secs)
+
+
+VENUES_FLAT = p.Counts(0, 0, 0)
 
 
 spans = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, 0.1, 0.5, 1.0, -1.0])
@@ -86,8 +92,9 @@ def verified_flat_reads(draw, interval: float) -> FlatReads:
     The worker's own timestamps are arbitrary: the span is measured on nsup's clock."""
     n = draw(st.integers(min_value=2, max_value=4))
     states = [draw(st.sampled_from(TRADING_STATES)) for _ in range(n - 1)] + ["HALTED"]
-    reads = tuple(status(trading_state=s, ts=draw(timestamps)) for s in states)
-    return FlatReads(reads, interval + draw(st.floats(min_value=0, max_value=3)))
+    reads = [status(trading_state=s, ts=draw(timestamps)) for s in states]
+    reads[-1] = msgspec.structs.replace(reads[-1], venue_counts=VENUES_FLAT)  # the venues asked, last
+    return FlatReads(tuple(reads), interval + draw(st.floats(min_value=0, max_value=3)))
 
 
 @st.composite
@@ -95,7 +102,8 @@ def nearly_flat_reads(draw, interval: float) -> FlatReads | None:
     """Verified-flat evidence with exactly one thing spoiled: what the guard must still refuse."""
     evidence = draw(verified_flat_reads(interval))
     reads, span = list(evidence.reads), evidence.span_secs
-    spoil = draw(st.sampled_from(["not_halted", "too_short", "count", "exiting", "one_read", "nan_span", "none"]))
+    spoil = draw(st.sampled_from(["not_halted", "too_short", "count", "exiting", "one_read", "nan_span", "none",
+                                  "venue_unasked", "venue_holds"]))
     i = draw(st.integers(0, len(reads) - 1))
     if spoil == "not_halted":
         reads[-1] = msgspec.structs.replace(reads[-1], trading_state=draw(st.sampled_from(["ACTIVE", "REDUCING"])))
@@ -110,6 +118,11 @@ def nearly_flat_reads(draw, interval: float) -> FlatReads | None:
         reads = reads[-1:]
     elif spoil == "nan_span":
         span = math.nan
+    elif spoil == "venue_unasked":
+        reads[-1] = msgspec.structs.replace(reads[-1], venue_counts=None)
+    elif spoil == "venue_holds":
+        field = draw(st.sampled_from(["positions_open", "orders_open"]))
+        reads[-1] = msgspec.structs.replace(reads[-1], venue_counts=msgspec.structs.replace(VENUES_FLAT, **{field: 1}))
     else:
         return None
     return FlatReads(tuple(reads), span)
@@ -129,5 +142,8 @@ def verified_flat_oracle(evidence: FlatReads | None, interval: float) -> bool:
     if not isinstance(evidence, FlatReads) or len(evidence.reads) < 2:
         return False
     if any(not is_flat_oracle(r) for r in evidence.reads):
+        return False
+    venues = evidence.reads[-1].venue_counts  # and the venues themselves, asked last, hold nothing
+    if venues is None or (venues.positions_open, venues.orders_inflight, venues.orders_open) != (0, 0, 0):
         return False
     return evidence.reads[-1].trading_state == "HALTED" and not (evidence.span_secs < interval or math.isnan(evidence.span_secs))

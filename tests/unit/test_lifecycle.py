@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from _statuses import (
+    VENUES_FLAT,
     any_flat_reads,
     flat_reads,
     nearly_flat_reads,
@@ -198,10 +199,10 @@ def test_flat_allowed_with_the_daemons_three_reads():
 
 def test_flat_span_is_nsups_not_the_workers_clock():
     """The worker's wall clock may step: its timestamps neither make nor break the interval."""
-    stepped_back = FlatReads((status(ts=2_000_000_000.0), status(ts=1_000_000_000.0)), INTERVAL)
+    stepped_back = FlatReads((status(ts=2_000_000_000.0), status(ts=1_000_000_000.0, venue_counts=VENUES_FLAT)), INTERVAL)
     life, _ = machine("HALTING")
     assert life.fire("flat", evidence=stepped_back).ok
-    same_instant_but_far_on_worker_clock = FlatReads((status(ts=0.0), status(ts=1e9)), INTERVAL / 2)
+    same_instant_but_far_on_worker_clock = FlatReads((status(ts=0.0), status(ts=1e9, venue_counts=VENUES_FLAT)), INTERVAL / 2)
     life, _ = machine("HALTING")
     assert not life.fire("flat", evidence=same_instant_but_far_on_worker_clock).ok
 

@@ -20,13 +20,18 @@ def quote(book: Book, bid: str, ask: str, instrument: str = EUR, ts: int = 1) ->
     return book.on_quote(v.Quote(instrument, bid, ask, "1000000", "1000000", ts))
 
 
-def submit(book: Book, cid: str, side: str, qty: str | int, price: str | None = None, instrument: str = EUR,
-           tif: str = "GTC", reduce_only: bool = False, ts: int = 2) -> list[v.Event]:
+def order(cid: str, side: str = "BUY", qty: str | int = 1, price: str | None = None, instrument: str = EUR,
+          tif: str = "GTC", reduce_only: bool = False) -> v.Submit:
     order_type = "MARKET" if price is None else "LIMIT"
-    return book.submit(v.Submit(
+    return v.Submit(
         request_id=1, client_order_id=cid, strategy_id="S-1", instrument_id=instrument, side=side,
         order_type=order_type, quantity=str(qty), price=price, time_in_force=tif, reduce_only=reduce_only,
-    ), ts)
+    )
+
+
+def submit(book: Book, cid: str, side: str, qty: str | int, price: str | None = None, instrument: str = EUR,
+           tif: str = "GTC", reduce_only: bool = False, ts: int = 2) -> list[v.Event]:
+    return book.submit(order(cid, side, qty, price, instrument, tif, reduce_only), ts)
 
 
 def kinds(events: list[v.Event]) -> list[str]:
@@ -37,23 +42,25 @@ def position(book: Book, instrument: str = EUR) -> v.Position:
     return next(p for p in book.positions() if p.instrument_id == instrument)
 
 
-def market_book() -> Book:
-    book = Book()
+def market_book(**kw) -> Book:
+    book = Book(**kw)
     quote(book, "1.09998", "1.10002")
     return book
 
 
 def test_market_orders_fill_in_full_at_the_touch():
-    book = market_book()
+    book = market_book(epoch="k3x")
     buy = submit(book, "B", "BUY", 100_000)
     assert kinds(buy) == ["OrderAccepted", "OrderFilled"]
-    assert buy[0].order.status == "ACCEPTED" and buy[0].order.venue_order_id == "V-1"
+    assert buy[0].order.status == "ACCEPTED" and buy[0].order.venue_order_id == "V-k3x-1"
     fill = buy[1].fill
-    assert (fill.price, fill.quantity, fill.side, fill.trade_id, fill.currency) == ("1.10002", "100000", "BUY", "T-1", "USD")
+    assert (fill.price, fill.quantity, fill.side, fill.trade_id, fill.currency) == (
+        "1.10002", "100000", "BUY", "T-k3x-1", "USD")
     assert fill.commission == "2.20"  # 0.00002 * 100000 * 1.10002 = 2.200040 -> 2.20
     assert buy[1].order.status == "FILLED" and buy[1].order.filled_qty == "100000" and buy[1].order.avg_px == "1.10002"
     sell = submit(book, "S", "SELL", 50_000)
-    assert sell[1].fill.price == "1.09998" and sell[1].order.venue_order_id == "V-2" and sell[1].fill.trade_id == "T-2"
+    assert sell[1].fill.price == "1.09998"
+    assert (sell[1].order.venue_order_id, sell[1].fill.trade_id) == ("V-k3x-2", "T-k3x-2")
 
 
 def test_market_order_without_a_quote_is_rejected_and_not_kept():
@@ -195,6 +202,78 @@ def test_cancel_rules():
     assert quote(book, "1.08990", "1.08995") == []  # a canceled order never fills
     submit(book, "M", "BUY", 1000)
     assert "FILLED" in book.cancel(v.Cancel(request_id=1, client_order_id="M"), 7)[0].reason
+
+
+def test_ids_carry_the_epoch_so_another_book_never_reuses_them():
+    first, second = market_book(epoch="a"), market_book(epoch="b")
+    ids = [(e.order.venue_order_id, e.fill.trade_id) for book in (first, second) for e in submit(book, "B", "BUY", 1)
+           if isinstance(e, v.OrderFilled)]
+    assert ids == [("V-a-1", "T-a-1"), ("V-b-1", "T-b-1")]
+
+
+def test_a_received_order_is_submitted_until_carried_out():
+    book = market_book()
+    cmd = order("H", qty=1000, price="1.09000")
+    assert book.receive(cmd, 5) == []
+    (held,) = book.orders(client_order_id="H")
+    assert (held.status, held.quantity, held.price, held.filled_qty, held.ts_accepted, held.ts_last) == (
+        "SUBMITTED", "1000", "1.09000", "0", 5, 5)
+    assert held.venue_order_id.startswith("V-")
+    assert book.orders(open_only=True) == [held]
+    assert kinds(submit(book, "H", "SELL", 5)) == ["OrderRejected"]  # its client_order_id is taken
+    assert kinds(book.modify(v.Modify(request_id=1, client_order_id="H", price="1.09001"), 6)) == ["CommandRejected"]
+    assert quote(book, "1.08000", "1.08001") == []  # not matched before it is carried out
+    accepted = book.carry_out(cmd, 7)
+    assert kinds(accepted) == ["OrderAccepted", "OrderFilled"]
+    assert accepted[0].order.venue_order_id == held.venue_order_id and accepted[0].order.ts_accepted == 7
+    assert book.carry_out(cmd, 8) == []  # once only
+
+
+def test_a_received_order_canceled_before_it_is_carried_out_never_is():
+    book = market_book()
+    cmd = order("H", qty=1000)
+    book.receive(cmd, 5)
+    canceled = book.cancel(v.Cancel(request_id=1, client_order_id="H"), 6)
+    assert kinds(canceled) == ["OrderCanceled"]
+    assert (canceled[0].order.status, canceled[0].order.ts_accepted, canceled[0].order.ts_last) == ("CANCELED", 5, 6)
+    assert book.carry_out(cmd, 7) == [] and book.positions() == []
+    assert [o.status for o in book.orders()] == ["CANCELED"] and book.orders(open_only=True) == []
+
+
+def test_a_received_order_rejected_when_carried_out_is_forgotten():
+    book = market_book()
+    cmd = order("H", qty="abc")
+    book.receive(cmd, 5)
+    assert book.orders()[0].quantity == "abc"  # as the Submit gave it
+    assert kinds(book.carry_out(cmd, 6)) == ["OrderRejected"] and book.orders() == []
+    other = order("J")
+    book.receive(other, 7)
+    assert [e.reason for e in book.carry_out(other, 8, refuse="drill")] == ["drill"] and book.orders() == []
+
+
+def test_orders_by_client_order_id_and_fills_since():
+    book = market_book()
+    submit(book, "A", "BUY", 1, ts=3)
+    submit(book, "B", "BUY", 1, ts=5)
+    submit(book, "L", "BUY", 1, price="1.09000", ts=6)
+    assert [o.client_order_id for o in book.orders(client_order_id="B")] == ["B"]
+    assert book.orders(client_order_id="nope") == [] and book.orders(open_only=True, client_order_id="B") == []
+    assert [o.client_order_id for o in book.orders(open_only=True, client_order_id="L")] == ["L"]
+    assert [f.client_order_id for f in book.fills(since_ts=4)] == ["B"]
+    assert [f.client_order_id for f in book.fills(since_ts=5)] == ["B"] and book.fills(since_ts=6) == []
+
+
+def test_history_is_bounded_closed_orders_far_back_and_old_fills_are_dropped():
+    book = market_book(keep_orders=10, keep_fills=5)
+    submit(book, "L", "BUY", 1, price="1.09000")  # stays open: never pruned
+    for n in range(30):
+        submit(book, f"M{n}", "BUY", 1)
+    orders = [o.client_order_id for o in book.orders()]
+    assert orders[0] == "L" and orders[-10:] == [f"M{n}" for n in range(20, 30)] and len(orders) <= 12
+    assert [f.client_order_id for f in book.fills()] == [f"M{n}" for n in range(25, 30)]
+    assert position(book).quantity == "30"  # the books themselves forget nothing
+    assert "unknown" in book.cancel(v.Cancel(request_id=1, client_order_id="M0"), 9)[0].reason
+    assert kinds(book.cancel(v.Cancel(request_id=1, client_order_id="L"), 9)) == ["OrderCanceled"]
 
 
 def test_modify_rules():

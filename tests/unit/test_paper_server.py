@@ -1,11 +1,12 @@
-"""The paper venue as a process: `python -m paper_venue serve` over real ZeroMQ on ipc, a DEALER and a SUB
-against it; the venue outlives its client; the drills; garbage in; SIGTERM -> exit 0."""
+"""The paper venue as a process (paper_venue.launcher's VenueProcess) over real ZeroMQ on ipc, a DEALER
+and a SUB against it; the venue outlives its client; the drills; garbage in; SIGTERM -> exit 0; and no
+task of the venue dies."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -14,8 +15,12 @@ from pathlib import Path
 
 import pytest
 import zmq
+from loguru import logger
 
 from paper_venue import protocol as v
+from paper_venue.book import Book
+from paper_venue.launcher import VenueProcess, endpoints_in
+from paper_venue.server import Venue
 
 ROOT = Path(__file__).resolve().parents[2]
 EUR = "EUR/USD.SIM"
@@ -77,17 +82,17 @@ def _cid(event: v.Event) -> str:
     return event.order.client_order_id if hasattr(event, "order") else event.client_order_id
 
 
-class VenueProcess:
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="pv-")  # ipc paths must stay short
-        self.endpoint = f"ipc://{self.dir}/venue.sock"
-        self.quotes_endpoint = f"ipc://{self.dir}/quotes.sock"
-        self.log = open(Path(self.dir) / "venue.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "paper_venue", "serve", "--dir", self.dir, "--interval-ms", "20", "--seed", "1"],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-        )
+class Running:
+    """A started VenueProcess, and the sockets the tests talk to it through."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
         self.ctx = zmq.Context()
+
+    def start(self) -> None:
+        self.process = VenueProcess(self.directory, interval_ms=20, seed=1)
+        self.endpoint, self.quotes_endpoint = self.process.endpoint, self.process.quotes_endpoint
+        self.process.wait_ready()
 
     def client(self) -> Client:
         return Client(self.ctx, self.endpoint)
@@ -102,34 +107,28 @@ class VenueProcess:
     def faults(self, client: Client, **faults) -> v.Reply:
         return client.request(lambda i: v.SetFaults(request_id=i, **faults))
 
-    def output(self) -> str:
-        return (Path(self.dir) / "venue.log").read_text(errors="replace")
+    def drill(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "paper_venue", "drill", "--endpoint", self.endpoint, *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=30)
 
-    def stop(self) -> int | None:
-        self.ctx.destroy(linger=0)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            return None
-        finally:
-            self.log.close()
+    def output(self) -> str:
+        return self.process.log_path.read_text(errors="replace")
 
 
 @pytest.fixture
 def venue():
-    process = VenueProcess()
+    directory = Path(tempfile.mkdtemp(prefix="pv-"))  # ipc paths must stay short
+    running = Running(directory)
     try:
-        yield process
-        assert process.proc.poll() is None, f"the venue died:\n{process.output()}"
+        running.start()
+        yield running
     finally:
-        code = process.stop()
-        output = process.output()
-        shutil.rmtree(process.dir, ignore_errors=True)
+        running.ctx.destroy(linger=0)
+        code = running.process.stop()
+        output = running.output()
+        shutil.rmtree(directory, ignore_errors=True)
     assert code == 0, f"SIGTERM must end the venue with 0, got {code}:\n{output}"
+    assert "venue task" not in output, f"a task of the venue died:\n{output}"
 
 
 def quotes(sub: zmq.Socket, timeout: float) -> list[tuple[bytes, v.Quote]]:
@@ -190,42 +189,141 @@ def test_requests_are_carried_out_in_the_order_they_arrive(venue):
 
 def test_orders_need_a_hello_and_the_right_account(venue):
     client = venue.client()
-    assert client.submit("O-1").error == "say hello first"
+    assert client.submit("O-1").error == v.NOT_GREETED
     assert "unknown account" in client.request(lambda i: v.Hello(request_id=i, account_id="OTHER")).error
 
 
 def test_reject_orders_drill_through_the_cli(venue):
     client = venue.client()
     client.hello()
-
-    def drill(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "paper_venue", "drill", "--endpoint", venue.endpoint, *args],
-                              cwd=ROOT, capture_output=True, text=True, timeout=30)
-
-    on = drill("--reject-orders", "on")
+    on = venue.drill("--reject-orders", "on")
     assert on.returncode == 0 and '"ok":true' in on.stdout
     assert client.submit("O-1").ok  # received...
     rejected = client.wait_events("O-1", 1)
     assert [(type(e), e.reason) for e in rejected] == [(v.OrderRejected, "venue drill: rejecting orders")]
-    assert drill("--reject-orders", "off").returncode == 0
+    assert venue.drill("--reject-orders", "off").returncode == 0
     client.submit("O-2")
     assert [type(e) for e in client.wait_events("O-2", 2)] == [v.OrderAccepted, v.OrderFilled]
 
 
-def test_ack_delay_holds_the_order_in_flight(venue):
+def orders(client: Client, **query) -> list[v.OrderState]:
+    return client.request(lambda i: v.QueryOrders(request_id=i, **query)).orders
+
+
+def test_ack_delay_holds_the_order_in_flight_but_known(venue):
     client = venue.client()
     client.hello()
     assert venue.faults(client, ack_delay_ms=400).ok
-    sent = time.monotonic()
+    sent, received = time.monotonic(), time.time_ns()
     assert client.submit("O-1").ok
-    assert client.request(lambda i: v.QueryOrders(request_id=i)).orders == []  # in flight: not known yet
+    (held,) = orders(client, client_order_id="O-1")  # in flight: SUBMITTED, not unknown
+    assert (held.status, held.quantity, held.filled_qty) == ("SUBMITTED", "100000", "0")
+    assert held.venue_order_id and held.ts_accepted == held.ts_last and abs(held.ts_accepted - received) < 1e9
+    assert orders(client) == orders(client, open_only=True) == [held]
     events = client.wait_events("O-1", 2)
     assert time.monotonic() - sent >= 0.35
     assert [type(e) for e in events] == [v.OrderAccepted, v.OrderFilled]
+    assert events[0].order.venue_order_id == held.venue_order_id
     venue.faults(client, ack_delay_ms=0)
     sent = time.monotonic()
     client.submit("O-2")
     assert len(client.wait_events("O-2", 2)) == 2 and time.monotonic() - sent < 0.35
+
+
+def test_a_cancel_reaches_an_order_the_ack_delay_holds(venue):
+    client = venue.client()
+    client.hello()
+    venue.faults(client, ack_delay_ms=300)
+    client.submit("O-1")
+    assert client.request(lambda i: v.Cancel(request_id=i, client_order_id="O-1")).ok
+    (canceled,) = client.wait_events("O-1", 1)
+    assert isinstance(canceled, v.OrderCanceled) and canceled.order.status == "CANCELED"
+    time.sleep(0.5)  # past the delay: it is never carried out
+    assert len(client.wait_events("O-1", 2, timeout=0.2)) == 1
+    assert [o.status for o in orders(client)] == ["CANCELED"] and orders(client, open_only=True) == []
+    assert client.request(lambda i: v.QueryPositions(request_id=i)).positions == []
+
+
+def test_query_one_order_and_fills_since(venue):
+    client = venue.client()
+    client.hello()
+    client.submit("O-1")
+    (_, first), = [(e.order, e.fill) for e in client.wait_events("O-1", 2) if isinstance(e, v.OrderFilled)]
+    client.submit("O-2")
+    client.wait_events("O-2", 2)
+    assert [o.client_order_id for o in orders(client, client_order_id="O-2")] == ["O-2"]
+    assert orders(client, client_order_id="nope") == [] and orders(client, open_only=True, client_order_id="O-2") == []
+    fills = client.request(lambda i: v.QueryFills(request_id=i, since_ts=first.ts + 1)).fills
+    assert [f.client_order_id for f in fills] == ["O-2"]
+
+
+def test_reply_delay_carries_out_at_once_and_answers_late(venue):
+    client = venue.client()
+    client.hello()
+    assert venue.drill("--reply-delay-ms", "400").returncode == 0
+    sent = time.monotonic()
+    request_id = client.send(lambda i: v.Submit(request_id=i, client_order_id="O-1", strategy_id="S-1",
+                                                instrument_id=EUR, side="BUY", order_type="MARKET", quantity="1"))
+    assert [type(e) for e in client.wait_events("O-1", 2, timeout=0.3)] == [v.OrderAccepted, v.OrderFilled]
+    assert time.monotonic() - sent < 0.3  # carried out at once: the events overtake the reply
+    reply = client.reply(request_id)
+    assert reply.ok and time.monotonic() - sent >= 0.35
+    sent = time.monotonic()
+    assert venue.faults(client, reply_delay_ms=0).ok and time.monotonic() - sent < 0.3  # SetFaults: at once
+    assert not venue.faults(client, reply_delay_ms=-1).ok
+
+
+def test_ids_are_never_reused_by_a_restarted_venue(venue):
+    def fill_ids() -> tuple[str, str]:
+        client = venue.client()
+        client.hello()
+        client.submit("O-1")
+        (fill,) = [e for e in client.wait_events("O-1", 2) if isinstance(e, v.OrderFilled)]
+        return fill.order.venue_order_id, fill.fill.trade_id
+
+    first = fill_ids()
+    assert venue.process.stop() == 0
+    venue.start()  # a new venue in the same place: its books start empty
+    second = fill_ids()
+    assert first[0].startswith("V-") and first[1].startswith("T-") and len(first[0]) <= 16
+    assert first[0] != second[0] and first[1] != second[1]
+
+
+def test_two_drop_connection_drills_in_a_row(venue):
+    client = venue.client()
+    client.hello()
+    for _ in range(2):  # back to back: the second comes while the first drop is under way
+        client.send(lambda i: v.SetFaults(request_id=i, drop_connection=True))
+    time.sleep(1.0)
+    assert venue.drill("--drop-connection").returncode == 0  # and once more after it
+    time.sleep(1.0)
+    fresh = venue.client()
+    assert fresh.hello().ok and fresh.submit("O-1").ok  # the fixture checks that no task died
+
+
+def test_a_venue_task_that_dies_is_logged():
+    directory = Path(tempfile.mkdtemp(prefix="pv-"))
+    book = Book()
+
+    def broken(quote):
+        raise RuntimeError("the quote task broke")
+
+    book.on_quote = broken
+    venue = Venue(book, "SIM-001", *endpoints_in(directory), interval_ms=10)
+    errors: list[str] = []
+    sink = logger.add(errors.append, level="ERROR")
+
+    async def run_briefly() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.3, stop.set)
+        await venue.run(stop)
+
+    try:
+        asyncio.run(run_briefly())
+    finally:
+        logger.remove(sink)
+        shutil.rmtree(directory, ignore_errors=True)
+    assert any("venue task Venue._ticks died" in e and "the quote task broke" in e for e in errors), errors
 
 
 def test_silent_means_no_quotes_no_events_no_replies_until_switched_off(venue):
@@ -257,7 +355,7 @@ def test_drop_connection_cuts_the_sessions_and_the_venue_comes_back(venue):
                 request_id=i, client_order_id="O-2", strategy_id="S-1", instrument_id=EUR, side="BUY",
                 order_type="MARKET", quantity="1")), timeout=1.0)) is not None:
             break
-    assert reply is not None and reply.error == "say hello first"  # the session was cut
+    assert reply is not None and reply.error == v.NOT_GREETED  # the session was cut
     assert client.hello().ok
     positions = client.request(lambda i: v.QueryPositions(request_id=i)).positions
     assert [(p.side, p.quantity) for p in positions] == [("LONG", "100000")]

@@ -26,6 +26,7 @@ ACTIONS = list(EndAction)
 # The operator action whose approval covers ending the worker: DESIGN.md "abort ... the approval is
 # journaled with who and why"; there is no separate kill approval in the operator surface.
 ENDING_APPROVAL = "abort"
+ENDING_APPROVALS = {"abort", "recover"}  # abort: stop with exposure; recover: kill a hung worker
 
 
 def approval(action: str = ENDING_APPROVAL, approval_id: str = "ap-7") -> Approval:
@@ -39,41 +40,45 @@ def test_the_means_of_ending_a_worker():
 # decide ------------------------------------------------------------------------------------------
 
 approvals = st.none() | st.builds(
-    approval, action=st.sampled_from(["abort", "ABORT", "stop_command", "sigkill", "sigterm", "resume", ""])
+    approval, action=st.sampled_from(["abort", "recover", "ABORT", "stop_command", "sigkill", "sigterm", "resume", ""])
 )
 
 
-def rule_allows(fresh_status, appr, worker_alive, node_ever_ran) -> bool:
+def rule_allows(fresh_status, appr, worker_alive, node_ever_ran, last_known=None) -> bool:
     """DESIGN.md: the last fresh status says flat, or an operator approval to end it is on record, or
-    the worker is already gone; and (nsup's own rule) a node nsup never ran, when it cannot say."""
+    the worker is already gone; a hung worker (no fresh status) that was flat when last heard; and
+    (nsup's own rule) a node nsup never ran, when it cannot say."""
     return (
         not worker_alive
-        or (appr is not None and appr.action == ENDING_APPROVAL)
+        or (appr is not None and appr.action in ENDING_APPROVALS)
         or (fresh_status is not None and is_flat_oracle(fresh_status))
         or (fresh_status is None and not node_ever_ran)
+        or (fresh_status is None and last_known is not None and is_flat_oracle(last_known))
     )
 
 
 decide_args = dict(
-    fresh=st.none() | node_statuses(), appr=approvals, alive=st.booleans(), ever_ran=st.booleans()
+    fresh=st.none() | node_statuses(), appr=approvals, alive=st.booleans(), ever_ran=st.booleans(),
+    last=st.none() | node_statuses(),
 )
 
 
 @settings(max_examples=300, deadline=None)
 @given(**decide_args)
-def test_decide_never_allows_what_the_rule_forbids(fresh, appr, alive, ever_ran):
-    d = decide(fresh, appr, alive, ever_ran)
+def test_decide_never_allows_what_the_rule_forbids(fresh, appr, alive, ever_ran, last):
+    d = decide(fresh, appr, alive, ever_ran, last)
     assert isinstance(d, Decision) and isinstance(d.allowed, bool)
     assert d.reason.strip()
     if d.allowed:
-        assert rule_allows(fresh, appr, alive, ever_ran)
+        assert rule_allows(fresh, appr, alive, ever_ran, last)
 
 
 @settings(max_examples=300, deadline=None)
-@example(fresh=status(), appr=approval("resume"), alive=True, ever_ran=True)
+@example(fresh=status(), appr=approval("resume"), alive=True, ever_ran=True, last=None)
+@example(fresh=None, appr=None, alive=True, ever_ran=True, last=status(positions=1))
 @given(**decide_args)
-def test_decide_is_exactly_the_design_rule(fresh, appr, alive, ever_ran):
-    assert decide(fresh, appr, alive, ever_ran).allowed == rule_allows(fresh, appr, alive, ever_ran)
+def test_decide_is_exactly_the_design_rule(fresh, appr, alive, ever_ran, last):
+    assert decide(fresh, appr, alive, ever_ran, last).allowed == rule_allows(fresh, appr, alive, ever_ran, last)
 
 
 @pytest.mark.parametrize("ever_ran", [True, False])
@@ -108,6 +113,7 @@ class FakeLink:
         self.refuse_stop = refuse_stop
         self.silent_stop = silent_stop
         self.sent: list[tuple[p.Command, float]] = []
+        self.last_status = None  # what the link heard last before silence: nothing, in these tests
 
     async def request(self, command: p.Command, timeout: float) -> p.Reply:
         self.sent.append((command, timeout))
