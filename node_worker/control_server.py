@@ -23,13 +23,17 @@ from node_worker.venue_check import venue_counts
 from supervisor import protocol as p
 
 RUN_POLL_SECS = 0.01
+SUPERVISOR_LOST_AFTER_BEATS = 5
 
 
 class ControlServer:
-    def __init__(self, node: TradingNode, endpoint: str, heartbeat_secs: float):
+    def __init__(self, node: TradingNode, endpoint: str, heartbeat_secs: float, reduce_after_supervisor_lost_secs: float = 0):
         self._node = node
         self._endpoint = endpoint
         self._heartbeat_secs = heartbeat_secs
+        self._reduce_after_supervisor_lost_secs = reduce_after_supervisor_lost_secs  # 0: never
+        self._last_supervisor: float | None = None  # loop time of the supervisor's last message
+        self._supervisor_lost_at: float | None = None
         self._socket: zmq.asyncio.Socket | None = None
         self._run_task: asyncio.Task | None = None
         self._stop_task: asyncio.Task | None = None
@@ -61,9 +65,32 @@ class ControlServer:
         while True:
             try:
                 await self._send(p.Heartbeat(read_status(self._node), os.getpid()))
+                self._miss_supervisor()
             except Exception:
                 logger.exception("heartbeat failed; trying again next beat")
             await asyncio.sleep(self._heartbeat_secs)
+
+    def _heard_supervisor(self) -> None:
+        if self._supervisor_lost_at is not None:
+            lost_for = asyncio.get_running_loop().time() - self._supervisor_lost_at
+            self.notice(f"the supervisor is back after {lost_for:.1f}s; trading state {read_status(self._node).trading_state}")
+        self._last_supervisor, self._supervisor_lost_at = asyncio.get_running_loop().time(), None
+
+    def _miss_supervisor(self) -> None:
+        """No supervisor for a while: say so, keep trading as told (nsup re-attaches when it is back);
+        after the configured grace, go closing-only, so nothing new opens with nobody watching."""
+        now = asyncio.get_running_loop().time()
+        if self._last_supervisor is None or now - self._last_supervisor < SUPERVISOR_LOST_AFTER_BEATS * self._heartbeat_secs:
+            return
+        if self._supervisor_lost_at is None:
+            self._supervisor_lost_at = self._last_supervisor
+            logger.warning("no heartbeat from the supervisor for {:.1f}s: the node trades on, unsupervised",
+                           now - self._last_supervisor)
+        grace = self._reduce_after_supervisor_lost_secs
+        trading_state = self._node.kernel.risk_engine.trading_state
+        if grace and now - self._supervisor_lost_at >= grace and trading_state == TradingState.ACTIVE:
+            self._node.kernel.risk_engine.set_trading_state(TradingState.REDUCING)
+            logger.warning("no supervisor for {:.0f}s: trading state set to REDUCING (closing orders only)", grace)
 
     async def _receive(self) -> None:
         while True:
@@ -73,6 +100,9 @@ class ControlServer:
             except p.ProtocolError as exc:
                 logger.error("refused a frame from the supervisor: {}", exc)
                 continue  # no request id to answer to
+            self._heard_supervisor()
+            if isinstance(request, p.Ping):
+                continue
             try:
                 await self._send(await self._handle(request))
             except Exception:

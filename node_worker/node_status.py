@@ -28,7 +28,18 @@ def read_status(node: TradingNode, venue_counts: Counts | None = None) -> NodeSt
         positions=[_position_view(node, p) for p in cache.positions_open()],
         ts=time.time(),
         venue_counts=venue_counts,
+        data_age_secs=_data_age_secs(node),
+        clients={str(c.id): c.is_connected for engine in (node.kernel.data_engine, node.kernel.exec_engine)
+                 for c in engine._clients.values()},
     )
+
+
+def _data_age_secs(node: TradingNode) -> float | None:
+    cache = node.kernel.cache
+    quotes = [q for q in (cache.quote_tick(i) for i in cache.instrument_ids()) if q is not None]
+    if not quotes:
+        return None
+    return (node.kernel.clock.timestamp_ns() - max(q.ts_init for q in quotes)) / 1e9
 
 
 def _position_view(node: TradingNode, position: Position) -> PositionView:

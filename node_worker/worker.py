@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from node_worker.control_server import ControlServer
 
     loop = node.get_event_loop()
-    server = ControlServer(node, args.link, args.heartbeat_secs)
+    server = ControlServer(node, args.link, args.heartbeat_secs, args.reduce_after_supervisor_lost_secs)
     _take_over_signals(loop, server)
     try:
         loop.run_until_complete(server.serve())
@@ -57,6 +57,8 @@ def _parse_args(argv):
     parser.add_argument("--params-file", required=True, help="JSON object of keyword arguments for the factory")
     parser.add_argument("--lock", required=True, help="file this worker holds locked while it lives")
     parser.add_argument("--heartbeat-secs", type=float, default=1.0)
+    parser.add_argument("--reduce-after-supervisor-lost-secs", type=float, default=0.0,
+                        help="without a supervisor this long, go closing-only (0: never)")
     return parser.parse_args(argv)
 
 

@@ -19,6 +19,8 @@
     restart_backoff_max_secs = 30.0
     stable_after_secs = 60.0                       # a worker up this long resets the count
     hang_after_missed_heartbeats = 5               # silent this long: hung (flat: replaced; else: operator)
+    reduce_after_supervisor_lost_secs = 0.0        # a worker without nsup this long goes closing-only (0: never)
+    feed_silent_after_secs = 10.0                  # no market data this long: health feed_silent (an alert only)
 
     [control]                                      # optional; ipc in run_dir is always on
     group = "traders"                              # control.sock 0660 for this group (else 0600)
@@ -66,6 +68,8 @@ class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     restart_backoff_max_secs: PositiveSecs = 30.0
     stable_after_secs: PositiveSecs = 60.0
     hang_after_missed_heartbeats: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 5
+    reduce_after_supervisor_lost_secs: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 0.0
+    feed_silent_after_secs: PositiveSecs = 10.0
 
     @property
     def state_path(self) -> Path:

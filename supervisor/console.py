@@ -13,7 +13,10 @@ from loguru import logger
 
 from supervisor.protocol import NodeStatus
 
-_LEVELS = {"transition": "SUCCESS", "refusal": "WARNING", "fault": "ERROR", "halt_stuck": "CRITICAL"}
+_LEVELS = {
+    "transition": "SUCCESS", "refusal": "WARNING", "fault": "ERROR", "halt_stuck": "CRITICAL",
+    "hung_with_exposure": "CRITICAL", "venue_disagrees": "CRITICAL", "health": "WARNING", "hung": "ERROR",
+}
 
 
 def setup_logging(json_lines: bool) -> None:
@@ -36,8 +39,10 @@ class Console:
         bound = logger.bind(journal=entry)
         if kind == "transition":
             bound.log(level, "{source} -> {dest} ({trigger}) positions={positions_open} inflight={orders_inflight} open={orders_open}", **entry)
+        elif kind == "health":
+            bound.log("INFO" if entry["health"] == "ok" else level, "HEALTH: {} (was {})", entry["health"], entry["was"])
         else:
-            bound.log(level, "{}: {}", kind.upper(), entry.get("reason", ""))
+            bound.log(level, "{}: {}", kind.upper(), entry.get("reason", entry.get("result", "")))
             for p in entry.get("positions", ()):
                 bound.log(level, "  open: {} {} {} unrealized {}", p.instrument_id, p.side, p.quantity, p.unrealized_pnl)
 

@@ -90,6 +90,7 @@ class Supervisor:
         self.stuck = False  # HALTING, and not flat after every round
         self.detour: str | None = None  # "restart" or "abort" while the walk carries one out
         self.hung = False  # silent past hang_after_missed_heartbeats, and not answering since
+        self.health: str | None = None  # from the worker's last status: ok, waiting_for_data, feed_silent, ...
         self.paused = False  # an operator's pause: the node runs closing-only until resumed
         self.restarts = 0
         self.started_at = time.monotonic()
@@ -138,6 +139,7 @@ class Supervisor:
                 "--params-file", str(params_file),
                 "--lock", str(s.run_path / "worker.lock"),
                 "--heartbeat-secs", str(s.heartbeat_interval_secs),
+                "--reduce-after-supervisor-lost-secs", str(s.reduce_after_supervisor_lost_secs),
             ],
             log_path=s.state_path / "worker.log",
         )
@@ -558,6 +560,7 @@ class Supervisor:
         interval, silent_since = s.heartbeat_interval_secs, None
         while True:
             await asyncio.sleep(interval)
+            await self.link.ping()
             heard = self.link.last_heard
             if heard is None:
                 continue  # still starting: the start-up timeout covers this
@@ -645,5 +648,10 @@ class Supervisor:
         self.journal.record("worker_notice", text=text)
 
     def _on_status(self, status: p.NodeStatus, is_heartbeat: bool) -> None:
+        health = status.health(self.config.supervisor.feed_silent_after_secs)
+        if health != self.health:  # a silent feed is not a hang: it is on record and alerted, nothing more
+            self.journal.record("health", health=health, was=self.health, data_age_secs=status.data_age_secs,
+                                clients=status.clients, state=self.lifecycle.state)
+            self.health = health
         for listener in self.status_listeners + (self.heartbeat_listeners if is_heartbeat else []):
             listener(self.lifecycle.state, status)

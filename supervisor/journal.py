@@ -26,14 +26,18 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
         self._listeners: list[Listener] = []
-        self._end_torn_line()
+        if self._end_torn_line():
+            self.record("fault", reason="the journal's last record was cut short (a crash or power loss mid-write); "
+                        "it is skipped, every record before it is intact")
 
-    def _end_torn_line(self) -> None:
+    def _end_torn_line(self) -> bool:
         """A record cut short by a crash is closed with a newline, so the next one stands on its own."""
         size = os.fstat(self._fd).st_size
         if size and os.pread(self._fd, 1, size - 1) != b"\n":
             os.write(self._fd, b"\n")
             os.fsync(self._fd)
+            return True
+        return False
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)

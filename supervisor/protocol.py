@@ -47,10 +47,20 @@ class NodeStatus(msgspec.Struct, frozen=True):
     positions: list[PositionView]
     ts: float  # worker's wall clock, seconds since the epoch
     venue_counts: Counts | None = None  # what the venues themselves report; only in a CheckVenues reply
+    data_age_secs: float | None = None  # since the newest quote the node has; None before the first
+    clients: dict[str, bool] = {}  # data and execution client ids: connected?
 
     def is_flat(self) -> bool:
         """One read that says flat; DESIGN.md requires two of these some interval apart."""
         return self.counts.all_zero() and not any(s.is_exiting for s in self.strategies)
+
+    def health(self, feed_silent_after_secs: float) -> str:
+        """Beyond liveness: a live worker can still be blind or cut off. None of these restarts anything."""
+        if not all(self.clients.values()):
+            return "venue_disconnected"
+        if self.data_age_secs is None:
+            return "waiting_for_data"
+        return "feed_silent" if self.data_age_secs > feed_silent_after_secs else "ok"
 
 
 # Supervisor -> worker: the commands, each one request.
@@ -89,6 +99,10 @@ Command = GetStatus | RunNode | SetTradingState | MarketExit | CheckVenues | Sto
 class Request(msgspec.Struct, frozen=True, tag="request"):
     request_id: int
     command: Command
+
+
+class Ping(msgspec.Struct, frozen=True, tag="ping"):
+    """nsup's heartbeat to the worker, so that the worker knows when its supervisor is gone."""
 
 
 # Worker -> supervisor.
@@ -133,7 +147,7 @@ class Reply(msgspec.Struct, frozen=True, tag="reply"):
 
 
 WorkerMessage = Hello | BuildFailed | Heartbeat | Notice | Reply
-SupervisorMessage = Request
+SupervisorMessage = Request | Ping
 
 _encoder = msgspec.json.Encoder()
 _worker_decoder = msgspec.json.Decoder(WorkerMessage)

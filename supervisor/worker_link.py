@@ -80,6 +80,14 @@ class WorkerLink:
         self.expect_new_worker()
         self._adopt_pid = pid
 
+    async def ping(self) -> None:
+        """nsup's side of the heartbeat (Paranoid Pirate: both ways); nothing if no worker is known."""
+        if self._worker_identity is not None:
+            try:
+                await self._socket.send_multipart([self._worker_identity, p.encode(p.Ping())])
+            except zmq.ZMQError:
+                pass  # the worker is gone: its exit is seen through the pidfd
+
     def expect_new_worker(self) -> None:
         """A worker is about to be spawned: forget the last one's address, wait for a new hello."""
         if self.hello.done() and not self.hello.cancelled():

@@ -123,6 +123,8 @@ class OperatorCommands:
             "positions": node.positions if node else [],
             "strategies": node.strategies if node else [],
             "stuck": s.stuck,
+            "health": s.health,
+            "data_age_secs": node.data_age_secs if node else None,
             "trader_id": s.trader_id,
             "worker_pid": s.process.pid if s.process and s.process.alive() else None,
             "worker_uptime_secs": round(now - s.worker_started_at, 3) if s.worker_started_at and s.process.alive() else None,

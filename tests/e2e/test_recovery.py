@@ -81,9 +81,14 @@ def test_nsup_killed_while_running_is_replaced_and_reattaches(nsup_run, venue):
     run.process.wait()
     held = venue_book(venue)
 
+    import time
+
+    time.sleep(1.5)  # the worker misses its supervisor, and says so
     run.start()  # a new nsup on the same state dir
     run.wait_for(lambda: [r for r in run.records("reattach") if r["result"] == "re-attached"], what="re-attached")
     assert run.records("reattach")[-1]["pid"] == worker and len(run.records("worker_spawned")) == 1
+    assert "no heartbeat from the supervisor" in (run.state_dir / "worker.log").read_text()
+    run.wait_for(lambda: [r for r in run.records("worker_notice") if "supervisor is back" in r["text"]], what="the notice")
     status = run.wait_for(lambda: (s := run.last_status()) and s["positions"] and s, what="status from the worker")
     assert status["state"] == "RUNNING" and node_book(status) == held
 
@@ -159,3 +164,55 @@ def test_a_hung_worker_with_positions_waits_for_the_operator(nsup_run, venue):
     approval = run.records("approval")[0]
     assert approval["action"] == "recover" and approval["reason"] == "the node froze"
     replaced_with_the_same_positions_then_stopped_flat(run, venue, held)
+
+
+def test_a_worker_left_without_nsup_goes_closing_only_after_the_grace(nsup_run, venue):
+    run = trading_on(nsup_run, venue, {**FAST_RESTARTS, "reduce_after_supervisor_lost_secs": 1.0})
+    run.process.kill()
+    run.process.wait()
+    import time
+
+    time.sleep(3.0)
+    run.start()
+    run.wait_for(lambda: [r for r in run.records("reattach") if r["result"] == "re-attached"], what="re-attached")
+    status = run.wait_for(lambda: (s := run.last_status()) and s, what="a status")
+    assert status["trading_state"] == "REDUCING"
+    assert "trading state set to REDUCING" in (run.state_dir / "worker.log").read_text()
+    run.signal(signal.SIGTERM)
+    assert run.exit_code() == 0
+    assert venue_book(venue) == {}
+
+
+def test_a_torn_journal_is_reported_and_the_rest_read(nsup_run):
+    from supervisor.journal import read_journal
+
+    run = nsup_run({"hold_secs": 3600.0, "flat_secs": 0.0}, {"max_restarts": 0})
+    run.wait_for_state("RUNNING")
+    run.signal(signal.SIGTERM)
+    assert run.exit_code() == 0
+    before = len(run.journal)
+    with open(run.state_dir / "journal.jsonl", "ab") as journal:
+        journal.write(b'{"ts": "2026-11-21T00:00:00+00:00", "kind": "transi')  # power lost mid-write
+
+    run.start()
+    run.wait_for(lambda: len([r for r in run.records("transition") if r["dest"] == "RUNNING"]) == 2, what="RUNNING again")
+    records = read_journal(run.state_dir / "journal.jsonl")
+    assert records[before]["kind"] == "fault" and "cut short" in records[before]["reason"]
+    run.signal(signal.SIGTERM)
+    assert run.exit_code() == 0
+
+
+def test_a_silent_feed_is_health_not_a_hang(nsup_run, venue):
+    run = trading_on(nsup_run, venue, {"feed_silent_after_secs": 0.5})
+    run.wait_for(lambda: [r for r in run.records("health") if r["health"] == "ok"], what="health ok")
+    drill(venue, silent=True)
+    run.wait_for(lambda: [r for r in run.records("health") if r["health"] == "feed_silent"], what="feed_silent")
+    import time
+
+    time.sleep(1.0)
+    assert len(run.records("worker_spawned")) == 1 and run.records("worker_end") == [] and run.records("hung") == []
+    drill(venue, silent=False)
+    run.wait_for(lambda: run.records("health")[-1]["health"] == "ok", what="health ok again")
+    run.signal(signal.SIGTERM)
+    assert run.exit_code() == 0
+    assert venue_book(venue) == {}

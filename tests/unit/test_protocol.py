@@ -135,7 +135,7 @@ def mutated_messages(draw):
     target = obj
     while True:
         key = draw(st.sampled_from(sorted(target)))
-        if isinstance(target[key], dict) and draw(st.booleans()):
+        if isinstance(target[key], dict) and target[key] and draw(st.booleans()):
             target = target[key]
             continue
         target[key] = draw(json_values)
