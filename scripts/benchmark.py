@@ -83,7 +83,7 @@ def paper_venue_figures(workdir: Path, runs: int) -> tuple[list[float], list[flo
     latencies, restarts = [], []
     try:
         for i in range(runs):
-            first = NsupRun(workdir / f"k{i}", params, {}).start()
+            first = NsupRun(workdir / f"k{i}", params, {"max_restarts": 0}).start()  # a new nsup reconciles
             try:
                 first.wait_for_state("RUNNING")
                 time.sleep(3.0)  # a few round trips of the demo strategy
@@ -108,6 +108,54 @@ def paper_venue_figures(workdir: Path, runs: int) -> tuple[list[float], list[flo
     finally:
         venue.stop()
     return latencies, restarts
+
+
+def recovery_figures(workdir: Path, runs: int) -> dict[str, list[float]]:
+    """On the paper venue with positions open: detect a crash, detect a hang, crash to RUNNING again,
+    killed nsup to re-attached. Each measured from the moment of the fault, on the journal's clock."""
+    from paper_venue.launcher import VenueProcess
+
+    def at(record: dict) -> float:
+        return datetime.fromisoformat(record["ts"]).timestamp()
+
+    venue = VenueProcess(workdir)
+    venue.wait_ready()
+    params = {"venue": "paper", "venue_endpoint": venue.endpoint, "quotes_endpoint": venue.quotes_endpoint,
+              "hold_secs": 3600.0, "flat_secs": 0.0}
+    fast = {"restart_backoff_secs": 0.05, "restart_backoff_max_secs": 0.1}
+    figures: dict[str, list[float]] = {"crash detected": [], "crash -> RUNNING again": [], "hang detected": [],
+                                       "killed nsup -> re-attached": []}
+    try:
+        for i in range(runs):
+            run = NsupRun(workdir / f"c{i}", params, fast).start()
+            try:
+                run.wait_for_state("RUNNING")
+                run.wait_for_positions(1)
+                crash = time.time()
+                os.kill(run.worker_pid, 9)
+                run.wait_for(lambda: len([r for r in run.records("transition") if r["dest"] == "RUNNING"]) == 2)
+                figures["crash detected"].append(at(run.records("fault")[0]) - crash)
+                figures["crash -> RUNNING again"].append(at([r for r in run.records("transition") if r["dest"] == "RUNNING"][1]) - crash)
+                run.wait_for_positions(1)
+                hang = time.time()
+                os.kill(run.records("worker_spawned")[-1]["pid"], 19)  # SIGSTOP, positions open
+                alert = run.wait_for(lambda: run.records("hung_with_exposure"))[0]
+                figures["hang detected"].append(at(alert) - hang)
+                os.kill(run.records("worker_spawned")[-1]["pid"], 18)  # SIGCONT
+                run.wait_for(lambda: run.records("worker_answering"))
+                killed = time.time()
+                run.process.kill()
+                run.process.wait()
+                run.start()
+                reattached = run.wait_for(lambda: [r for r in run.records("reattach") if r["result"] == "re-attached"])[0]
+                figures["killed nsup -> re-attached"].append(at(reattached) - killed)
+                run.signal(15)
+                run.exit_code()
+            finally:
+                run.kill_all()
+    finally:
+        venue.stop()
+    return figures
 
 
 def startup_secs() -> float:
@@ -155,6 +203,12 @@ def main() -> None:
     print(f"paper venue (its own process), {len(latencies)} fills, {len(restarts)} kill -9 restarts")
     print(f"  submit -> fill seen in the strategy              median {ms(latencies)}  p90 {statistics.quantiles(latencies, n=10)[-1] * 1000:.1f} ms")
     print(f"  worker spawned -> RUNNING, positions reconciled  median {ms(restarts)}")
+
+    with tempfile.TemporaryDirectory(prefix="nr-") as tmp:
+        figures = recovery_figures(Path(tmp), runs=3)
+    print("recovery on the paper venue, positions open (heartbeat 0.2 s, hang after 5 missed beats), median of 3")
+    for name, samples in figures.items():
+        print(f"  {name:<48} {ms(samples)}")
 
 
 if __name__ == "__main__":
