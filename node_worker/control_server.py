@@ -46,6 +46,9 @@ class ControlServer:
         ctx = zmq.asyncio.Context.instance()
         self._socket = ctx.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 2000)
+        # Reconnect with backoff (the Paranoid Pirate's): 100 ms, doubling, to 2 s while nsup is away.
+        self._socket.setsockopt(zmq.RECONNECT_IVL, 100)
+        self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         self._socket.connect(self._endpoint)
         await self._send(p.Hello(p.PROTOCOL_VERSION, os.getpid(), str(self._node.trader_id), read_status(self._node)))
         tasks = [asyncio.ensure_future(self._heartbeat()), asyncio.ensure_future(self._receive())]

@@ -37,9 +37,10 @@ MAX_IPC_PATH = 100  # sun_path holds 107 bytes; keep a margin
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["paper-venue"]:  # everything after it is the venue's own (--help included)
-        from paper_venue.server import main as serve_venue
+        from paper_venue.server import main as venue_main
 
-        return serve_venue(["serve", *argv[1:]])
+        rest = argv[1:]
+        return venue_main(rest if rest[:1] in (["serve"], ["drill"]) else ["serve", *rest])
     args = _parser().parse_args(argv)
     setup_logging(json_lines=args.log_json)
     venue = None
@@ -107,12 +108,15 @@ def _report_and_stop(venue: VenueProcess) -> None:
     except TimeoutError:
         logger.warning("the paper venue did not say what it holds")
     else:
-        if open_positions:
-            for p in open_positions:
-                logger.warning("the venue still holds {} {} {} @ {}", p.instrument_id, p.side, p.quantity, p.avg_px)
-        else:
+        if not open_positions:
             logger.info("the venue's books are flat")
-    venue.stop()
+            venue.stop()
+            return
+        for p in open_positions:
+            logger.warning("the venue still holds {} {} {} @ {}", p.instrument_id, p.side, p.quantity, p.avg_px)
+    # Not flat, or cannot say: the venue keeps running, as a broker would, with the positions on it.
+    logger.warning("the paper venue keeps running (pid {}); to trade them out: nsup demo --venue-endpoint {} "
+                   "--quotes-endpoint {}", venue.pid, venue.endpoint, venue.quotes_endpoint)
 
 
 def _supervise(config: NsupConfig, duration: float | None) -> int:

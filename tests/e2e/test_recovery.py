@@ -216,3 +216,15 @@ def test_a_silent_feed_is_health_not_a_hang(nsup_run, venue):
     run.signal(signal.SIGTERM)
     assert run.exit_code() == 0
     assert venue_book(venue) == {}
+
+
+def test_a_worker_that_died_while_nsup_was_down_is_replaced_by_the_next_nsup(nsup_run, venue):
+    run = trading_on(nsup_run, venue, FAST_RESTARTS)
+    held = venue_book(venue)
+    run.process.kill()
+    run.process.wait()
+    os.kill(run.worker_pid, signal.SIGKILL)
+
+    run.start()
+    assert run.wait_for(lambda: run.records("reattach"))[0]["result"] == "the worker died while nsup was down"
+    replaced_with_the_same_positions_then_stopped_flat(run, venue, held)
