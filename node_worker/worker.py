@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, format="{time:YYYY-MM-DDTHH:mm:ss.SSS!UTC}Z [nsup-worker] {level} {message}")
+    if args.check:
+        return _check(args.factory, args.params_file)
     try:
         lock = _hold_worker_lock(Path(args.lock))  # noqa: F841 (held for the life of the process)
         params = json.loads(Path(args.params_file).read_text())
@@ -52,14 +54,26 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m node_worker")
-    parser.add_argument("--link", required=True, help="the supervisor's worker endpoint")
+    parser.add_argument("--check", action="store_true", help="import the factory, build the node, dispose it, exit")
+    parser.add_argument("--link", help="the supervisor's worker endpoint")
     parser.add_argument("--factory", required=True, help="module:function returning a NodeRecipe")
     parser.add_argument("--params-file", required=True, help="JSON object of keyword arguments for the factory")
-    parser.add_argument("--lock", required=True, help="file this worker holds locked while it lives")
+    parser.add_argument("--lock", help="file this worker holds locked while it lives")
     parser.add_argument("--heartbeat-secs", type=float, default=1.0)
     parser.add_argument("--reduce-after-supervisor-lost-secs", type=float, default=0.0,
                         help="without a supervisor this long, go closing-only (0: never)")
     return parser.parse_args(argv)
+
+
+def _check(factory: str, params_file: str) -> int:
+    """For `nsup preflight`: does the factory import and the node build? Nothing connects, nothing runs."""
+    try:
+        node = _build_node(factory, json.loads(Path(params_file).read_text()))
+        node.dispose()
+    except Exception as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _hold_worker_lock(path: Path) -> int:

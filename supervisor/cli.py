@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         rest = argv[1:]
         return venue_main(rest if rest[:1] in (["serve"], ["drill"]) else ["serve", *rest])
     args = _parser().parse_args(argv)
+    if args.command == "preflight":
+        return _preflight(args)
     setup_logging(json_lines=args.log_json)
     venue = None
     try:
@@ -72,9 +74,24 @@ def _parser() -> argparse.ArgumentParser:
     venue.add_argument("--sandbox", action="store_true", help="NautilusTrader's in-process sandbox instead")
     demo.add_argument("--quotes-endpoint", help="the paper venue's quotes, with --venue-endpoint")
     commands.add_parser("paper-venue", help="run a paper venue; `nsup paper-venue --help` for its options")
+    check = commands.add_parser("preflight", help="check a config, its node and its directories before a session")
+    check.add_argument("--config", required=True, help="TOML config file")
+    check.add_argument("--strict", action="store_true", help="exit 1 if any check fails")
+    check.add_argument("--stop-timeout-secs", type=float, help="the service manager's stop timeout (TimeoutStopSec)")
     for sub in (run, demo):
         sub.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
     return parser
+
+
+def _preflight(args) -> int:
+    from supervisor.preflight import preflight
+
+    checks = preflight(Path(args.config), args.stop_timeout_secs)
+    for check in checks:
+        print(f"{check.outcome:<4} {check.name:<13} {check.detail}")
+    failed = [c for c in checks if c.outcome == "FAIL"]
+    print(f"{len(failed)} of {len(checks)} checks failed" if failed else f"all {len(checks)} checks passed")
+    return 1 if failed and args.strict else 0
 
 
 def _demo_config(args) -> NsupConfig:

@@ -1,0 +1,134 @@
+"""`nsup preflight --config FILE [--strict]`: everything that would make a session fail or be unsafe,
+checked before it starts. systemd runs it as ExecStartPre; each check prints PASS, WARN or FAIL
+with its reason, and with --strict any FAIL exits 1, so the session does not start.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from supervisor.config import ConfigError, NsupConfig, load_config
+from supervisor.journal import read_journal
+from supervisor.persisted_state import load as load_state
+
+BUILD_TIMEOUT_SECS = 120.0
+STOP_MARGIN_SECS = 30.0  # the node's own stop and dispose, and nsup's, after the flatten
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    outcome: str  # "PASS" | "WARN" | "FAIL"
+    detail: str
+
+
+def preflight(config_path: Path, stop_timeout_secs: float | None) -> list[Check]:
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        return [Check("config", "FAIL", str(exc))]
+    return [
+        Check("config", "PASS", f"{config_path} is valid"),
+        *_directories(config),
+        _node_builds(config),
+        _no_stranger_worker(config),
+        _last_session(config),
+        _stop_timeout(config, stop_timeout_secs),
+        Check("redis", "PASS", "no Redis configured: the journal and state are local files"),
+    ]
+
+
+def flatten_budget_secs(config: NsupConfig) -> float:
+    s = config.supervisor
+    return s.flatten_rounds * (s.flatten_round_wait_secs + 2 * s.flat_confirm_secs) + STOP_MARGIN_SECS
+
+
+def _directories(config: NsupConfig) -> list[Check]:
+    checks = []
+    for name, path in (("state_dir", config.supervisor.state_path), ("run_dir", config.supervisor.run_path)):
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".preflight-"):
+                pass
+            checks.append(Check(name, "PASS", f"{path} is writable"))
+        except OSError as exc:
+            checks.append(Check(name, "FAIL", f"{path} is not writable: {exc}"))
+    return checks
+
+
+def _node_builds(config: NsupConfig) -> Check:
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as params:
+        json.dump(config.node.params, params)
+        params.flush()
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "node_worker", "--check", "--factory", config.node.factory, "--params-file", params.name],
+                capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECS,
+            )
+        except subprocess.TimeoutExpired:
+            return Check("node", "FAIL", f"building the node took over {BUILD_TIMEOUT_SECS:g}s (an unreachable cache database?)")
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no reason given"])[-1]
+        return Check("node", "FAIL", f"{config.node.factory} does not build: {reason}")
+    return Check("node", "PASS", f"{config.node.factory} imports and builds")
+
+
+def _no_stranger_worker(config: NsupConfig) -> Check:
+    lock = config.supervisor.run_path / "worker.lock"
+    if not lock.exists():
+        return Check("worker", "PASS", "no worker of this node is running")
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return Check("worker", "PASS", "no worker of this node is running")
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+    was = _state(config)
+    if was is not None and was.worker is not None and was.worker.still_running():
+        return Check("worker", "PASS", f"worker {was.worker.pid} is running and on record: nsup will re-attach to it")
+    return Check("worker", "FAIL", f"a worker holds {lock}, and nothing on record says it is ours: end it by hand first")
+
+
+def _last_session(config: NsupConfig) -> Check:
+    was = _state(config)
+    if was is None:
+        return Check("last session", "PASS", "no earlier session on record")
+    if was.state == "STOPPED":
+        return Check("last session", "PASS", "the last session ended STOPPED, flat")
+    if was.state != "ABORTED":
+        return Check("last session", "WARN", f"the last nsup ended in {was.state} without finishing: the next carries on from there")
+    journal = config.supervisor.state_path / "journal.jsonl"
+    records = read_journal(journal) if journal.exists() else []
+    last_counts = next((r for r in reversed(records) if r.get("positions_open") is not None), {})
+    approval = next((r for r in reversed(records) if r["kind"] == "approval"), None)
+    if not last_counts.get("positions_open"):
+        return Check("last session", "PASS", "the last session ended ABORTED, but flat")
+    left = ", ".join(f"{p['instrument_id']} {p['side']} {p['quantity']}" for p in (approval or {}).get("positions", []))
+    return Check("last session", "FAIL", f"the last session ended ABORTED with {last_counts['positions_open']} position(s) "
+                 f"open{': ' + left if left else ''}; check the venue before starting again")
+
+
+def _stop_timeout(config: NsupConfig, stop_timeout_secs: float | None) -> Check:
+    budget = flatten_budget_secs(config)
+    if stop_timeout_secs is None:
+        return Check("stop timeout", "WARN", f"not checked (give --stop-timeout-secs); the flatten budget is {budget:g}s")
+    if stop_timeout_secs <= budget:
+        return Check("stop timeout", "FAIL", f"{stop_timeout_secs:g}s is not more than the flatten budget of {budget:g}s: "
+                     "the service manager could kill nsup mid-flatten")
+    return Check("stop timeout", "PASS", f"{stop_timeout_secs:g}s exceeds the flatten budget of {budget:g}s")
+
+
+def _state(config: NsupConfig):
+    try:
+        return load_state(config.supervisor.state_path / "state.json")
+    except ValueError:
+        return None

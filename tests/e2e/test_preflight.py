@@ -1,0 +1,71 @@
+"""`nsup preflight`: each check passes or fails with its reason; --strict fails the start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.e2e.conftest import REPO
+from tests.e2e.test_nsupctl import UNFLATTENABLE, nsupctl, stuck
+
+pytestmark = pytest.mark.e2e
+
+
+def preflight(config, *args: str):
+    return subprocess.run([sys.executable, "-m", "supervisor", "preflight", "--config", str(config), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=180)
+
+
+def outcome(result, check: str) -> str:
+    return next(line for line in result.stdout.splitlines() if line[5:].startswith(check))
+
+
+def test_a_good_config_passes_every_check(tmp_path):
+    config = tmp_path / "nsup.toml"
+    config.write_text(f'[node]\nfactory = "node_worker.demo.node:demo_node"\n[supervisor]\nstate_dir = "{tmp_path}/s"\n')
+    result = preflight(config, "--strict", "--stop-timeout-secs", "300")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAIL" not in result.stdout and "all 8 checks passed" in result.stdout
+
+
+def test_failures_are_named_and_strict_refuses(tmp_path):
+    config = tmp_path / "nsup.toml"
+    config.write_text(f'[node]\nfactory = "node_worker.demo.node:no_such"\n[supervisor]\nstate_dir = "{tmp_path}/s"\n'
+                      "flatten_rounds = 3\nflatten_round_wait_secs = 60\n")
+    lenient = preflight(config, "--stop-timeout-secs", "90")
+    assert lenient.returncode == 0  # without --strict it reports, and lets the caller decide
+    strict = preflight(config, "--strict", "--stop-timeout-secs", "90")
+    assert strict.returncode == 1
+    assert outcome(strict, "node").startswith("FAIL") and "no callable 'no_such'" in outcome(strict, "node")
+    assert outcome(strict, "stop timeout").startswith("FAIL") and "flatten budget" in outcome(strict, "stop timeout")
+
+
+def test_a_stranger_worker_is_refused(tmp_path):
+    state = tmp_path / "s"
+    state.mkdir()
+    config = tmp_path / "nsup.toml"
+    config.write_text(f'[node]\nfactory = "node_worker.demo.node:demo_node"\n[supervisor]\nstate_dir = "{state}"\n')
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open('{state}/worker.lock', os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdout.readline()
+        result = preflight(config, "--strict")
+        assert result.returncode == 1 and outcome(result, "worker").startswith("FAIL")
+    finally:
+        holder.kill()
+
+
+def test_an_aborted_session_with_exposure_is_shown(nsup_run):
+    run = stuck(nsup_run)
+    assert nsupctl(run, "abort", "--confirm", "DEMO-001", "--reason", "drill").returncode == 0
+    assert run.exit_code() == 3
+    time.sleep(0.2)
+    result = preflight(run.config_path, "--strict")
+    assert result.returncode == 1
+    line = outcome(result, "last session")
+    assert line.startswith("FAIL") and "ABORTED with 2 position(s)" in line and "EUR/USD.SIM" in line
