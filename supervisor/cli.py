@@ -9,6 +9,7 @@ import grp
 import json
 import math
 import os
+import socket
 import sys
 import tempfile
 import traceback
@@ -18,6 +19,7 @@ from loguru import logger
 
 from supervisor import __version__
 from paper_venue.launcher import VenueProcess, endpoints_in
+from supervisor.alerts import FAILURE_KIND, Alerter
 from supervisor.config import ConfigError, NodeSection, NsupConfig, SupervisorSection, load_config
 from supervisor.console import Console, setup_logging
 from supervisor.control.client import ENDPOINTS_FILE
@@ -27,6 +29,7 @@ from supervisor.control.security import Binding, start_authenticator
 from supervisor.control.server import ControlServer
 from supervisor.daemon import EXIT_FAILURE, EXIT_USAGE, Supervisor
 from supervisor.journal import Journal
+from supervisor.metrics import Metrics
 from supervisor.persisted_state import PersistedState
 from supervisor.persisted_state import load as load_state
 
@@ -138,6 +141,7 @@ def _report_and_stop(venue: VenueProcess) -> None:
 
 def _supervise(config: NsupConfig, duration: float | None) -> int:
     s = config.supervisor
+    alerter = metrics = None
     socket_path = s.run_path / "control.sock"  # the longest of the socket names
     if len(str(socket_path)) > MAX_IPC_PATH:
         field = "supervisor.run_dir" if s.run_dir else "supervisor.state_dir (or set supervisor.run_dir)"
@@ -155,14 +159,23 @@ def _supervise(config: NsupConfig, duration: float | None) -> int:
         if carry_on_from is None or carry_on_from.worker is None or not carry_on_from.worker.still_running():
             _refuse_if_locked(s.run_path / "worker.lock", "a worker of this node is still running, and it is not ours")
         journal = Journal(s.state_path / "journal.jsonl")
+        if config.metrics.enabled:  # a port in use stops the start before anything is spawned
+            metrics = Metrics()
+            metrics.start(config.metrics.listen)
     except (OSError, RuntimeError, ValueError) as exc:
         print(f"nsup: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILURE if isinstance(exc, OSError) else EXIT_USAGE
     console = Console()
     journal.listen(console.on_record)
+    if config.alerts.enabled:
+        alerter = Alerter(config.alerts, on_failure=lambda reason: journal.record(FAILURE_KIND, reason=reason),
+                          origin={"host": socket.gethostname(), "state_dir": str(s.state_path), "factory": config.node.factory})
+        journal.listen(alerter.on_record)
+    if metrics is not None:
+        journal.listen(metrics.on_record)
     logger.info("nsup {} supervising {} (state dir {})", __version__, config.node.factory, s.state_path)
     try:
-        return asyncio.run(_main(config, journal, console, duration, carry_on_from))
+        return asyncio.run(_main(config, journal, console, duration, carry_on_from, metrics))
     except Exception as exc:  # a bug of ours: one line on the terminal, the traceback on record
         logger.critical("nsup failed: {}: {}", type(exc).__name__, exc)
         try:
@@ -171,13 +184,19 @@ def _supervise(config: NsupConfig, duration: float | None) -> int:
             logger.critical("the journal cannot be written either; traceback:\n{}", traceback.format_exc())
         return EXIT_FAILURE
     finally:
+        if alerter is not None:
+            alerter.close()  # up to 2 s, so supervisor_exit (or nsup's own failure) still goes out
+        if metrics is not None:
+            metrics.stop()
         journal.close()
         os.close(lock)
 
 
 async def _main(config: NsupConfig, journal: Journal, console: Console, duration: float | None,
-                carry_on_from: PersistedState | None) -> int:
+                carry_on_from: PersistedState | None, metrics: Metrics | None = None) -> int:
     supervisor = Supervisor(config, journal, carry_on_from)
+    if metrics is not None:
+        metrics.watch(supervisor)
     supervisor.status_listeners.append(console.on_status)
     control, events = _control_bindings(config)
     authenticator = None

@@ -44,6 +44,9 @@ from typing import Annotated, Any
 
 import msgspec
 
+from supervisor.alerts import AlertsSection
+from supervisor.metrics import MetricsSection
+
 PositiveSecs = Annotated[float, msgspec.Meta(gt=0, le=86_400)]  # finite: inf would wait forever
 FACTORY_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
@@ -108,9 +111,13 @@ class NsupConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     node: NodeSection
     supervisor: SupervisorSection
     control: ControlSection = ControlSection()
+    alerts: AlertsSection = AlertsSection()
+    metrics: MetricsSection = MetricsSection()
 
 
 PATTERN_HINTS = {
+    "webhook_url": "expected an http:// or https:// URL",
+    "listen": "expected HOST:PORT (or PORT, on 127.0.0.1), e.g. 127.0.0.1:9464",
     "factory": "expected 'module:function', e.g. node_worker.demo.node:demo_node",
     "tcp_endpoint": "expected tcp://HOST:PORT",
     "events_tcp_endpoint": "expected tcp://HOST:PORT",

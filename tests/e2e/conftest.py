@@ -37,7 +37,8 @@ def pid_alive(pid: int) -> bool:
 class NsupRun:
     """One `nsup run --config` process, its journal and its worker."""
 
-    def __init__(self, tmp_path: Path, node_params: dict, supervisor: dict, factory: str = DEMO_FACTORY, control: dict | None = None):
+    def __init__(self, tmp_path: Path, node_params: dict, supervisor: dict, factory: str = DEMO_FACTORY, **sections: dict):
+        """`sections`: more config tables, e.g. control={...}, alerts={...}, metrics={...}."""
         tmp_path.mkdir(parents=True)
         self.state_dir = tmp_path / "state"
         # ipc socket paths are limited to about 107 bytes; pytest's tmp paths can be longer.
@@ -46,8 +47,8 @@ class NsupRun:
         settings = {"state_dir": str(self.state_dir), "run_dir": str(self.run_dir), "heartbeat_interval_secs": 0.2, "flat_confirm_secs": 0.3, **supervisor}
         lines = ["[node]", f"factory = {json.dumps(factory)}", f"params = {_toml_inline(node_params)}", "", "[supervisor]"]
         lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
-        if control:
-            lines += ["", "[control]", *(f"{k} = {json.dumps(v)}" for k, v in control.items())]
+        for name, table in sections.items():
+            lines += ["", f"[{name}]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
         self.config_path.write_text("\n".join(lines) + "\n")
         self.log_lines: list[dict | str] = []
         self.process: subprocess.Popen | None = None
@@ -146,8 +147,8 @@ def nsup_run(tmp_path):
     runs: list[NsupRun] = []
 
     def make(node_params: dict | None = None, supervisor: dict | None = None, factory: str = DEMO_FACTORY,
-             control: dict | None = None) -> NsupRun:
-        run = NsupRun(tmp_path / f"run{len(runs)}", node_params or {}, supervisor or {}, factory, control)
+             **sections: dict) -> NsupRun:
+        run = NsupRun(tmp_path / f"run{len(runs)}", node_params or {}, supervisor or {}, factory, **sections)
         runs.append(run)
         return run.start()
 

@@ -1,0 +1,154 @@
+"""Metrics: a real Prometheus endpoint on 127.0.0.1, fed transitions, health and statuses, scraped and
+parsed with prometheus_client's own text-format parser."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import urllib.error
+import urllib.request
+from types import SimpleNamespace
+
+import msgspec
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from supervisor.lifecycle import STATES
+from supervisor.metrics import Metrics, MetricsSection, parse_listen
+from tests.unit._statuses import status
+
+
+@pytest.fixture
+def metrics():
+    made = []
+
+    def make(**kwargs) -> Metrics:
+        made.append(Metrics(**kwargs))
+        made[-1].start("127.0.0.1:0")
+        return made[-1]
+
+    yield make
+    for m in made:
+        m.stop()
+
+
+def scrape(m: Metrics) -> dict[tuple[str, tuple], float]:
+    """{(sample name, sorted labels): value} of one scrape."""
+    host, port = m.address
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def one_hot(samples: dict, name: str, label: str) -> dict[str, float]:
+    return {dict(labels)[label]: value for (n, labels), value in samples.items() if n == name}
+
+
+def transition(source: str, dest: str) -> dict:
+    return {"ts": "2026-01-01T00:00:00+00:00", "kind": "transition", "trigger": "x", "source": source, "dest": dest}
+
+
+def test_states_counts_health_and_transitions_are_scraped(metrics):
+    m = metrics(heartbeat_age=lambda: 2.5, restarts=lambda: 4)
+    before = scrape(m)
+    assert one_hot(before, "nsup_lifecycle_state", "state") == {s: float(s == "CREATED") for s in STATES}
+    assert not any(name.startswith(("nsup_positions", "nsup_orders", "nsup_trading", "nsup_health"))
+                   for name, _ in before)  # nothing is claimed before the worker has said it
+    for source, dest in [("CREATED", "BUILT"), ("BUILT", "RUNNING"), ("RUNNING", "HALTING"), ("HALTING", "RUNNING"),
+                         ("RUNNING", "HALTING")]:
+        m.on_record(transition(source, dest))
+    m.on_record({"kind": "health", "health": "feed_silent", "was": "ok"})
+    m.on_record({"kind": "flat_seen"})  # neither: ignored
+    m.on_status("HALTING", status(positions=2, inflight=1, open_=3, trading_state="REDUCING"))
+    after = scrape(m)
+    assert one_hot(after, "nsup_lifecycle_state", "state") == {s: float(s == "HALTING") for s in STATES}
+    assert one_hot(after, "nsup_trading_state", "state") == {"ACTIVE": 0.0, "REDUCING": 1.0, "HALTED": 0.0}
+    assert after[("nsup_positions_open", ())] == 2
+    assert after[("nsup_orders_inflight", ())] == 1
+    assert after[("nsup_orders_open", ())] == 3
+    assert one_hot(after, "nsup_health", "health") == {
+        "ok": 0.0, "waiting_for_data": 0.0, "feed_silent": 1.0, "venue_disconnected": 0.0}
+    assert after[("nsup_heartbeat_age_seconds", ())] == 2.5
+    assert after[("nsup_worker_restarts_total", ())] == 4
+    transitions = {(dict(labels)["source"], dict(labels)["dest"]): v
+                   for (name, labels), v in after.items() if name == "nsup_transitions_total"}
+    assert transitions == {("CREATED", "BUILT"): 1, ("BUILT", "RUNNING"): 1, ("RUNNING", "HALTING"): 2,
+                           ("HALTING", "RUNNING"): 1}
+
+
+def test_values_are_read_at_scrape_time(metrics):
+    age, restarts = [None], [0]
+    m = metrics(heartbeat_age=lambda: age[0], restarts=lambda: restarts[0])
+    assert ("nsup_heartbeat_age_seconds", ()) not in scrape(m)  # never heard: left out, not 0
+    age[0], restarts[0] = 0.75, 1
+    samples = scrape(m)
+    assert samples[("nsup_heartbeat_age_seconds", ())] == 0.75
+    assert samples[("nsup_worker_restarts_total", ())] == 1
+    m.on_status("RUNNING", status(positions=1, trading_state="ACTIVE"))
+    m.on_status("RUNNING", status(positions=0, trading_state="HALTED"))
+    samples = scrape(m)
+    assert samples[("nsup_positions_open", ())] == 0
+    assert one_hot(samples, "nsup_trading_state", "state")["HALTED"] == 1.0
+
+
+def test_watch_reads_a_supervisor(metrics):
+    import time
+
+    listeners = []
+    supervisor = SimpleNamespace(restarts=2, lifecycle=SimpleNamespace(state="RECOVERING"),
+                                 link=SimpleNamespace(last_heard=time.monotonic() - 3.0), status_listeners=listeners)
+    m = metrics()
+    m.watch(supervisor)
+    assert listeners == [m.on_status]
+    samples = scrape(m)
+    assert one_hot(samples, "nsup_lifecycle_state", "state")["RECOVERING"] == 1.0  # e.g. re-attached: no transition seen
+    assert samples[("nsup_worker_restarts_total", ())] == 2
+    assert 3.0 <= samples[("nsup_heartbeat_age_seconds", ())] < 13.0
+    supervisor.link = None  # before the link exists
+    assert ("nsup_heartbeat_age_seconds", ()) not in scrape(m)
+
+
+def test_only_nsup_metrics_are_exposed(metrics):
+    names = {name for name, _ in scrape(metrics(restarts=lambda: 0))}
+    assert names and all(name.startswith("nsup_") for name in names)  # its own registry: no python_gc_*, process_*
+
+
+def test_stop_frees_the_port(metrics):
+    m = metrics()
+    host, port = m.address
+    scrape(m)
+    probe = socket.socket()
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as any server binding it would
+    with pytest.raises(OSError) as taken:
+        probe.bind((host, port))
+    assert taken.value.errno == errno.EADDRINUSE
+    probe.close()
+    m.stop()
+    with pytest.raises(urllib.error.URLError):
+        scrape(m)
+    again = Metrics()
+    assert again.start(f"{host}:{port}") == (host, port)  # the same port, at once
+    again.stop()
+    m.stop()  # twice: nothing
+
+
+def test_a_taken_port_is_an_oserror_naming_the_address(metrics):
+    host, port = metrics().address
+    with pytest.raises(OSError, match=f"metrics cannot listen on 127.0.0.1:{port}"):
+        Metrics().start(f"127.0.0.1:{port}")
+
+
+def test_the_config_section():
+    assert MetricsSection().enabled is False
+    assert msgspec.convert({"listen": "127.0.0.1:9464"}, MetricsSection).enabled
+    assert parse_listen("127.0.0.1:9464") == ("127.0.0.1", 9464)
+    assert parse_listen("9464") == ("127.0.0.1", 9464)
+    assert parse_listen(":9464") == ("127.0.0.1", 9464)
+    assert parse_listen("0.0.0.0:9100") == ("0.0.0.0", 9100)
+    assert parse_listen("[::1]:9464") == ("::1", 9464)
+    for bad in ["127.0.0.1:99999", "localhost", "127.0.0.1:", "http://x:1", "a b:1"]:
+        with pytest.raises(msgspec.ValidationError, match="listen"):
+            msgspec.convert({"listen": bad}, MetricsSection)
+    with pytest.raises(msgspec.ValidationError, match="unknown field"):
+        msgspec.convert({"port": 9464}, MetricsSection)
