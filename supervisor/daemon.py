@@ -26,6 +26,7 @@ from supervisor.journal import Journal, count_fields
 from supervisor.lifecycle import BUILT, CREATED, FLAT, HALTING, RECOVERING, RUNNING, Approval, FlatReads, Lifecycle, Outcome
 from supervisor.persisted_state import PersistedState, WorkerIdentity, save
 from supervisor.restart_policy import RestartPolicy
+from supervisor.sd_notify import SdNotifier, keep_alive, messages_for_transition, status_text
 from supervisor.stop_gate import EndAction, StopGate, describe_exposure
 from supervisor.worker_link import LinkError, WorkerLink
 from supervisor.worker_process import WorkerProcess
@@ -75,6 +76,7 @@ class Supervisor:
         """`carry_on_from`: what a crashed nsup left; its worker is re-attached if it still runs."""
         self.config = config
         self.journal = journal
+        self.sd = SdNotifier.from_environment()  # before any worker is spawned: it must not inherit NOTIFY_SOCKET
         self._carry_on_from = carry_on_from
         self.state_file = config.supervisor.state_path / "state.json"
         self.worker_identity: WorkerIdentity | None = None
@@ -118,10 +120,12 @@ class Supervisor:
         if self._carry_on_from is None:
             self._spawn_worker()
         watchdog = asyncio.ensure_future(self._watch_heartbeats())
+        keepalive = asyncio.ensure_future(keep_alive(self.sd, lambda: self.lifecycle.state))
         try:
             code = await self._drive()
         finally:
             watchdog.cancel()
+            keepalive.cancel()
             self.link.close()
         self.journal.record("supervisor_exit", code=code, state=self.lifecycle.state)
         return code
@@ -176,6 +180,7 @@ class Supervisor:
         except TimeoutError:  # a silent worker is not ended for its silence: the watchdog alerts
             self.journal.record("fault", reason=f"the re-attached worker {was.worker.pid} has not spoken yet")
         self.journal.record("reattach", result="re-attached", pid=was.worker.pid, state=was.state, **self.counts())
+        self.sd.reattached(self.lifecycle.state, self.counts(), resumable=not self.stop_is_final)
         if self.lifecycle.state in (CREATED, BUILT, RECOVERING):  # it never reached RUNNING under us
             if self.lifecycle.state != BUILT:
                 self._fire("build", actor="nsup")
@@ -190,12 +195,19 @@ class Supervisor:
             self.shutdown_requested = True  # before the journal write: a full disk must not lose a stop
             self.shutdown_actor = actor
             self._walk_requests.put_nowait(WalkRequest("halt", actor))
+        elif actor.startswith("signal:") and not self.stop_is_final:
+            self.shutdown_actor = actor  # an operator's stop, now also the service manager's: no resume
         self.persist()
         result = "already shutting down; nsup stops once flat" if again else "graceful stop requested"
         self.journal.record("command", command="stop", actor=actor, result=result, state=self.lifecycle.state, **self.counts())
         if again:
             logger.warning("{} asked to stop again: {}", actor, result)
         return result
+
+    @property
+    def stop_is_final(self) -> bool:
+        """A stop that came from a signal (systemd, a terminal): whoever sent it expects nsup to exit."""
+        return self.shutdown_actor.startswith("signal:")
 
     def check_walk(self, kind: str) -> None:
         """Refuse at once what the walk could not do now, so no request waits on a queue unread."""
@@ -206,7 +218,7 @@ class Supervisor:
             raise Refused(f"nsup is busy with a {self.detour}")
         if kind == "restart" and self.shutdown_requested:
             raise Refused("a stop is pending")
-        if kind == "resume" and self.shutdown_actor.startswith("signal:"):
+        if kind == "resume" and self.stop_is_final:
             raise Refused(f"this stop came from {self.shutdown_actor.removeprefix('signal:')} (the service manager or a "
                           "terminal), which expects nsup to exit; only a stop asked for with nsupctl can be resumed")
 
@@ -619,6 +631,7 @@ class Supervisor:
         )
         self.stuck = True
         self.journal.record("halt_stuck", reason=reason, positions=status.positions, **self.counts())
+        self.sd.status(status_text(HALTING, self.counts(), f"stuck, not flat after {self.config.supervisor.flatten_rounds} rounds"))
 
     # Callbacks ---------------------------------------------------------------------------------
 
@@ -637,11 +650,14 @@ class Supervisor:
             reason=evidence.get("reason"), **self.counts(), **({"evidence": proof} if proof else {}),
         )
         self.persist()
+        self.sd.send(*messages_for_transition(source, dest, self.counts(), resumable=not self.stop_is_final))
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if sig == signal.SIGHUP:  # a closed terminal must not end supervision
             self.journal.record("signal", signal=sig.name, state=self.lifecycle.state, result="ignored")
             return
+        if self.lifecycle.state in (HALTING, FLAT):  # an operator's stop, now final: tell systemd too
+            self.sd.stopping()
         self.request_shutdown(actor=f"signal:{sig.name}")
 
     def _on_notice(self, text: str) -> None:

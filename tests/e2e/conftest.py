@@ -52,6 +52,7 @@ class NsupRun:
         self.config_path.write_text("\n".join(lines) + "\n")
         self.log_lines: list[dict | str] = []
         self.process: subprocess.Popen | None = None
+        self.env: dict[str, str] = {}  # set before start(), e.g. NOTIFY_SOCKET
 
     def start(self) -> NsupRun:
         """Start nsup; again after it died, it is a new nsup on the same state (a restart)."""
@@ -59,6 +60,7 @@ class NsupRun:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "run", "--config", str(self.config_path), "--log-json"],
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env={**os.environ, **self.env},
         )
         threading.Thread(target=self._read_log, daemon=True).start()
         return self
