@@ -126,7 +126,8 @@ def test_the_unit_is_what_nsup_expects():
     prevented = set(map(int, one("RestartPreventExitStatus").split()))
     assert {EXIT_ABORTED, EXIT_USAGE} <= prevented and EXIT_OK not in prevented
     assert not [k for _, k, _ in directives(UNIT) if k == "SuccessExitStatus"]  # ABORTED shows as failed
-    assert one("ExecStartPre") == f"{BINARY} preflight --config /etc/nsup/%i.toml --strict"
+    assert one("ExecStartPre") == f"{BINARY} preflight --config /etc/nsup/%i.toml --strict --stop-timeout-secs 300"
+    assert float(one("TimeoutStopSec")) == 300  # what preflight is told: keep the two equal
     assert one("ExecStart") == f"{BINARY} run --config /etc/nsup/%i.toml --log-json"
     assert not [k for _, k, _ in directives(UNIT) if k in ("ExecStop", "DynamicUser")]
     assert one("User") == one("Group") == "nsup"
