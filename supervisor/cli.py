@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "preflight":
         return _preflight(args)
+    if args.command == "diagram":
+        return _diagram(args)
     setup_logging(json_lines=args.log_json)
     venue = None
     try:
@@ -81,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", required=True, help="TOML config file")
     check.add_argument("--strict", action="store_true", help="exit 1 if any check fails")
     check.add_argument("--stop-timeout-secs", type=float, help="the service manager's stop timeout (TimeoutStopSec)")
+    diagram = commands.add_parser("diagram", help="regenerate the lifecycle diagram (fsm_diagrams/) from the code")
+    diagram.add_argument("--out", help="write here (default: the checkout's fsm_diagrams/, else the current directory)")
     for sub in (run, demo):
         sub.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
     return parser
@@ -95,6 +99,14 @@ def _preflight(args) -> int:
     failed = [c for c in checks if c.outcome == "FAIL"]
     print(f"{len(failed)} of {len(checks)} checks failed" if failed else f"all {len(checks)} checks passed")
     return 1 if failed and args.strict else 0
+
+
+def _diagram(args) -> int:
+    from supervisor.diagram import default_out_dir, write_generated
+
+    for line in write_generated(Path(args.out) if args.out else default_out_dir()):
+        print(line)
+    return 0
 
 
 def _demo_config(args) -> NsupConfig:

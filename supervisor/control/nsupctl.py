@@ -1,6 +1,6 @@
 """`nsupctl`: drive a running nsup, the way supervisorctl drives supervisord.
 
-    nsupctl --state-dir DIR status|pause|resume|flatten|stop [--wait]|restart|abort|events|tail|version
+    nsupctl --state-dir DIR status [--diagram FILE]|pause|resume|flatten|stop [--wait]|restart|abort|events|tail|version
     nsupctl --endpoint tcp://HOST:PORT --server-key S.key --client-key C.key_secret status
     nsupctl keygen DIR [--name NAME]
 
@@ -67,7 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print JSON, for scripts")
     commands = parser.add_subparsers(dest="command", required=True)
     for name in SIMPLE:
-        commands.add_parser(name)
+        simple = commands.add_parser(name)
+        if name == "status":
+            simple.add_argument("--diagram", type=Path, metavar="FILE",
+                                help="also write the lifecycle (Mermaid) with the current state highlighted to FILE")
     stop = commands.add_parser("stop", help="the graceful stop")
     stop.add_argument("--wait", action="store_true", help="follow rounds and counts until STOPPED or stuck")
     for name, help_text in (("abort", "stop with positions open: needs a typed confirmation"),
@@ -104,9 +107,19 @@ def _run(args) -> int:
         if args.command == "version":
             data = {"nsupctl": __version__, **data}
         _say(args, _describe(args.command, data), data)
+        if getattr(args, "diagram", None) is not None:
+            _write_diagram(args, data["state"])
         return EXIT_OK
     finally:
         client.close()
+
+
+def _write_diagram(args, state: str) -> None:
+    from supervisor.diagram import lifecycle_mermaid
+
+    args.diagram.write_text(lifecycle_mermaid(highlight=state))
+    if not args.json:  # one more line of the status table; --json output stays one object
+        print(f"diagram        {args.diagram} (the lifecycle, {state} highlighted)", flush=True)
 
 
 def _client(args) -> ControlClient:
