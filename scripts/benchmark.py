@@ -64,9 +64,11 @@ def one_run(workdir: Path, confirm: float) -> tuple[dict, float, float, int]:
         run.wait_for_state("RUNNING")
         run.wait_for_positions(2)
         supervisor_rss, worker_rss = rss_mb(run.process.pid), rss_mb(run.worker_pid)
+        sent = time.time()
         run.signal(15)
         code = run.exit_code()
-        return moments(run.journal), supervisor_rss, worker_rss, code
+        exited = time.time()  # the whole nsup process gone, on this process's clock (the journal's too)
+        return {**moments(run.journal), "sigterm_sent": sent, "nsup_exit": exited}, supervisor_rss, worker_rss, code
     finally:
         run.kill_all()
 
@@ -164,29 +166,43 @@ def startup_secs() -> float:
     return time.perf_counter() - start
 
 
+def stop_figures(runs: int, confirm: float) -> dict:
+    """Samples over `runs` graceful stops, in seconds: each phase, the total, nsup's overhead, SIGTERM to
+    nsup's exit, what the node's log reported still open ('Residual' warnings); and the RSS in MB."""
+    fig: dict = {"phases": {name: [] for name, _, _ in PHASES}, "totals": [], "overheads": [], "to_exit": [],
+                 "sup_rss": [], "wrk_rss": [], "residual": [], "skipped": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(runs):
+            marks, s_rss, w_rss, code = one_run(Path(tmp) / f"r{i}", confirm)
+            if code != 0:
+                fig["skipped"].append(f"run {i}: nsup exited {code}")
+                print(f"run {i}: nsup exited {code}; skipped", file=sys.stderr)
+                continue
+            for name, a, b in PHASES:
+                fig["phases"][name].append(marks[b] - marks[a])
+            total = marks["stopped"] - marks["signal"]
+            flatten = marks["flat_seen"] - marks["market_exit"]
+            node_stop = marks["worker_exit"] - marks["worker_end"]
+            fig["totals"].append(total)
+            fig["overheads"].append(total - flatten - confirm - node_stop)
+            fig["to_exit"].append(marks["nsup_exit"] - marks["sigterm_sent"])
+            fig["sup_rss"].append(s_rss)
+            fig["wrk_rss"].append(w_rss)
+            log = Path(tmp) / f"r{i}" / "state" / "worker.log"
+            text = log.read_text(errors="replace") if log.exists() else ""
+            fig["residual"].append([ln.split("Residual ", 1)[1].strip() for ln in text.splitlines() if "Residual " in ln])
+    return fig
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--confirm", type=float, default=0.5, help="flat_confirm_secs (the default config)")
     args = parser.parse_args()
 
-    phase_samples: dict[str, list[float]] = {name: [] for name, _, _ in PHASES}
-    totals, overheads, sup_rss, wrk_rss = [], [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.runs):
-            marks, s_rss, w_rss, code = one_run(Path(tmp) / f"r{i}", args.confirm)
-            if code != 0:
-                print(f"run {i}: nsup exited {code}; skipped", file=sys.stderr)
-                continue
-            for name, a, b in PHASES:
-                phase_samples[name].append(marks[b] - marks[a])
-            total = marks["stopped"] - marks["signal"]
-            flatten = marks["flat_seen"] - marks["market_exit"]
-            node_stop = marks["worker_exit"] - marks["worker_end"]
-            totals.append(total)
-            overheads.append(total - flatten - args.confirm - node_stop)
-            sup_rss.append(s_rss)
-            wrk_rss.append(w_rss)
+    fig = stop_figures(args.runs, args.confirm)
+    phase_samples, totals, overheads = fig["phases"], fig["totals"], fig["overheads"]
+    sup_rss, wrk_rss = fig["sup_rss"], fig["wrk_rss"]
 
     ms = lambda xs: f"{statistics.median(xs) * 1000:8.1f} ms"  # noqa: E731
     print(f"graceful stop with 2 positions open, median of {len(totals)} runs (flat_confirm_secs={args.confirm})")

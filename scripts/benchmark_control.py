@@ -297,15 +297,14 @@ def run_peer_client(mode: str, target: str, calls: int, warmup: int, cwd: Path) 
     return out
 
 
-def bench_peer(name: str, calls: int, warmup: int, cli_runs: int, tmp: Path, problem: str | None) -> Result:
-    result = Result(name)
-    if problem:
-        result.unavailable = problem
-        return result
-    workdir = Path(tempfile.mkdtemp(prefix=f"{name[:6]}-", dir=tmp))  # short: unix socket paths max ~107 bytes
-    log = workdir / "daemon.log"
-    proc, child_pids = None, []
-    try:
+class PeerDaemon:
+    """supervisord or circusd from .bench-venv, running `sleep 3600` as its one program, in `workdir`."""
+
+    def __init__(self, name: str, workdir: Path):
+        self.name, self.workdir = name, workdir
+        self.log = workdir / "daemon.log"
+        self.proc: subprocess.Popen | None = None
+        self.child_pids: list[int] = []
         if name == "supervisord":
             sock = workdir / "supervisor.sock"
             conf = workdir / "supervisord.conf"
@@ -331,9 +330,9 @@ def bench_peer(name: str, calls: int, warmup: int, cli_runs: int, tmp: Path, pro
                 command = sleep 3600
                 autostart = true
                 """))
-            argv = [str(BENCH_VENV / "bin" / "supervisord"), "-n", "-c", str(conf)]
-            target, socket_path = f"unix://{sock}", sock
-            cli = [str(BENCH_VENV / "bin" / "supervisorctl"), "-c", str(conf), "status"]
+            self.argv = [str(BENCH_VENV / "bin" / "supervisord"), "-n", "-c", str(conf)]
+            self.target, self.socket_path = f"unix://{sock}", sock
+            self.cli = [str(BENCH_VENV / "bin" / "supervisorctl"), "-c", str(conf), "status"]
         else:
             endpoint = f"ipc://{workdir / 'circus.sock'}"
             conf = workdir / "circus.ini"
@@ -351,36 +350,65 @@ def bench_peer(name: str, calls: int, warmup: int, cli_runs: int, tmp: Path, pro
                 cmd = sleep 3600
                 numprocesses = 1
                 """))
-            argv = [str(BENCH_VENV / "bin" / "circusd"), str(conf)]
-            target, socket_path = endpoint, workdir / "circus.sock"
-            cli = [str(BENCH_VENV / "bin" / "circusctl"), "--endpoint", endpoint, "status"]
-        say(f"{name}: starting")
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(argv, cwd=workdir, env=peer_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            self.argv = [str(BENCH_VENV / "bin" / "circusd"), str(conf)]
+            self.target, self.socket_path = endpoint, workdir / "circus.sock"
+            self.cli = [str(BENCH_VENV / "bin" / "circusctl"), "--endpoint", endpoint, "status"]
+
+    def start(self) -> PeerDaemon:
+        """Start the daemon and wait for its control socket (not yet for the program)."""
+        say(f"{self.name}: starting")
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(self.argv, cwd=self.workdir, env=peer_env(), stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20.0
-        while not socket_path.exists():
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited {proc.returncode} at start: {tail(log)}")
+        while not self.socket_path.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode} at start: {tail(self.log)}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} made no socket within 20s: {tail(log)}")
+                raise RuntimeError(f"{self.name} made no socket within 20s: {tail(self.log)}")
             time.sleep(0.02)
+        return self
+
+    def client(self, calls: int, warmup: int) -> dict:
+        """Run the in-process client in .bench-venv: waits for the program to run, then times `calls`."""
+        out = run_peer_client(self.name, self.target, calls, warmup, self.workdir)
+        self.child_pids = out["child_pids"]
+        return out
+
+    def stop(self) -> list[str]:
+        """Stop the daemon (SIGTERM, then SIGKILL) and any child of its that outlived it; how it went."""
+        notes = [stop_process(self.proc, self.name)] if self.proc is not None else []
+        return notes + kill_leftovers(self.child_pids, self.name)
+
+
+def peer_workdir(name: str, tmp: Path) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"{name[:6]}-", dir=tmp))  # short: unix socket paths max ~107 bytes
+
+
+def bench_peer(name: str, calls: int, warmup: int, cli_runs: int, tmp: Path, problem: str | None) -> Result:
+    result = Result(name)
+    if problem:
+        result.unavailable = problem
+        return result
+    daemon = None
+    try:
+        daemon = PeerDaemon(name, peer_workdir(name, tmp))
+        daemon.start()
         say(f"{name}: {calls} in-process calls")
-        out = run_peer_client(name, target, calls, warmup, workdir)  # waits itself for sleeper to run
-        child_pids = out["child_pids"]
+        out = daemon.client(calls, warmup)  # waits itself for sleeper to run
         result.inproc = [ns / 1e9 for ns in out["samples_ns"]]
         result.notes.append(f"{name} {out['version']}" + (f", pyzmq {out['pyzmq']}" if out.get("pyzmq") else ""))
         if out["errors"]:
             result.notes.append(f"{out['errors']} of {calls} in-process replies were not ok")
-        say(f"{name}: {cli_runs} x {Path(cli[0]).name} status")
-        result.cli, failures = time_cli(cli, cli_runs, cwd=workdir, env=peer_env())
+        say(f"{name}: {cli_runs} x {Path(daemon.cli[0]).name} status")
+        result.cli, failures = time_cli(daemon.cli, cli_runs, cwd=daemon.workdir, env=peer_env())
         if failures:
-            result.notes.append(f"{len(failures)} {Path(cli[0]).name} runs failed, e.g. {failures[0]}")
+            result.notes.append(f"{len(failures)} {Path(daemon.cli[0]).name} runs failed, e.g. {failures[0]}")
     except Exception as exc:  # a peer that will not run is reported, not fatal
         result.unavailable = f"{type(exc).__name__}: {str(exc)[:400]}"
     finally:
-        if proc is not None:
-            result.notes.append(stop_process(proc, name))
-        result.notes += kill_leftovers(child_pids, name)
+        if daemon is not None:
+            result.notes += daemon.stop()
     return result
 
 
@@ -400,9 +428,10 @@ def ratio(peer: float | None, base: float | None) -> str:
     return "-" if peer is None or not base else f"{peer / base:.2f}x"
 
 
-def report(results: list[Result], args, versions: dict, elapsed: float) -> None:
-    print()
-    print(f"control path: status round trip, nsup vs supervisord vs circusd ({platform.node()}, {os.cpu_count()} CPUs, {platform.platform()})")
+def report(results: list[Result], args, versions: dict, elapsed: float | None, prefix: str = "") -> None:
+    if not prefix:
+        print()
+    print(f"{prefix}control path: status round trip, nsup vs supervisord vs circusd ({platform.node()}, {os.cpu_count()} CPUs, {platform.platform()})")
     print(f"Python: .venv {versions['venv']}   .bench-venv {versions['bench']}")
     print(f"in-process: {args.calls} calls after {args.warmup} warm-up; CLI: {args.cli_runs} runs after 2 warm-up; one after another, never two daemons at once")
     print()
@@ -447,19 +476,12 @@ def report(results: list[Result], args, versions: dict, elapsed: float) -> None:
     for r in results:
         for note in ([f"not available: {r.unavailable}"] if r.unavailable and (r.inproc or r.cli) else []) + r.notes:
             print(f"note  {r.name:<12} {note}")
-    print(f"total run time {elapsed:.1f} s")
+    if elapsed is not None:
+        print(f"total run time {elapsed:.1f} s")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=1000, help="in-process status calls per daemon")
-    parser.add_argument("--warmup", type=int, default=50, help="unmeasured in-process calls first")
-    parser.add_argument("--cli-runs", type=int, default=30, help="CLI runs per daemon")
-    args = parser.parse_args()
-    # SIGTERM to this script still runs every finally below, so nothing it started is left behind.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
-    started = time.perf_counter()
+def control_figures(calls: int, warmup: int, cli_runs: int) -> tuple[list[Result], dict]:
+    """Make .bench-venv if needed, then time nsup, supervisord and circusd one after another."""
     problems: dict[str, str | None]
     try:
         problems = ensure_bench_venv()
@@ -474,13 +496,28 @@ def main() -> None:
             times, _ = time_cli([str(py), "-I", "-c", "pass"], 10, cwd=Path(tempfile.gettempdir()))
             bare[name] = statistics.median(times)
     version_of = lambda py: subprocess.run([str(py), "-I", "-c", "import sys; print(sys.version.split()[0])"], capture_output=True, text=True).stdout.strip() if py.exists() else "absent"  # noqa: E731
-    versions = {"venv": f"{version_of(VENV / 'bin' / 'python') or platform.python_version()}", "bench": version_of(BENCH_PY), "bare": bare}
+    versions = {"venv": f"{version_of(VENV / 'bin' / 'python') or platform.python_version()}", "bench": version_of(BENCH_PY), "bare": bare,
+                "problems": problems}
 
     with tempfile.TemporaryDirectory(prefix="ctlb-") as tmp:
         tmp_path = Path(tmp)
-        results = [bench_nsup(args.calls, args.warmup, args.cli_runs, tmp_path)]
+        results = [bench_nsup(calls, warmup, cli_runs, tmp_path)]
         for name in ("supervisord", "circusd"):
-            results.append(bench_peer(name, args.calls, args.warmup, args.cli_runs, tmp_path, problems.get(name)))
+            results.append(bench_peer(name, calls, warmup, cli_runs, tmp_path, problems.get(name)))
+    return results, versions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=1000, help="in-process status calls per daemon")
+    parser.add_argument("--warmup", type=int, default=50, help="unmeasured in-process calls first")
+    parser.add_argument("--cli-runs", type=int, default=30, help="CLI runs per daemon")
+    args = parser.parse_args()
+    # SIGTERM to this script still runs every finally below, so nothing it started is left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    started = time.perf_counter()
+    results, versions = control_figures(args.calls, args.warmup, args.cli_runs)
     report(results, args, versions, time.perf_counter() - started)
 
 
