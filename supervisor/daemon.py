@@ -51,6 +51,7 @@ class WalkRequest:
     kind: str
     actor: str
     approval: Approval | None = None
+    stops_seen: int = 0  # how many stops had been asked for when this request was made
     answer: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def done(self, **data) -> None:
@@ -88,6 +89,7 @@ class Supervisor:
                                             s.restart_backoff_max_secs, s.stable_after_secs)
         self._walk_requests: asyncio.Queue[WalkRequest] = asyncio.Queue()
         self.shutdown_requested = False
+        self.stop_requests = 0  # every stop asked for, repeats included: a resume undoes only those before it
         self.shutdown_actor = ""
         self.stuck = False  # HALTING, and not flat after every round
         self.detour: str | None = None  # "restart" or "abort" while the walk carries one out
@@ -184,13 +186,21 @@ class Supervisor:
         if self.lifecycle.state in (CREATED, BUILT, RECOVERING):  # it never reached RUNNING under us
             if self.lifecycle.state != BUILT:
                 self._fire("build", actor="nsup")
-            await self._while_alive(self._command(p.RunNode(self.config.supervisor.startup_timeout_secs)))
+            try:
+                if self.shutdown_requested or self.paused:  # the node starts with no new entries
+                    await self._while_alive(self._command(p.SetTradingState("REDUCING")))
+                await self._while_alive(self._command(p.RunNode(self.config.supervisor.startup_timeout_secs)))
+            except LinkError as exc:  # ended through the gate like any worker that cannot start
+                self.journal.record("fault", reason=f"the re-attached worker did not start: {exc}")
+                await self._end_worker(EndAction.STOP_COMMAND)
+                raise WorkerLost(await self._await_exit(), f"the re-attached worker did not start: {exc}") from None
             self._fire("run", actor="nsup")
         self.restart_policy.worker_up()
 
     def request_shutdown(self, actor: str) -> str:
         """The graceful stop: flatten, verify flat, then stop. Repeats change nothing."""
         again = self.shutdown_requested
+        self.stop_requests += 1
         if not again:
             self.shutdown_requested = True  # before the journal write: a full disk must not lose a stop
             self.shutdown_actor = actor
@@ -227,7 +237,7 @@ class Supervisor:
         self.check_walk(kind)
         if kind != "resume":
             self.detour = kind  # until the walk answers: nothing else may start beside it
-        request = WalkRequest(kind, actor, approval)
+        request = WalkRequest(kind, actor, approval, stops_seen=self.stop_requests)
         self._walk_requests.put_nowait(request)
         try:
             return await request.answer
@@ -357,6 +367,9 @@ class Supervisor:
                     continue  # a stop while already stopping: nothing more to do
                 if request.kind not in ("resume", "abort"):
                     request.refuse(f"{request.kind} is not possible in HALTING")
+                    continue
+                if request.kind == "resume" and self.stop_requests != request.stops_seen:
+                    request.refuse("a stop was asked for after this resume: the stop stands")
                     continue
                 halting.cancel()
                 await asyncio.wait([halting])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -134,7 +135,12 @@ def test_a_hung_worker_that_was_flat_is_replaced(nsup_run, venue):
     run = trading_on(nsup_run, venue, FAST_RESTARTS)
     nsupctl(run, "pause")
     nsupctl(run, "flatten")
-    run.wait_for(lambda: (s := run.last_status()) and s["positions_open"] == 0, what="flat")
+
+    def truly_flat():  # counts at zero and no market exit still running: flat as the gate means it
+        status = json.loads(nsupctl(run, "--json", "status").stdout)
+        return status["positions_open"] == 0 and not any(s["is_exiting"] for s in status["strategies"])
+
+    run.wait_for(truly_flat, what="flat")
     hung = run.worker_pid
     os.kill(hung, signal.SIGSTOP)
 
