@@ -26,6 +26,25 @@ class NodeRecipe:
     strategies: list[Strategy] = field(default_factory=list)
 
 
+def build_node(recipe: NodeRecipe, timeout_post_stop: float | None):
+    """A built TradingNode from a recipe, on the calling (main) thread, as NautilusTrader requires.
+    `timeout_post_stop`: the kernel's fixed sleep in stop; None keeps the recipe's own."""
+    import msgspec
+    from nautilus_trader.live.node import TradingNode
+
+    config = recipe.config
+    if timeout_post_stop is not None:
+        config = msgspec.structs.replace(config, timeout_post_stop=timeout_post_stop)
+    node = TradingNode(config=config)
+    for name, factory in recipe.data_client_factories.items():
+        node.add_data_client_factory(name, factory)
+    for name, factory in recipe.exec_client_factories.items():
+        node.add_exec_client_factory(name, factory)
+    node.trader.add_strategies(recipe.strategies)
+    node.build()
+    return node
+
+
 def load_factory(spec: str) -> Callable[..., NodeRecipe]:
     """Resolve "package.module:function"; raises ValueError with a one-line reason."""
     module_name, sep, function_name = spec.partition(":")

@@ -10,7 +10,6 @@ import signal
 import sys
 from pathlib import Path
 
-import msgspec
 import zmq
 from loguru import logger
 
@@ -89,22 +88,12 @@ def _hold_worker_lock(path: Path) -> int:
 
 
 def _build_node(factory_spec: str, params: dict):
-    from nautilus_trader.live.node import TradingNode
-
-    from node_worker.recipe import NodeRecipe, load_factory
+    from node_worker.recipe import NodeRecipe, build_node, load_factory
 
     recipe = load_factory(factory_spec)(**params)
     if not isinstance(recipe, NodeRecipe):
         raise TypeError(f"factory {factory_spec} returned {type(recipe).__name__}, expected NodeRecipe")
-    config = msgspec.structs.replace(recipe.config, timeout_post_stop=TIMEOUT_POST_STOP_SECS)
-    node = TradingNode(config=config)  # on the main thread, as NautilusTrader requires
-    for name, factory in recipe.data_client_factories.items():
-        node.add_data_client_factory(name, factory)
-    for name, factory in recipe.exec_client_factories.items():
-        node.add_exec_client_factory(name, factory)
-    node.trader.add_strategies(recipe.strategies)
-    node.build()
-    return node
+    return build_node(recipe, TIMEOUT_POST_STOP_SECS)
 
 
 def _take_over_signals(loop, server) -> None:

@@ -41,9 +41,8 @@ def _describe(positions) -> list[str]:
 
 
 def child(status_fd: int, want: int) -> int:
-    from nautilus_trader.live.node import TradingNode
-
     from node_worker.demo.node import demo_node
+    from node_worker.recipe import build_node
 
     out = os.fdopen(status_fd, "w", buffering=1)
 
@@ -51,13 +50,7 @@ def child(status_fd: int, want: int) -> int:
         out.write(json.dumps({"kind": kind, "t": time.time(), **data}) + "\n")
 
     recipe = demo_node(venue="sandbox", hold_secs=3600.0, flat_secs=0.0)
-    node = TradingNode(config=recipe.config)  # the recipe's config as is: no timeout_post_stop override
-    for name, factory in recipe.data_client_factories.items():
-        node.add_data_client_factory(name, factory)
-    for name, factory in recipe.exec_client_factories.items():
-        node.add_exec_client_factory(name, factory)
-    node.trader.add_strategies(recipe.strategies)
-    node.build()
+    node = build_node(recipe, timeout_post_stop=None)  # the recipe's config as is: no timeout_post_stop override
     config = recipe.config
     report("built", timeout_post_stop=config.timeout_post_stop, timeout_disconnection=config.timeout_disconnection,
            timeout_shutdown=getattr(config, "timeout_shutdown", None))
