@@ -444,6 +444,8 @@ class Supervisor:
         if hello.version != p.PROTOCOL_VERSION:
             return f"the worker speaks protocol {hello.version}, nsup speaks {p.PROTOCOL_VERSION}"
         self.trader_id = hello.trader_id
+        # Read again now that the worker runs our code: the record a restarted nsup trusts is this one.
+        self.worker_identity = WorkerIdentity.of(self.process.pid) or self.worker_identity
         self.persist()
         self.journal.record("worker_hello", pid=hello.pid, trader_id=hello.trader_id)
         self._fire("build", actor="nsup")
