@@ -30,7 +30,7 @@ from supervisor.control.server import ControlServer
 from supervisor.daemon import EXIT_FAILURE, EXIT_USAGE, Supervisor
 from supervisor.journal import Journal
 from supervisor.metrics import Metrics
-from supervisor.persisted_state import PersistedState
+from supervisor.persisted_state import PersistedState, worker_lock_held
 from supervisor.persisted_state import load as load_state
 
 DEMO_FACTORY = "node_worker.demo.node:demo_node"
@@ -168,8 +168,10 @@ def _supervise(config: NsupConfig, duration: float | None) -> int:
                 os.chmod(path, 0o750)
         lock = _lock(s.state_path / "nsup.lock", "another nsup already supervises this node")
         carry_on_from = _unfinished_session(s.state_path / "state.json")
-        if carry_on_from is None or carry_on_from.worker is None or not carry_on_from.worker.still_running():
-            _refuse_if_locked(s.run_path / "worker.lock", "a worker of this node is still running, and it is not ours")
+        vouched = carry_on_from is not None and carry_on_from.vouches_for_a_live_worker()
+        if worker_lock_held(s.run_path / "worker.lock") and not vouched:  # never a twin beside a stranger
+            raise RuntimeError("a worker of this node is still running, and it is not ours; "
+                               "nsup will not start a second one beside it")
         journal = Journal(s.state_path / "journal.jsonl")
         if config.metrics.enabled:  # a port in use stops the start before anything is spawned
             metrics = Metrics()
@@ -262,12 +264,6 @@ def _lock(path: Path, held_means: str) -> int:
         os.close(fd)
         raise RuntimeError(f"{held_means} ({path} is locked)") from None
     return fd
-
-
-def _refuse_if_locked(path: Path, held_means: str) -> None:
-    """A worker holds its lock while it lives; one left from a crashed nsup must not get a twin."""
-    if path.exists():
-        os.close(_lock(path, f"{held_means}; nsup will not start a second one beside it"))
 
 
 if __name__ == "__main__":

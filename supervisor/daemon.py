@@ -187,14 +187,11 @@ class Supervisor:
             if self.lifecycle.state != BUILT:
                 self._fire("build", actor="nsup")
             try:
-                if self.shutdown_requested or self.paused:  # the node starts with no new entries
-                    await self._while_alive(self._command(p.SetTradingState("REDUCING")))
-                await self._while_alive(self._command(p.RunNode(self.config.supervisor.startup_timeout_secs)))
+                await self._run_node()
             except LinkError as exc:  # ended through the gate like any worker that cannot start
                 self.journal.record("fault", reason=f"the re-attached worker did not start: {exc}")
                 await self._end_worker(EndAction.STOP_COMMAND)
                 raise WorkerLost(await self._await_exit(), f"the re-attached worker did not start: {exc}") from None
-            self._fire("run", actor="nsup")
         self.restart_policy.worker_up()
 
     def request_shutdown(self, actor: str) -> str:
@@ -413,10 +410,8 @@ class Supervisor:
             if evidence is None:
                 raise Refused(f"restart only when flat: {describe_exposure(self.link.last_status)}")
             await self._command(p.SetTradingState("HALTED"), actor=request.actor)
-            venues = await self._ask_venues()
-            if venues is None or not self._fire("restart", actor=request.actor,
-                                                 evidence=FlatReads((*evidence.reads, venues), evidence.span_secs)).ok:
-                raise Refused(f"restart only when flat, at the venues too: {describe_exposure(venues or self.link.last_status)}")
+            if await self._fire_if_venues_flat("restart", request.actor, evidence) is None:
+                raise Refused(f"restart only when flat, at the venues too: {describe_exposure(self.link.last_status)}")
         except (Refused, LinkError) as exc:
             await self._while_alive(self._insist(p.SetTradingState("REDUCING" if self.paused else "ACTIVE")))
             request.refuse(str(exc))
@@ -450,14 +445,20 @@ class Supervisor:
         self.journal.record("worker_hello", pid=hello.pid, trader_id=hello.trader_id)
         self._fire("build", actor="nsup")
         try:
-            if self.shutdown_requested or self.paused:  # the node starts with no new entries
-                await self._while_alive(self._command(p.SetTradingState("REDUCING")))
-            self._node_ever_ran = True
-            await self._while_alive(self._command(p.RunNode(s.startup_timeout_secs), timeout=s.startup_timeout_secs + 5))
+            await self._run_node()
         except LinkError as exc:
             return str(exc)
-        self._fire("run", actor="nsup")
         return None
+
+    async def _run_node(self) -> None:
+        """BUILT -> RUNNING, for a new worker and a re-attached one alike: closing-only first when a
+        stop or a pause is pending, so that no strategy opens new risk. Raises LinkError."""
+        s = self.config.supervisor
+        if self.shutdown_requested or self.paused:
+            await self._while_alive(self._command(p.SetTradingState("REDUCING")))
+        self._node_ever_ran = True
+        await self._while_alive(self._command(p.RunNode(s.startup_timeout_secs), timeout=s.startup_timeout_secs + 5))
+        self._fire("run", actor="nsup")
 
     async def _halt_until_flat(self) -> None:
         """HALTING: REDUCING, market_exit in bounded rounds, then FLAT once verified. Never gives up
@@ -482,13 +483,19 @@ class Supervisor:
 
     async def _enter_flat(self, evidence: FlatReads) -> bool:
         await self._while_alive(self._insist(p.SetTradingState("HALTED")))
-        venues = await self._while_alive(self._ask_venues())
-        if venues is not None:
-            evidence = FlatReads((*evidence.reads, venues), evidence.span_secs)
-            if self._fire("flat", actor="nsup", evidence=evidence).ok:
-                return True
+        if await self._fire_if_venues_flat("flat", "nsup", evidence) is not None:
+            return True
         await self._while_alive(self._insist(p.SetTradingState("REDUCING")))  # not flat after all
         return False
+
+    async def _fire_if_venues_flat(self, trigger: str, actor: str, evidence: FlatReads) -> p.NodeStatus | None:
+        """With HALTED set: ask the venues, and fire `trigger` (flat, restart) with their answer as the
+        last read of the evidence. Returns that read if the machine moved, else None."""
+        venues = await self._while_alive(self._ask_venues())
+        if venues is None:
+            return None
+        moved = self._fire(trigger, actor=actor, evidence=FlatReads((*evidence.reads, venues), evidence.span_secs)).ok
+        return venues if moved else None
 
     async def _ask_venues(self) -> p.NodeStatus | None:
         """The node's status with what the venues themselves hold; a disagreement is journaled loudly.

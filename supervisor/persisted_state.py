@@ -8,6 +8,7 @@ a reused pid never makes nsup signal a stranger.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -43,6 +44,24 @@ class PersistedState(msgspec.Struct):
     shutdown_actor: str = ""
     paused: bool = False
     restarts: int = 0
+
+    def vouches_for_a_live_worker(self) -> bool:
+        """An unfinished session whose worker is still the very process it spawned: nsup re-attaches."""
+        return self.state not in ("STOPPED", "ABORTED") and self.worker is not None and self.worker.still_running()
+
+
+def worker_lock_held(path: Path) -> bool:
+    """A worker holds its lock file for as long as it lives (node_worker/worker.py)."""
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def save(path: Path, state: PersistedState) -> None:

@@ -5,9 +5,7 @@ with its reason, and with --strict any FAIL exits 1, so the session does not sta
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -17,6 +15,7 @@ from pathlib import Path
 from supervisor.config import ConfigError, NsupConfig, load_config
 from supervisor.journal import read_journal
 from supervisor.persisted_state import load as load_state
+from supervisor.persisted_state import worker_lock_held
 
 BUILD_TIMEOUT_SECS = 120.0
 STOP_MARGIN_SECS = 30.0  # the node's own stop and dispose, and nsup's, after the flatten
@@ -82,18 +81,10 @@ def _node_builds(config: NsupConfig) -> Check:
 
 def _no_stranger_worker(config: NsupConfig) -> Check:
     lock = config.supervisor.run_path / "worker.lock"
-    if not lock.exists():
+    if not worker_lock_held(lock):
         return Check("worker", "PASS", "no worker of this node is running")
-    fd = os.open(lock, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return Check("worker", "PASS", "no worker of this node is running")
-    except BlockingIOError:
-        pass
-    finally:
-        os.close(fd)
     was = _state(config)
-    if was is not None and was.worker is not None and was.worker.still_running():
+    if was is not None and was.vouches_for_a_live_worker():
         return Check("worker", "PASS", f"worker {was.worker.pid} is running and on record: nsup will re-attach to it")
     return Check("worker", "FAIL", f"a worker holds {lock}, and nothing on record says it is ours: end it by hand first")
 
