@@ -26,15 +26,24 @@ class NodeRecipe:
     strategies: list[Strategy] = field(default_factory=list)
 
 
-def build_node(recipe: NodeRecipe, timeout_post_stop: float | None):
+def build_node(recipe: NodeRecipe, timeout_post_stop: float | None, cache_database: dict | None = None):
     """A built TradingNode from a recipe, on the calling (main) thread, as NautilusTrader requires.
-    `timeout_post_stop`: the kernel's fixed sleep in stop; None keeps the recipe's own."""
+    `timeout_post_stop`: the kernel's fixed sleep in stop; None keeps the recipe's own.
+    `cache_database`: DatabaseConfig fields to keep the node's cache in (nsup's [redis] node_cache),
+    with bounded timeouts; the recipe's other cache settings stay."""
     import msgspec
+    from nautilus_trader.config import CacheConfig, DatabaseConfig
     from nautilus_trader.live.node import TradingNode
 
     config = recipe.config
     if timeout_post_stop is not None:
         config = msgspec.structs.replace(config, timeout_post_stop=timeout_post_stop)
+    if cache_database is not None:
+        if config.cache is not None and config.cache.database is not None:
+            raise ValueError("the recipe keeps its cache in a database of its own, and nsup's [redis] node_cache "
+                             "would replace it: set one of the two")
+        cache = msgspec.structs.replace(config.cache or CacheConfig(), database=DatabaseConfig(**cache_database))
+        config = msgspec.structs.replace(config, cache=cache)
     node = TradingNode(config=config)
     for name, factory in recipe.data_client_factories.items():
         node.add_data_client_factory(name, factory)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import fcntl
 import json
 import os
@@ -17,6 +18,8 @@ from supervisor import protocol as p
 
 # nsup verifies flat before it stops the node, so the kernel's fixed post-stop sleep buys nothing.
 TIMEOUT_POST_STOP_SECS = 0.1
+# Disposing closes the cache database, which waits on its Redis without end if Redis stops answering.
+DISPOSE_BOUND_SECS = 10.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,11 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     logger.remove()
     logger.add(sys.stderr, format="{time:YYYY-MM-DDTHH:mm:ss.SSS!UTC}Z [nsup-worker] {level} {message}")
     if args.check:
-        return _check(args.factory, args.params_file)
+        return _check(args.factory, args.spec_file)
     try:
         lock = _hold_worker_lock(Path(args.lock))  # noqa: F841 (held for the life of the process)
-        params = json.loads(Path(args.params_file).read_text())
-        node = _build_node(args.factory, params)
+        spec = json.loads(Path(args.spec_file).read_text())
+        node = _build_node(args.factory, spec)
     except Exception as exc:
         logger.exception("could not build the node")
         _report_build_failure(args.link, f"{type(exc).__name__}: {exc}")
@@ -46,9 +49,42 @@ def main(argv: list[str] | None = None) -> int:
         # which alerts on the missing heartbeats. An operator decides from there.
         logger.critical("the control server failed; the node keeps running without it", exc_info=True)
         loop.run_forever()
-    node.dispose()
+    _dispose(node, spec.get("cache_database"))
     logger.info("node stopped and disposed; exiting 0")
     return 0
+
+
+def _dispose(node, cache_database: dict | None) -> None:
+    """A node that nsup verified flat and stopped must exit, even if the Redis holding its cache has
+    stopped answering: closing the cache database then blocks without end, holding the GIL. So the
+    worker asks Redis first and, if it does not answer, exits without disposing; the cache's last
+    writes are lost and the next node's reconciliation against the venue corrects them. Should Redis
+    stall between the question and the close, faulthandler's own thread (it needs no GIL) ends the
+    process, with exit 1: nsup then treats it as a lost worker, and a stop still pending goes on."""
+    if cache_database is not None and not _redis_answers(cache_database):
+        logger.error("the node's cache database (Redis {}:{}) does not answer; the node is stopped and was flat: "
+                     "exiting 0 without disposing it", cache_database["host"], cache_database["port"])
+        logger.complete()
+        os._exit(0)
+    if cache_database is None:
+        node.dispose()
+        return
+    faulthandler.dump_traceback_later(DISPOSE_BOUND_SECS, exit=True)
+    node.dispose()
+    faulthandler.cancel_dump_traceback_later()
+
+
+def _redis_answers(database: dict) -> bool:
+    from supervisor.redis_mirror import connect, redis_errors
+
+    client = connect(None, database["response_timeout"], host=database["host"], port=database["port"],
+                     username=database["username"], password=database["password"], ssl=database["ssl"])
+    try:
+        return bool(client.ping())
+    except redis_errors():
+        return False
+    finally:
+        client.close()
 
 
 def _parse_args(argv):
@@ -56,7 +92,8 @@ def _parse_args(argv):
     parser.add_argument("--check", action="store_true", help="import the factory, build the node, dispose it, exit")
     parser.add_argument("--link", help="the supervisor's worker endpoint")
     parser.add_argument("--factory", required=True, help="module:function returning a NodeRecipe")
-    parser.add_argument("--params-file", required=True, help="JSON object of keyword arguments for the factory")
+    parser.add_argument("--spec-file", required=True,
+                        help='JSON {"params": factory keyword arguments, "cache_database": DatabaseConfig fields or null}')
     parser.add_argument("--lock", help="file this worker holds locked while it lives")
     parser.add_argument("--heartbeat-secs", type=float, default=1.0)
     parser.add_argument("--reduce-after-supervisor-lost-secs", type=float, default=0.0,
@@ -64,10 +101,10 @@ def _parse_args(argv):
     return parser.parse_args(argv)
 
 
-def _check(factory: str, params_file: str) -> int:
+def _check(factory: str, spec_file: str) -> int:
     """For `nsup preflight`: does the factory import and the node build? Nothing connects, nothing runs."""
     try:
-        node = _build_node(factory, json.loads(Path(params_file).read_text()))
+        node = _build_node(factory, json.loads(Path(spec_file).read_text()))
         node.dispose()
     except Exception as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
@@ -87,13 +124,13 @@ def _hold_worker_lock(path: Path) -> int:
     return fd
 
 
-def _build_node(factory_spec: str, params: dict):
+def _build_node(factory_spec: str, spec: dict):
     from node_worker.recipe import NodeRecipe, build_node, load_factory
 
-    recipe = load_factory(factory_spec)(**params)
+    recipe = load_factory(factory_spec)(**spec["params"])
     if not isinstance(recipe, NodeRecipe):
         raise TypeError(f"factory {factory_spec} returned {type(recipe).__name__}, expected NodeRecipe")
-    return build_node(recipe, TIMEOUT_POST_STOP_SECS)
+    return build_node(recipe, TIMEOUT_POST_STOP_SECS, spec.get("cache_database"))
 
 
 def _take_over_signals(loop, server) -> None:

@@ -8,6 +8,8 @@ Sections, each from the script that measures it (run alone, each prints its own 
   2. recovery on the paper venue (scripts/benchmark.py)
   3. control round trip, nsup vs supervisord vs circusd (scripts/benchmark_control.py)
   4. footprint: RSS and CPU at rest, nsup vs supervisord vs circusd (scripts/benchmark_idle.py)
+  5. the Redis mirror: a record's cost, the stream's lag, a backlog, stops with Redis paused
+     (scripts/benchmark_redis.py)
 Everything runs one after another, never two measured things at once. Progress goes to stderr, the
 report to stdout. Medians; no assertion, no pass or fail.
 """
@@ -33,6 +35,7 @@ import benchmark  # noqa: E402
 import benchmark_control  # noqa: E402
 import benchmark_idle  # noqa: E402
 import benchmark_plain  # noqa: E402
+import benchmark_redis  # noqa: E402
 from benchmark_control import say  # noqa: E402
 
 
@@ -141,6 +144,7 @@ def main() -> None:
     parser.add_argument("--cli-runs", type=int, help="CLI runs per daemon (default 30; --quick 10)")
     parser.add_argument("--window", type=float, help="seconds of CPU measurement per daemon (default 10; --quick 5)")
     parser.add_argument("--confirm", type=float, default=0.5, help="flat_confirm_secs for the stop runs (the default config)")
+    parser.add_argument("--records", type=int, help="journal records per Redis mirror figure (default 1000; --quick 300)")
     args = parser.parse_args()
     q = args.quick
     runs = args.runs or (3 if q else 7)
@@ -149,26 +153,29 @@ def main() -> None:
     calls = args.calls or (300 if q else 1000)
     cli_runs = args.cli_runs or (10 if q else 30)
     window = args.window or (5.0 if q else 10.0)
+    records = args.records or (300 if q else 1000)
     args.calls, args.cli_runs, args.warmup = calls, cli_runs, 50  # what benchmark_control.report prints
     # SIGTERM to this script still runs every finally, so nothing it started is left behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     started = time.perf_counter()
-    say(f"1/6 nsup graceful stop with positions open, {runs} runs")
+    say(f"1/7 nsup graceful stop with positions open, {runs} runs")
     stop = benchmark.stop_figures(runs, args.confirm)
     import_secs = benchmark.startup_secs()
-    say(f"2/6 plain TradingNode stopped with SIGTERM, {plain_runs} runs (about 11 s each)")
+    say(f"2/7 plain TradingNode stopped with SIGTERM, {plain_runs} runs (about 11 s each)")
     plain = benchmark_plain.plain_figures(plain_runs)
-    say(f"3/6 paper venue, {recovery_runs} runs")
+    say(f"3/7 paper venue, {recovery_runs} runs")
     with tempfile.TemporaryDirectory(prefix="nb-") as tmp:
         latencies, restarts = benchmark.paper_venue_figures(Path(tmp), runs=recovery_runs)
-    say(f"4/6 recovery, {recovery_runs} runs")
+    say(f"4/7 recovery, {recovery_runs} runs")
     with tempfile.TemporaryDirectory(prefix="nr-") as tmp:
         recovery = benchmark.recovery_figures(Path(tmp), runs=recovery_runs)
-    say("5/6 control round trip")
+    say("5/7 control round trip")
     results, versions = benchmark_control.control_figures(calls, 50, cli_runs)
-    say(f"6/6 footprint at rest, {window:g} s windows")
+    say(f"6/7 footprint at rest, {window:g} s windows")
     idle = benchmark_idle.idle_figures(window, 2.0, versions.get("problems"))
+    say(f"7/7 Redis mirror, {records} records a figure, {recovery_runs} stops a case")
+    redis = benchmark_redis.redis_figures(records, recovery_runs)
     elapsed = time.perf_counter() - started
 
     command = "scripts/bench " + shlex.join(sys.argv[1:])
@@ -186,6 +193,8 @@ def main() -> None:
     benchmark_control.report(results, args, versions, None, prefix="3. ")
     print()
     section_footprint(idle, stop, window, import_secs)
+    print()
+    benchmark_redis.report(redis, prefix="5. ")
     print()
     print(f"total run time {elapsed:.0f} s (virtualenvs ready)")
 

@@ -20,7 +20,7 @@ from loguru import logger
 from supervisor import __version__
 from paper_venue.launcher import VenueProcess, endpoints_in
 from supervisor.alerts import FAILURE_KIND, Alerter
-from supervisor.config import ConfigError, NodeSection, NsupConfig, SupervisorSection, load_config
+from supervisor.config import ConfigError, NsupConfig, load_config, parse_config
 from supervisor.console import Console, setup_logging
 from supervisor.control.client import ENDPOINTS_FILE
 from supervisor.control.commands import OperatorCommands
@@ -30,8 +30,8 @@ from supervisor.control.server import ControlServer
 from supervisor.daemon import EXIT_FAILURE, EXIT_USAGE, Supervisor
 from supervisor.journal import Journal
 from supervisor.metrics import Metrics
-from supervisor.persisted_state import PersistedState, worker_lock_held
-from supervisor.persisted_state import load as load_state
+from supervisor.persisted_state import PersistedState, StateStore, worker_lock_held
+from supervisor.redis_mirror import RedisMirror
 
 DEMO_FACTORY = "node_worker.demo.node:demo_node"
 MAX_IPC_PATH = 100  # sun_path holds 107 bytes; keep a margin
@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     venue.add_argument("--venue-endpoint", help="use this running paper venue (with --quotes-endpoint)")
     venue.add_argument("--sandbox", action="store_true", help="NautilusTrader's in-process sandbox instead")
     demo.add_argument("--quotes-endpoint", help="the paper venue's quotes, with --venue-endpoint")
+    demo.add_argument("--redis", metavar="URL", help="mirror the journal, state and status to this Redis (as node 'demo')")
+    demo.add_argument("--node-cache", action="store_true", help="with --redis: keep the node's cache there too")
     commands.add_parser("paper-venue", help="run a paper venue; `nsup paper-venue --help` for its options")
     check = commands.add_parser("preflight", help="check a config, its node and its directories before a session")
     check.add_argument("--config", required=True, help="TOML config file")
@@ -122,7 +124,10 @@ def _demo_config(args) -> NsupConfig:
     else:  # the paper venue the caller names, or the one main() starts in the state dir
         endpoint, quotes = (args.venue_endpoint, args.quotes_endpoint) if args.venue_endpoint else endpoints_in(state_dir)
         params = {"venue": "paper", "venue_endpoint": endpoint, "quotes_endpoint": quotes}
-    return NsupConfig(node=NodeSection(factory=DEMO_FACTORY, params=params), supervisor=SupervisorSection(state_dir=str(state_dir)))
+    raw = {"node": {"factory": DEMO_FACTORY, "params": params}, "supervisor": {"state_dir": str(state_dir)}}
+    if args.redis or args.node_cache:
+        raw["redis"] = {"url": args.redis, "name": "demo", "node_cache": args.node_cache}
+    return parse_config(raw, source="nsup demo")
 
 
 def _start_venue(state_dir: Path) -> VenueProcess:
@@ -153,7 +158,7 @@ def _report_and_stop(venue: VenueProcess) -> None:
 
 def _supervise(config: NsupConfig, duration: float | None) -> int:
     s = config.supervisor
-    alerter = metrics = None
+    alerter = metrics = mirror = None
     socket_path = s.run_path / "control.sock"  # the longest of the socket names
     if len(str(socket_path)) > MAX_IPC_PATH:
         field = "supervisor.run_dir" if s.run_dir else "supervisor.state_dir (or set supervisor.run_dir)"
@@ -167,12 +172,17 @@ def _supervise(config: NsupConfig, duration: float | None) -> int:
                 os.chown(path, -1, grp.getgrnam(config.control.group).gr_gid)
                 os.chmod(path, 0o750)
         lock = _lock(s.state_path / "nsup.lock", "another nsup already supervises this node")
-        carry_on_from = _unfinished_session(s.state_path / "state.json")
-        vouched = carry_on_from is not None and carry_on_from.vouches_for_a_live_worker()
-        if worker_lock_held(s.run_path / "worker.lock") and not vouched:  # never a twin beside a stranger
+        if config.redis.enabled:
+            mirror = RedisMirror(config.redis, config.redis_name, s.state_path / "journal.jsonl")
+        store = config.state_store(mirror)
+        carry_on_from = _unfinished_session(store)
+        if mirror is not None and (live := mirror.live_elsewhere(config.supervisor.heartbeat_interval_secs)):
+            raise RuntimeError(live)
+        vouched = carry_on_from is not None and carry_on_from.vouches_for_a_live_worker(config.worker_lock_path)
+        if worker_lock_held(config.worker_lock_path) and not vouched:  # never a twin beside a stranger
             raise RuntimeError("a worker of this node is still running, and it is not ours; "
                                "nsup will not start a second one beside it")
-        journal = Journal(s.state_path / "journal.jsonl")
+        journal = Journal(s.state_path / "journal.jsonl", id_floor=mirror.stream_end if mirror else (0, 0))
         if config.metrics.enabled:  # a port in use stops the start before anything is spawned
             metrics = Metrics()
             metrics.start(config.metrics.listen)
@@ -187,9 +197,15 @@ def _supervise(config: NsupConfig, duration: float | None) -> int:
         journal.listen(alerter.on_record)
     if metrics is not None:
         journal.listen(metrics.on_record)
+    if mirror is not None:
+        journal.listen(mirror.wake)
+        mirror.start()
+        if carry_on_from is not None and store.source == "redis":
+            journal.record("state_from_redis", state=carry_on_from.state, version=carry_on_from.version,
+                           written_on=carry_on_from.host, key=mirror.keys.state, local_damage=store.local_damage)
     logger.info("nsup {} supervising {} (state dir {})", __version__, config.node.factory, s.state_path)
     try:
-        return asyncio.run(_main(config, journal, console, duration, carry_on_from, metrics))
+        return asyncio.run(_main(config, journal, console, duration, carry_on_from, metrics, store))
     except Exception as exc:  # a bug of ours: one line on the terminal, the traceback on record
         logger.critical("nsup failed: {}: {}", type(exc).__name__, exc)
         try:
@@ -202,13 +218,15 @@ def _supervise(config: NsupConfig, duration: float | None) -> int:
             alerter.close()  # up to 2 s, so supervisor_exit (or nsup's own failure) still goes out
         if metrics is not None:
             metrics.stop()
+        if mirror is not None:
+            mirror.close()  # at most drain_secs: what Redis has not taken stays in the file for the next start
         journal.close()
         os.close(lock)
 
 
 async def _main(config: NsupConfig, journal: Journal, console: Console, duration: float | None,
-                carry_on_from: PersistedState | None, metrics: Metrics | None = None) -> int:
-    supervisor = Supervisor(config, journal, carry_on_from)
+                carry_on_from: PersistedState | None, metrics: Metrics | None, store: StateStore) -> int:
+    supervisor = Supervisor(config, journal, carry_on_from, store)
     if metrics is not None:
         metrics.watch(supervisor)
     supervisor.status_listeners.append(console.on_status)
@@ -219,7 +237,10 @@ async def _main(config: NsupConfig, journal: Journal, console: Console, duration
     publisher = EventPublisher(events)
     journal.listen(lambda record: publisher.publish(record["kind"], record))
     supervisor.heartbeat_listeners.append(lambda state, status: publisher.publish("heartbeat", {"state": state, "status": status}))
-    server = ControlServer(control, OperatorCommands(supervisor, publisher.endpoints).handle)
+    commands = OperatorCommands(supervisor, publisher.endpoints)
+    server = ControlServer(control, commands.handle)
+    if store.mirror is not None:
+        _mirror_status(store.mirror, supervisor, commands, journal)
     endpoints_file = config.supervisor.state_path / ENDPOINTS_FILE
     endpoints_file.write_text(json.dumps({"control": server.endpoints, "events": publisher.endpoints, "supervisor_pid": os.getpid()}))
     if duration is not None:
@@ -246,12 +267,23 @@ def _control_bindings(config: NsupConfig) -> tuple[list[Binding], list[Binding]]
     return commands, events
 
 
-def _unfinished_session(path: Path) -> PersistedState | None:
-    """The state a crashed nsup left, if its session did not end (STOPPED or ABORTED)."""
-    was = load_state(path)
+def _mirror_status(mirror: RedisMirror, supervisor: Supervisor, commands: OperatorCommands, journal: Journal) -> None:
+    """Redis gets what `nsupctl status` shows, on every status and every record; Redis coming and
+    going is journaled (from the loop: the journal's listeners are not all thread-safe)."""
+    mirror.report_changes(
+        lambda reachable, reason: journal.record("redis", reachable=reachable, reason=reason or None), asyncio.get_running_loop())
+    supervisor.status_listeners.append(lambda *_: mirror.offer_status(commands.status()))
+    journal.listen(lambda _record: mirror.offer_status(commands.status()))
+
+
+def _unfinished_session(store: StateStore) -> PersistedState | None:
+    """The state a crashed nsup left (in the local file, or in Redis if that copy is newer), if its
+    session did not end (STOPPED or ABORTED)."""
+    was = store.load()
     if was is None or was.state in ("STOPPED", "ABORTED"):
         return None
-    logger.warning("the last nsup on this node ended in {} without finishing: carrying on from there", was.state)
+    logger.warning("the last nsup on this node ended in {} without finishing: carrying on from there (state from {})",
+                   was.state, "Redis" if store.source == "redis" else "the local file")
     return was
 
 

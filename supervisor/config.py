@@ -29,6 +29,9 @@
     curve_secret_key = "/etc/nsup/server.key_secret"   # from `nsupctl keygen`
     curve_authorized_keys = "/etc/nsup/authorized"     # a directory of clients' *.key files
 
+The optional [alerts], [metrics] and [redis] tables are described in supervisor/alerts.py,
+supervisor/metrics.py and supervisor/redis_mirror.py.
+
 A wrong, missing or mistyped field is a ConfigError whose message is one line naming the field and
 what was expected.
 """
@@ -36,6 +39,7 @@ what was expected.
 from __future__ import annotations
 
 import grp
+import hashlib
 import json
 import re
 import tomllib
@@ -46,6 +50,8 @@ import msgspec
 
 from supervisor.alerts import AlertsSection
 from supervisor.metrics import MetricsSection
+from supervisor.persisted_state import StateStore
+from supervisor.redis_mirror import RedisSection, node_cache_database
 
 PositiveSecs = Annotated[float, msgspec.Meta(gt=0, le=86_400)]  # finite: inf would wait forever
 FACTORY_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
@@ -113,6 +119,30 @@ class NsupConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     control: ControlSection = ControlSection()
     alerts: AlertsSection = AlertsSection()
     metrics: MetricsSection = MetricsSection()
+    redis: RedisSection = RedisSection()
+
+    @property
+    def redis_name(self) -> str:
+        """This node's name in Redis: as configured, else the state dir's last part (the systemd instance)."""
+        return self.redis.name or self.supervisor.state_path.name
+
+    @property
+    def node_fingerprint(self) -> str:
+        """Which node this is, without its params (they may hold secrets): its factory and params, hashed."""
+        node = json.dumps({"factory": self.node.factory, "params": self.node.params}, sort_keys=True)
+        return hashlib.sha256(node.encode()).hexdigest()[:16]
+
+    @property
+    def worker_lock_path(self) -> Path:
+        return self.supervisor.run_path / "worker.lock"
+
+    def state_store(self, mirror=None) -> StateStore:
+        """This node's persisted state: state.json in the state dir, and its copy in Redis with a mirror."""
+        return StateStore(self.supervisor.state_path / "state.json", mirror, node=self.node_fingerprint)
+
+    def worker_spec(self) -> dict:
+        """What the worker builds its node from (written to a 0600 file: it may hold secrets)."""
+        return {"params": self.node.params, "cache_database": node_cache_database(self.redis)}
 
 
 PATTERN_HINTS = {
@@ -121,6 +151,7 @@ PATTERN_HINTS = {
     "factory": "expected 'module:function', e.g. node_worker.demo.node:demo_node",
     "tcp_endpoint": "expected tcp://HOST:PORT",
     "events_tcp_endpoint": "expected tcp://HOST:PORT",
+    "name": "expected letters, digits and _ . @ - (at most 100)",
 }
 
 

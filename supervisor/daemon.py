@@ -24,7 +24,7 @@ from supervisor import protocol as p
 from supervisor.config import NsupConfig
 from supervisor.journal import Journal, count_fields
 from supervisor.lifecycle import BUILT, CREATED, FLAT, HALTING, RECOVERING, RUNNING, Approval, FlatReads, Lifecycle, Outcome
-from supervisor.persisted_state import PersistedState, WorkerIdentity, save
+from supervisor.persisted_state import PersistedState, StateStore, WorkerIdentity
 from supervisor.restart_policy import RestartPolicy
 from supervisor.sd_notify import SdNotifier, keep_alive, messages_for_transition, status_text
 from supervisor.stop_gate import EndAction, StopGate, describe_exposure
@@ -73,13 +73,15 @@ class WorkerLost(Exception):
 
 
 class Supervisor:
-    def __init__(self, config: NsupConfig, journal: Journal, carry_on_from: PersistedState | None = None):
-        """`carry_on_from`: what a crashed nsup left; its worker is re-attached if it still runs."""
+    def __init__(self, config: NsupConfig, journal: Journal, carry_on_from: PersistedState | None = None,
+                 state_store: StateStore | None = None):
+        """`carry_on_from`: what a crashed nsup left; its worker is re-attached if it still runs.
+        `state_store`: where `persist` writes (default: state.json in the state dir, no mirror)."""
         self.config = config
         self.journal = journal
         self.sd = SdNotifier.from_environment()  # before any worker is spawned: it must not inherit NOTIFY_SOCKET
         self._carry_on_from = carry_on_from
-        self.state_file = config.supervisor.state_path / "state.json"
+        self.state_store = state_store or config.state_store()
         self.worker_identity: WorkerIdentity | None = None
         self.status_listeners: list[Callable[[str, p.NodeStatus], None]] = []  # every status: the terminal
         self.heartbeat_listeners: list[Callable[[str, p.NodeStatus], None]] = []  # heartbeats only: events
@@ -134,15 +136,15 @@ class Supervisor:
 
     def _spawn_worker(self) -> None:
         s = self.config.supervisor
-        params_file = s.run_path / "worker-params.json"  # not on the command line: params may hold secrets
-        params_file.touch(mode=0o600)
-        params_file.write_text(json.dumps(self.config.node.params))
+        spec_file = s.run_path / "worker-spec.json"  # not on the command line: it may hold secrets
+        spec_file.touch(mode=0o600)
+        spec_file.write_text(json.dumps(self.config.worker_spec()))
         self.link.expect_new_worker()
         self.process = WorkerProcess.spawn(
             [
                 "--link", self.link.endpoint,
                 "--factory", self.config.node.factory,
-                "--params-file", str(params_file),
+                "--spec-file", str(spec_file),
                 "--lock", str(s.run_path / "worker.lock"),
                 "--heartbeat-secs", str(s.heartbeat_interval_secs),
                 "--reduce-after-supervisor-lost-secs", str(s.reduce_after_supervisor_lost_secs),
@@ -157,7 +159,7 @@ class Supervisor:
         self.persist()
 
     def persist(self) -> None:
-        save(self.state_file, PersistedState(
+        self.state_store.save(PersistedState(
             state=self.lifecycle.state, worker=self.worker_identity, trader_id=self.trader_id,
             shutdown_requested=self.shutdown_requested, shutdown_actor=self.shutdown_actor, paused=self.paused,
             restarts=self.restarts,
@@ -170,7 +172,7 @@ class Supervisor:
         self.lifecycle.resume_at(was.state)
         self.trader_id, self.paused, self.restarts = was.trader_id, was.paused, was.restarts
         self.shutdown_requested, self.shutdown_actor = was.shutdown_requested, was.shutdown_actor
-        if was.worker is None or not was.worker.still_running():
+        if not was.vouches_for_a_live_worker(self.config.worker_lock_path):
             self.journal.record("reattach", result="the worker died while nsup was down", state=was.state)
             raise WorkerLost(None, "the worker died while nsup was down")
         self.process = WorkerProcess.attach(was.worker.pid)

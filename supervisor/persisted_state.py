@@ -1,5 +1,7 @@
 """What a restarted nsup needs to carry on where a crashed one stopped: written atomically
-(temp file, fsync, rename), so it is always a whole record, never a torn one.
+(temp file, fsync, rename), so it is always a whole record, never a torn one. With a Redis mirror a
+copy goes to Redis too, and a new nsup carries on from whichever copy is newer (its `version`), so
+a node whose state dir was lost, or moved to another host, still finishes what it was doing.
 
 The worker's identity is its pid, its start time (from /proc, in clock ticks since boot) and its
 command line: all three must match before a new nsup treats a live process as its worker, so that
@@ -10,9 +12,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
+import time
 from pathlib import Path
 
 import msgspec
+from loguru import logger
 
 
 class WorkerIdentity(msgspec.Struct, frozen=True):
@@ -36,6 +41,14 @@ class WorkerIdentity(msgspec.Struct, frozen=True):
         return WorkerIdentity.of(self.pid) == self
 
 
+def boot_id() -> str:
+    """This boot of this machine: a pid and a start time mean something within one boot only."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
 class PersistedState(msgspec.Struct):
     state: str
     worker: WorkerIdentity | None = None
@@ -44,10 +57,69 @@ class PersistedState(msgspec.Struct):
     shutdown_actor: str = ""
     paused: bool = False
     restarts: int = 0
+    # The newer copy (file or Redis) wins: at least one more than the last, and never below the
+    # wall clock in ms, so a session that started without reading Redis still writes above it.
+    version: int = 0
+    host: str = ""  # where it was written, for people
+    boot_id: str = ""  # where it was written, for the worker identity
+    node: str = ""  # node_fingerprint(config) of the node it is about
 
-    def vouches_for_a_live_worker(self) -> bool:
-        """An unfinished session whose worker is still the very process it spawned: nsup re-attaches."""
-        return self.state not in ("STOPPED", "ABORTED") and self.worker is not None and self.worker.still_running()
+    def vouches_for_a_live_worker(self, lock_path: Path) -> bool:
+        """An unfinished session whose worker is still the very process it spawned, on this boot of
+        this machine, for this node (its command line names our lock file): nsup re-attaches."""
+        return (self.state not in ("STOPPED", "ABORTED") and self.worker is not None
+                and self.boot_id in ("", boot_id()) and str(lock_path) in self.worker.cmdline
+                and self.worker.still_running())
+
+
+class StateStore:
+    """The one owner of the persisted state: state.json, and its copy in Redis when mirrored."""
+
+    def __init__(self, path: Path, mirror=None, node: str = ""):
+        self.path = path
+        self.mirror = mirror  # supervisor.redis_mirror.RedisMirror, or None
+        self.node = node  # node_fingerprint(config): a Redis copy about another node is refused
+        self.version = 0
+        self.source = "none"  # where the loaded state came from: "local", "redis" or "none"
+        self.local_damage: str | None = None
+
+    def load(self) -> PersistedState | None:
+        """The newer of the local file and the Redis copy. A damaged local file is an error unless
+        Redis has a copy; an unreachable Redis leaves the local file (the mirror says why). A newer
+        Redis copy about another node (two nodes given one name) is a ValueError."""
+        try:
+            local, damage = load(self.path), None
+        except ValueError as exc:
+            local, damage = None, exc
+        try:
+            remote = self.mirror.load_state() if self.mirror is not None else None
+        except ValueError as exc:  # damaged in Redis: the local file decides, if there is one
+            if local is None:
+                raise
+            logger.warning("{}; carrying on from the local file", exc)
+            remote = None
+        copies = [(copy, source) for copy, source in ((local, "local"), (remote, "redis")) if copy is not None]
+        if not copies:
+            if damage is not None:
+                raise damage
+            return None
+        chosen, self.source = max(copies, key=lambda pair: pair[0].version)
+        if self.source == "redis" and chosen.node and self.node and chosen.node != self.node:
+            raise ValueError(f"the state in Redis ({self.mirror.keys.state}, written on {chosen.host or 'an unknown host'}) "
+                             "is about another node (another factory or params): give this node its own [redis] name")
+        if damage is not None:
+            self.local_damage = str(damage)
+            logger.warning("{}; carrying on from the copy in Redis", damage)
+        self.version = chosen.version
+        return chosen
+
+    def save(self, state: PersistedState) -> None:
+        self.version = max(self.version + 1, time.time_ns() // 1_000_000)
+        state = msgspec.structs.replace(state, version=self.version, host=socket.gethostname(), boot_id=boot_id(),
+                                        node=self.node)
+        save(self.path, state)
+        if self.mirror is not None:
+            self.mirror.offer_state(state)
 
 
 def worker_lock_held(path: Path) -> bool:
@@ -71,6 +143,11 @@ def save(path: Path, state: PersistedState) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)  # the rename itself survives a power cut
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def load(path: Path) -> PersistedState | None:

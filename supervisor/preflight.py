@@ -9,13 +9,14 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.config import ConfigError, NsupConfig, load_config
 from supervisor.journal import read_journal
-from supervisor.persisted_state import load as load_state
 from supervisor.persisted_state import worker_lock_held
+from supervisor.redis_mirror import RedisMirror, connect, redacted, redis_errors
 
 BUILD_TIMEOUT_SECS = 120.0
 STOP_MARGIN_SECS = 30.0  # the node's own stop and dispose, and nsup's, after the flatten
@@ -40,7 +41,7 @@ def preflight(config_path: Path, stop_timeout_secs: float | None) -> list[Check]
         _no_stranger_worker(config),
         _last_session(config),
         _stop_timeout(config, stop_timeout_secs),
-        Check("redis", "PASS", "no Redis configured: the journal and state are local files"),
+        _redis(config),
     ]
 
 
@@ -63,12 +64,12 @@ def _directories(config: NsupConfig) -> list[Check]:
 
 
 def _node_builds(config: NsupConfig) -> Check:
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as params:
-        json.dump(config.node.params, params)
-        params.flush()
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as spec:  # 0600, like the worker's own
+        json.dump(config.worker_spec(), spec)
+        spec.flush()
         try:
             done = subprocess.run(
-                [sys.executable, "-m", "node_worker", "--check", "--factory", config.node.factory, "--params-file", params.name],
+                [sys.executable, "-m", "node_worker", "--check", "--factory", config.node.factory, "--spec-file", spec.name],
                 capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECS,
             )
         except subprocess.TimeoutExpired:
@@ -80,17 +81,20 @@ def _node_builds(config: NsupConfig) -> Check:
 
 
 def _no_stranger_worker(config: NsupConfig) -> Check:
-    lock = config.supervisor.run_path / "worker.lock"
+    lock = config.worker_lock_path
     if not worker_lock_held(lock):
         return Check("worker", "PASS", "no worker of this node is running")
     was = _state(config)
-    if was is not None and was.vouches_for_a_live_worker():
+    if was is not None and was.vouches_for_a_live_worker(lock):
         return Check("worker", "PASS", f"worker {was.worker.pid} is running and on record: nsup will re-attach to it")
     return Check("worker", "FAIL", f"a worker holds {lock}, and nothing on record says it is ours: end it by hand first")
 
 
 def _last_session(config: NsupConfig) -> Check:
-    was = _state(config)
+    try:
+        was = _state(config, strict=True)
+    except ValueError as exc:
+        return Check("last session", "FAIL", str(exc))
     if was is None:
         return Check("last session", "PASS", "no earlier session on record")
     if was.state == "STOPPED":
@@ -118,8 +122,35 @@ def _stop_timeout(config: NsupConfig, stop_timeout_secs: float | None) -> Check:
     return Check("stop timeout", "PASS", f"{stop_timeout_secs:g}s exceeds the flatten budget of {budget:g}s")
 
 
-def _state(config: NsupConfig):
+def _redis(config: NsupConfig) -> Check:
+    section = config.redis
+    if not section.enabled:
+        return Check("redis", "PASS", "no Redis configured: the journal and state are local files")
+    started, client = time.monotonic(), None
     try:
-        return load_state(config.supervisor.state_path / "state.json")
+        client = connect(section.url, section.timeout_secs)
+        client.ping()
+    except (*redis_errors(), ValueError) as exc:
+        cache = "; and the node's cache is kept there, so the node cannot build" if section.node_cache else ""
+        return Check("redis", "FAIL" if section.node_cache else "WARN",
+                     f"{redacted(section.url)} does not answer within {section.timeout_secs:g}s: {exc}{cache}"
+                     + ("" if section.node_cache else "; nsup would keep the journal locally and ship it later"))
+    finally:
+        if client is not None:
+            client.close()
+    return Check("redis", "PASS", f"{redacted(section.url)} answers in {(time.monotonic() - started) * 1000:.1f} ms "
+                 f"(node {config.redis_name!r})")
+
+
+def _state(config: NsupConfig, strict: bool = False):
+    """The state a new nsup would carry on from: the newer of the local file and Redis's copy.
+    `strict`: a damaged or foreign state is a ValueError (else: None)."""
+    mirror = None
+    if config.redis.enabled:
+        mirror = RedisMirror(config.redis, config.redis_name, config.supervisor.state_path / "journal.jsonl")
+    try:
+        return config.state_store(mirror).load()
     except ValueError:
+        if strict:
+            raise
         return None

@@ -3,6 +3,7 @@
     nsupctl --state-dir DIR status [--diagram FILE]|pause|resume|flatten|stop [--wait]|restart|abort|events|tail|version
     nsupctl --endpoint tcp://HOST:PORT --server-key S.key --client-key C.key_secret status
     nsupctl keygen DIR [--name NAME]
+    nsupctl --redis URL nodes | --node NAME status|tail [-n N] [-f]   (any node mirrored to Redis; reads only)
 
 Exit codes: 0 done; 1 refused (nsup said no, and why); 2 usage error; 3 nsup not reachable;
 4 `stop --wait` ended with nsup stuck in HALTING; 5 an answer nsup should never give;
@@ -64,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--server-key", type=Path, help="the server's public key file (tcp)")
     parser.add_argument("--client-key", type=Path, help="this client's key_secret file (tcp)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+    parser.add_argument("--redis", metavar="URL", help="read status and journal from Redis instead ([redis] in nsup's config)")
+    parser.add_argument("--node", help="with --redis: the node's name in Redis (see `nodes`)")
     parser.add_argument("--json", action="store_true", help="print JSON, for scripts")
     commands = parser.add_subparsers(dest="command", required=True)
     for name in SIMPLE:
@@ -79,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         approved.add_argument("--confirm", help="the trader id, when there is no terminal to type it at")
         approved.add_argument("--reason", help="why, for the journal")
     commands.add_parser("events", help="follow the event stream")
+    commands.add_parser("nodes", help="with --redis: every node mirrored there, and its state")
     tail = commands.add_parser("tail", help="the journal")
     tail.add_argument("-n", type=int, default=20, help="how many records")
     tail.add_argument("-f", action="store_true", help="follow")
@@ -93,6 +97,8 @@ def _run(args) -> int:
         public, secret = make_keys(args.directory, args.name)
         _say(args, f"public key: {public}\nsecret key: {secret} (keep it; mode 0600)", {"public": str(public), "secret": str(secret)})
         return EXIT_OK
+    if args.redis or args.command == "nodes":
+        return _from_redis(args)
     if args.command == "tail":
         return _tail(args)
     client = _client(args)
@@ -264,6 +270,59 @@ def _tail(args) -> int:
                 _print_record(args, msgspec.json.decode(line))
             except msgspec.DecodeError:
                 continue
+
+
+REDIS_READS = ("nodes", "status", "tail")
+
+
+def _from_redis(args) -> int:
+    """Reads only: what the nodes' mirrors wrote. Changing a node goes through its control socket."""
+    from supervisor.control.redis_reader import NodeUnknown, RedisReader, RedisUnreachable
+
+    if not args.redis:
+        raise ValueError("nodes reads Redis: give --redis URL")
+    if args.command not in REDIS_READS:
+        raise ValueError(f"with --redis nsupctl only reads ({', '.join(REDIS_READS)}); {args.command} goes to the "
+                         "node itself: give --state-dir DIR or --endpoint")
+    if args.command != "nodes" and not args.node:
+        raise ValueError(f"{args.command} from Redis needs --node NAME (see `nsupctl --redis URL nodes`)")
+    reader = RedisReader(args.redis, args.timeout)
+    try:
+        if args.command == "nodes":
+            fleet = reader.nodes()
+            _say(args, "\n".join(_fleet_line(node) for node in fleet) or "no node has mirrored to this Redis", fleet)
+        elif args.command == "status":
+            data = reader.status(args.node)
+            _say(args, _describe_mirrored(data), data)
+        else:
+            entries = reader.tail(args.node, args.n)
+            for _stream_id, record in entries:
+                _print_record(args, record)
+            if args.f:
+                after = entries[-1][0] if entries else ("$" if args.n <= 0 else "0-0")
+                for record in reader.follow(args.node, after=after):
+                    _print_record(args, record)
+    except RedisUnreachable as exc:
+        raise NotReachable(str(exc)) from None
+    except NodeUnknown as exc:
+        raise Refusal(str(exc)) from None
+    return EXIT_OK
+
+
+def _fleet_line(node: dict) -> str:
+    age = f"{node['age_secs']:g}s ago" if "age_secs" in node else "no live status"
+    return (f"{node['node']:<20} {node.get('state') or '?':<10} {_counts(node)}  health={node.get('health')}  "
+            f"{node.get('host', '')} ({age})")
+
+
+def _describe_mirrored(data: dict) -> str:
+    try:
+        header = f"node           {data['node']} on {data['host']}, as of {data['updated_at']} ({data['age_secs']:g}s ago)"
+        return header + "\n" + _describe("status", data)
+    except (KeyError, TypeError, ValueError):  # only the persisted state, or a status nsupctl cannot read
+        state = data.get("persisted") or {}
+        return (f"state          {data.get('state')} (persisted, version {state.get('version')}, written on "
+                f"{state.get('host') or '?'}; no readable live status in Redis)")
 
 
 def _final_state(args) -> str | None:

@@ -69,3 +69,30 @@ def test_an_aborted_session_with_exposure_is_shown(nsup_run):
     assert result.returncode == 1
     line = outcome(result, "last session")
     assert line.startswith("FAIL") and "ABORTED with 2 position(s)" in line and "EUR/USD.SIM" in line
+
+
+def test_redis_is_checked_and_an_unreachable_one_fails_a_node_cache_there(tmp_path, redis_server):
+    config = tmp_path / "nsup.toml"
+    base = f'[node]\nfactory = "node_worker.demo.node:demo_node"\n[supervisor]\nstate_dir = "{tmp_path}/s"\n'
+    config.write_text(base + f'[redis]\nurl = "{redis_server.url}"\nnode_cache = true\n')
+    good = preflight(config, "--strict", "--stop-timeout-secs", "300")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert outcome(good, "redis").startswith("PASS") and "answers in" in outcome(good, "redis")
+    assert outcome(good, "node").startswith("PASS")  # built with its cache in this Redis
+
+    redis_server.pause()  # accepts connections and answers nothing
+    try:
+        started = time.monotonic()
+        stalled = preflight(config, "--strict", "--stop-timeout-secs", "300")
+        took = time.monotonic() - started
+    finally:
+        redis_server.resume()
+    assert stalled.returncode == 1
+    assert outcome(stalled, "redis").startswith("FAIL") and "does not answer within 2s" in outcome(stalled, "redis")
+    assert outcome(stalled, "node").startswith("FAIL")
+    assert took < 60, f"bounded by the configured timeouts, not NautilusTrader's minutes: {took:.1f}s"
+
+    config.write_text(base + '[redis]\nurl = "redis://:s3cret@127.0.0.1:1/0"\n')  # mirror only: a warning
+    unreachable = preflight(config, "--strict", "--stop-timeout-secs", "300")
+    assert unreachable.returncode == 0 and outcome(unreachable, "redis").startswith("WARN")
+    assert "s3cret" not in unreachable.stdout and "***" in outcome(unreachable, "redis")

@@ -351,7 +351,7 @@ class Harness:
     def _spawn_sim(self, cls, args: list[str]) -> WorkerProcess:
         endpoint = args[args.index("--link") + 1]
         heartbeat = float(args[args.index("--heartbeat-secs") + 1])
-        popen = subprocess.Popen(CHILD_ARGV, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        popen = subprocess.Popen([*CHILD_ARGV, "sim-worker", *args], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL, start_new_session=True)
         process = cls(popen.pid, popen)
         self.processes.append(process)

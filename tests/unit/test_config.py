@@ -76,7 +76,22 @@ BAD_CONFIGS = {
     "unknown node field": (
         lambda t: VALID_NODE + 'factroy_args = "x"\n' + supervisor_section(t), ["node.factroy_args", "unknown"]),
     "unknown section": (
-        lambda t: VALID_NODE + supervisor_section(t) + "[redis]\nurl = 'x'\n", ["redis", "unknown"]),
+        lambda t: VALID_NODE + supervisor_section(t) + "[cache]\nurl = 'x'\n", ["cache", "unknown"]),
+    "redis url not a redis url": (
+        lambda t: VALID_NODE + supervisor_section(t) + "[redis]\nurl = 'http://h:1'\n", ["redis", "url", "redis://"]),
+    "redis url with a bad port": (
+        lambda t: VALID_NODE + supervisor_section(t) + "[redis]\nurl = 'redis://h:99999'\n", ["redis", "url", "port"]),
+    "node cache without a url": (
+        lambda t: VALID_NODE + supervisor_section(t) + "[redis]\nnode_cache = true\n", ["node_cache", "url"]),
+    "node cache on another database": (
+        lambda t: VALID_NODE + supervisor_section(t) + "[redis]\nurl = 'redis://h:1/3'\nnode_cache = true\n",
+        ["node_cache", "database 0"]),
+    "redis url with a path that is not a database": (
+        lambda t: VALID_NODE + supervisor_section(t) + "[redis]\nurl = 'redis://h:1/x'\n", ["redis", "url", "database number"]),
+    "redis url with options": (
+        lambda t: VALID_NODE + supervisor_section(t) + "[redis]\nurl = 'redis://h:1/0?socket_timeout=9'\n", ["redis", "url", "options"]),
+    "redis name with a space": (
+        lambda t: VALID_NODE + supervisor_section(t) + "[redis]\nurl = 'redis://h:1'\nname = 'a b'\n", ["redis.name", "letters"]),
     "factory without colon": (
         lambda t: '[node]\nfactory = "nocolon"\n' + supervisor_section(t), ["node.factory", "module:function"]),
     "factory with a path": (

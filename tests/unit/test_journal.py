@@ -158,3 +158,23 @@ def test_count_fields_are_flat_and_none_when_unknown():
     assert journal_module.count_fields(status(positions=1, inflight=2, open_=3)) == {
         "positions_open": 1, "orders_inflight": 2, "orders_open": 3,
     }
+
+
+def test_ids_strictly_increase_even_when_the_clock_steps_back_and_go_on_after_a_reopen(tmp_path, monkeypatch):
+    from supervisor.journal import parse_id
+
+    path = tmp_path / "journal.jsonl"
+    clock = iter([5_000, 5_000, 4_000, 6_000, 6_000, 1_000])
+    monkeypatch.setattr(journal_module.time, "time_ns", lambda: next(clock) * 1_000_000)
+    j = Journal(path)
+    ids = [j.record("x")["id"] for _ in range(5)]
+    j.close()
+    assert ids == ["5000-0", "5000-1", "5000-2", "6000-0", "6000-1"]
+    assert Journal(path).record("x")["id"] == "6000-2", "a reopened journal goes on from its last id"
+    assert [r["id"] for r in read_journal(path)] == ids + ["6000-2"]
+    assert parse_id("6000-2") > parse_id("6000-1") > parse_id("5000-9")
+
+
+def test_an_id_floor_puts_new_ids_above_it(tmp_path):
+    j = Journal(tmp_path / "journal.jsonl", id_floor=(99_999_999_999_999, 4))
+    assert j.record("x")["id"] == "99999999999999-5"
