@@ -128,7 +128,7 @@ def _ship_lags(server: RedisServer, journal: Journal, n: int) -> list[float]:
 
 def _stop_secs(directory: Path, case: dict | None) -> float:
     """SIGTERM to nsup's exit, two positions open, on the sandbox venue."""
-    server = RedisServer(directory / "redis").start() if case is not None else None
+    server = RedisServer(directory.with_name(directory.name + "-redis")).start() if case is not None else None
     sections = {}
     if server is not None:
         sections["redis"] = {"url": server.url, "name": "bench", "timeout_secs": 2.0, "drain_secs": 2.0,
