@@ -145,7 +145,7 @@ class Supervisor:
                 "--link", self.link.endpoint,
                 "--factory", self.config.node.factory,
                 "--spec-file", str(spec_file),
-                "--lock", str(s.run_path / "worker.lock"),
+                "--lock", str(self.config.worker_lock_path),
                 "--heartbeat-secs", str(s.heartbeat_interval_secs),
                 "--reduce-after-supervisor-lost-secs", str(s.reduce_after_supervisor_lost_secs),
             ],

@@ -32,7 +32,6 @@ import random
 import re
 import socket
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path

@@ -20,10 +20,8 @@ import time
 from pathlib import Path
 
 import msgspec
-import zmq
 
 from supervisor import __version__
-from supervisor.control import protocol as c
 from supervisor.control.client import ControlClient, CurveKeys, NotReachable, ProtocolViolation, endpoints_in
 from supervisor.control.security import make_keys
 from supervisor.journal import read_journal

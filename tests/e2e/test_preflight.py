@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import REPO
-from tests.e2e.test_nsupctl import UNFLATTENABLE, nsupctl, stuck
+from tests.e2e.test_nsupctl import nsupctl, stuck
 
 pytestmark = pytest.mark.e2e
 

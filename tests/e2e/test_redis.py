@@ -13,7 +13,6 @@ import time
 import msgspec
 import pytest
 
-from supervisor.journal import read_journal
 from supervisor.redis_mirror import Keys
 from tests.e2e.test_paper_venue import ALWAYS_IN, drill, on_venue, venue, venue_book  # noqa: F401
 from tests.e2e.test_recovery import assert_guard_held

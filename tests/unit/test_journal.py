@@ -8,7 +8,6 @@ import os
 import stat
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from supervisor import journal as journal_module
 from supervisor import protocol as p
