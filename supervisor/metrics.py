@@ -78,6 +78,7 @@ class Metrics:
         self.heartbeat_age = heartbeat_age
         self.restarts = restarts
         self.lifecycle_state = lifecycle_state
+        self.redis_mirror = None  # supervisor.redis_mirror.RedisMirror, read at scrape time
         self._lock = threading.Lock()
         self._state = CREATED
         self._trading_state: str | None = None
@@ -100,6 +101,7 @@ class Metrics:
         self.heartbeat_age = heartbeat_age
         self.restarts = lambda: supervisor.restarts
         self.lifecycle_state = lambda: supervisor.lifecycle.state
+        self.redis_mirror = getattr(supervisor.state_store, "mirror", None)
         supervisor.status_listeners.append(self.on_status)
 
     # Listeners, on the daemon's loop ------------------------------------------------------------
@@ -175,6 +177,12 @@ class Metrics:
         if self.restarts is not None:
             yield CounterMetricFamily("nsup_worker_restarts", "Workers nsup replaced (lost, hung, or restarted)",
                                       value=self.restarts())
+        if (mirror := self.redis_mirror) is not None:
+            if mirror.reachable is not None:
+                yield GaugeMetricFamily("nsup_redis_up", "1 while Redis takes the journal, 0 while it is unreachable",
+                                        value=1.0 if mirror.reachable else 0.0)
+            yield CounterMetricFamily("nsup_redis_records_shipped", "Journal records this nsup put in the Redis stream",
+                                      value=mirror.shipped)
         family = CounterMetricFamily("nsup_transitions", "Lifecycle transitions since nsup started",
                                      labels=["source", "dest"])
         for (source, dest), n in sorted(transitions.items()):

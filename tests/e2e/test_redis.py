@@ -14,8 +14,10 @@ import msgspec
 import pytest
 
 from supervisor.redis_mirror import Keys
+from tests.e2e.test_alerts_metrics import scrape
 from tests.e2e.test_paper_venue import ALWAYS_IN, drill, on_venue, venue, venue_book  # noqa: F401
 from tests.e2e.test_recovery import assert_guard_held
+from tests.redis_server import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -83,15 +85,20 @@ def test_nsupctl_from_redis_refuses_what_it_cannot_do_in_one_line(redis_server):
 
 
 def test_redis_killed_mid_run_and_back_the_stream_ends_whole(nsup_run, redis_server):
-    run = nsup_run({"hold_secs": 3600.0, "flat_secs": 0.0}, {}, redis=redis_section(redis_server))
+    port = free_port()
+    run = nsup_run({"hold_secs": 3600.0, "flat_secs": 0.0}, {}, redis=redis_section(redis_server),
+                   metrics={"listen": f"127.0.0.1:{port}"})
     run.wait_for_state("RUNNING")
+    wait(lambda: scrape(port).get(("nsup_redis_up", ())) == 1.0, what="nsup_redis_up 1")
     redis_server.kill()
     run.wait_for(lambda: [r for r in run.records("redis") if r["reachable"] is False], what="Redis unreachable, journaled")
+    assert scrape(port)[("nsup_redis_up", ())] == 0.0
     run.wait_for_positions(2)
     subprocess.run([sys.executable, "-m", "supervisor.control.nsupctl", "--state-dir", str(run.state_dir), "pause"],
                    check=True, capture_output=True, timeout=30)  # journaled while Redis is down
     redis_server.start()
     run.wait_for(lambda: [r for r in run.records("redis") if r["reachable"] is True], what="Redis back, journaled")
+    assert scrape(port)[("nsup_redis_up", ())] == 1.0
     run.signal(signal.SIGTERM)
     assert run.exit_code() == 0
     assert stream(redis_server) == run.journal

@@ -96,8 +96,10 @@ def test_watch_reads_a_supervisor(metrics):
     import time
 
     listeners = []
+    mirror = SimpleNamespace(reachable=None, shipped=0)
     supervisor = SimpleNamespace(restarts=2, lifecycle=SimpleNamespace(state="RECOVERING"),
-                                 link=SimpleNamespace(last_heard=time.monotonic() - 3.0), status_listeners=listeners)
+                                 link=SimpleNamespace(last_heard=time.monotonic() - 3.0), status_listeners=listeners,
+                                 state_store=SimpleNamespace(mirror=mirror))
     m = metrics()
     m.watch(supervisor)
     assert listeners == [m.on_status]
@@ -105,6 +107,10 @@ def test_watch_reads_a_supervisor(metrics):
     assert one_hot(samples, "nsup_lifecycle_state", "state")["RECOVERING"] == 1.0  # e.g. re-attached: no transition seen
     assert samples[("nsup_worker_restarts_total", ())] == 2
     assert 3.0 <= samples[("nsup_heartbeat_age_seconds", ())] < 13.0
+    assert ("nsup_redis_up", ()) not in samples and samples[("nsup_redis_records_shipped_total", ())] == 0
+    mirror.reachable, mirror.shipped = False, 7  # read at scrape time, from the mirror's own thread's fields
+    samples = scrape(m)
+    assert samples[("nsup_redis_up", ())] == 0.0 and samples[("nsup_redis_records_shipped_total", ())] == 7
     supervisor.link = None  # before the link exists
     assert ("nsup_heartbeat_age_seconds", ()) not in scrape(m)
 
