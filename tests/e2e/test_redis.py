@@ -14,6 +14,7 @@ import msgspec
 import pytest
 
 from supervisor.redis_mirror import Keys
+from tests.e2e.conftest import pid_alive
 from tests.e2e.test_alerts_metrics import scrape
 from tests.e2e.test_paper_venue import ALWAYS_IN, drill, on_venue, venue, venue_book  # noqa: F401
 from tests.e2e.test_recovery import assert_guard_held
@@ -193,3 +194,31 @@ def test_a_second_nsup_on_a_node_name_that_is_live_elsewhere_is_refused(nsup_run
     assert second.records("worker_spawned") == []
     first.signal(signal.SIGTERM)
     assert first.exit_code() == 0
+
+
+def test_a_new_nsup_on_a_lost_state_dir_reattaches_to_the_live_worker_from_redis(nsup_run, redis_server):
+    """nsup killed and its state dir wiped while the worker trades on: the copy in Redis vouches for
+    the worker (same boot, this node's lock file), so the new nsup adopts it instead of refusing."""
+    run = nsup_run({"hold_secs": 3600.0, "flat_secs": 0.0}, {}, redis=redis_section(redis_server))
+    run.wait_for_state("RUNNING")
+    run.wait_for_positions(2)
+    wait(lambda: b"RUNNING" in (redis_server.client().get(Keys("desk-a").state) or b""), what="RUNNING in Redis")
+    worker = run.worker_pid
+    run.process.kill()
+    run.process.wait()
+    for name in ("state.json", "journal.jsonl", "journal.jsonl.shipped"):
+        (run.state_dir / name).unlink(missing_ok=True)
+
+    run.start()
+    try:
+        assert run.wait_for(lambda: run.records("state_from_redis"), what="the state from Redis")[0]["state"] == "RUNNING"
+        reattached = run.wait_for(lambda: run.records("reattach"), what="re-attached")[0]
+        assert reattached["result"] == "re-attached" and reattached["pid"] == worker
+        run.signal(signal.SIGTERM)
+        assert run.exit_code() == 0
+    finally:  # the wiped journal no longer names this worker for the teardown
+        if pid_alive(worker):
+            os.kill(worker, signal.SIGKILL)
+    assert run.records("transition")[-1]["dest"] == "STOPPED" and run.records("transition")[-1]["positions_open"] == 0
+    assert run.records("worker_spawned") == [], "the worker it found was the one it stopped"
+    assert_guard_held(run)
