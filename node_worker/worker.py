@@ -61,14 +61,14 @@ def _dispose(node, cache_database: dict | None) -> None:
     writes are lost and the next node's reconciliation against the venue corrects them. Should Redis
     stall between the question and the close, faulthandler's own thread (it needs no GIL) ends the
     process, with exit 1: nsup then treats it as a lost worker, and a stop still pending goes on."""
-    if cache_database is not None and not _redis_answers(cache_database):
+    if cache_database is None:
+        node.dispose()
+        return
+    if not _redis_answers(cache_database):
         logger.error("the node's cache database (Redis {}:{}) does not answer; the node is stopped and was flat: "
                      "exiting 0 without disposing it", cache_database["host"], cache_database["port"])
         logger.complete()
         os._exit(0)
-    if cache_database is None:
-        node.dispose()
-        return
     faulthandler.dump_traceback_later(DISPOSE_BOUND_SECS, exit=True)
     node.dispose()
     faulthandler.cancel_dump_traceback_later()

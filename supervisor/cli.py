@@ -172,8 +172,7 @@ def _supervise(config: NsupConfig, duration: float | None) -> int:
                 os.chown(path, -1, grp.getgrnam(config.control.group).gr_gid)
                 os.chmod(path, 0o750)
         lock = _lock(s.state_path / "nsup.lock", "another nsup already supervises this node")
-        if config.redis.enabled:
-            mirror = RedisMirror(config.redis, config.redis_name, s.state_path / "journal.jsonl")
+        mirror = config.redis_mirror()
         store = config.state_store(mirror)
         carry_on_from = _unfinished_session(store)
         if mirror is not None and (live := mirror.live_elsewhere(config.supervisor.heartbeat_interval_secs)):
@@ -182,7 +181,7 @@ def _supervise(config: NsupConfig, duration: float | None) -> int:
         if worker_lock_held(config.worker_lock_path) and not vouched:  # never a twin beside a stranger
             raise RuntimeError("a worker of this node is still running, and it is not ours; "
                                "nsup will not start a second one beside it")
-        journal = Journal(s.state_path / "journal.jsonl", id_floor=mirror.stream_end if mirror else (0, 0))
+        journal = Journal(config.journal_path, id_floor=mirror.stream_end if mirror else (0, 0))
         if config.metrics.enabled:  # a port in use stops the start before anything is spawned
             metrics = Metrics()
             metrics.start(config.metrics.listen)

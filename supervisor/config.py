@@ -51,7 +51,7 @@ import msgspec
 from supervisor.alerts import AlertsSection
 from supervisor.metrics import MetricsSection
 from supervisor.persisted_state import StateStore
-from supervisor.redis_mirror import RedisSection, node_cache_database
+from supervisor.redis_mirror import RedisMirror, RedisSection, node_cache_database
 
 PositiveSecs = Annotated[float, msgspec.Meta(gt=0, le=86_400)]  # finite: inf would wait forever
 FACTORY_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
@@ -131,6 +131,14 @@ class NsupConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         """Which node this is, without its params (they may hold secrets): its factory and params, hashed."""
         node = json.dumps({"factory": self.node.factory, "params": self.node.params}, sort_keys=True)
         return hashlib.sha256(node.encode()).hexdigest()[:16]
+
+    @property
+    def journal_path(self) -> Path:
+        return self.supervisor.state_path / "journal.jsonl"
+
+    def redis_mirror(self) -> RedisMirror | None:
+        """The mirror of this node's journal, state and status to Redis; None without [redis]."""
+        return RedisMirror(self.redis, self.redis_name, self.journal_path) if self.redis.enabled else None
 
     @property
     def worker_lock_path(self) -> Path:

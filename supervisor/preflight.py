@@ -16,7 +16,7 @@ from pathlib import Path
 from supervisor.config import ConfigError, NsupConfig, load_config
 from supervisor.journal import read_journal
 from supervisor.persisted_state import worker_lock_held
-from supervisor.redis_mirror import RedisMirror, connect, redacted, redis_errors
+from supervisor.redis_mirror import connect, redacted, redis_errors
 
 BUILD_TIMEOUT_SECS = 120.0
 STOP_MARGIN_SECS = 30.0  # the node's own stop and dispose, and nsup's, after the flatten
@@ -101,7 +101,7 @@ def _last_session(config: NsupConfig) -> Check:
         return Check("last session", "PASS", "the last session ended STOPPED, flat")
     if was.state != "ABORTED":
         return Check("last session", "WARN", f"the last nsup ended in {was.state} without finishing: the next carries on from there")
-    journal = config.supervisor.state_path / "journal.jsonl"
+    journal = config.journal_path
     records = read_journal(journal) if journal.exists() else []
     last_counts = next((r for r in reversed(records) if r.get("positions_open") is not None), {})
     approval = next((r for r in reversed(records) if r["kind"] == "approval"), None)
@@ -145,11 +145,8 @@ def _redis(config: NsupConfig) -> Check:
 def _state(config: NsupConfig, strict: bool = False):
     """The state a new nsup would carry on from: the newer of the local file and Redis's copy.
     `strict`: a damaged or foreign state is a ValueError (else: None)."""
-    mirror = None
-    if config.redis.enabled:
-        mirror = RedisMirror(config.redis, config.redis_name, config.supervisor.state_path / "journal.jsonl")
     try:
-        return config.state_store(mirror).load()
+        return config.state_store(config.redis_mirror()).load()
     except ValueError:
         if strict:
             raise
