@@ -82,7 +82,20 @@ class SetFaults(_Request, tag="set_faults"):
     silent: bool | None = None  # no quotes, no events, no replies
 
 
-Request = Hello | Submit | Cancel | Modify | QueryOrders | QueryFills | QueryPositions | QueryAccount | SetFaults
+class HandTrade(_Request, tag="hand_trade"):
+    """A trade by hand at the venue on the account (a trader on the broker's website): a market order
+    filled at the touch. Seen: its events go to the account's sessions, as any order's do, and the
+    node learns of an order it did not send. Unseen: its events are lost on the wire, and the venue
+    holds what the node does not know. For drills and tests that make the node and the venue disagree."""
+
+    instrument_id: str
+    side: str  # "BUY" | "SELL"
+    quantity: str
+    seen: bool = True
+
+
+Request = (Hello | Submit | Cancel | Modify | QueryOrders | QueryFills | QueryPositions | QueryAccount | SetFaults
+           | HandTrade)
 
 
 # Venue state, as queries return it and events carry it.

@@ -26,6 +26,8 @@ Drills, switched by SetFaults while running:
 - silent: no quotes, no events, no replies; requests are dropped unread, as if lost on the wire.
   SetFaults is the one request still read and answered, so that SetFaults(silent=False) ends it. The
   market moves on meanwhile, and resting orders still fill: their events are lost.
+- HandTrade: someone trades on the account by hand, a market order at the touch (answered at once,
+  whatever the other drills); `seen=False` loses its events, so the venue holds what no node knows.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class Venue:
         self.router: zmq.asyncio.Socket | None = None
         self._tasks: set[asyncio.Task] = set()
         self._dropping: asyncio.Task | None = None
+        self._hand_trades = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         self.pub = self.ctx.socket(zmq.PUB)
@@ -172,7 +175,7 @@ class Venue:
         except msgspec.MsgspecError as exc:
             await self._reply(identity, v.Reply(_request_id(frames[-1]), False, error=f"malformed request: {exc}"))
             return
-        if self.faults.silent and not isinstance(request, v.SetFaults):
+        if self.faults.silent and not isinstance(request, v.SetFaults | v.HandTrade):
             return
         rid = request.request_id
         match request:
@@ -208,6 +211,8 @@ class Venue:
                 await self._reply(identity, v.Reply(rid, True, balances=self.book.balances()))
             case v.SetFaults():
                 await self._set_faults(identity, request)
+            case v.HandTrade():
+                await self._hand_trade(identity, request)
 
     async def _reply(self, identity: bytes, reply: v.Reply) -> None:
         """Sends a Reply now, or reply_delay_ms later; not while silent."""
@@ -230,6 +235,20 @@ class Venue:
         await self._send(identity, v.Reply(request.request_id, True))
         if request.drop_connection and (self._dropping is None or self._dropping.done()):  # one drop at a time
             self._dropping = self._spawn(self._drop())
+
+    async def _hand_trade(self, identity: bytes, request: v.HandTrade) -> None:
+        self._hand_trades += 1
+        order = v.Submit(request_id=request.request_id, client_order_id=f"HAND-{self.book.epoch}-{self._hand_trades}",
+                         strategy_id="HAND", instrument_id=request.instrument_id, side=request.side,
+                         order_type="MARKET", quantity=request.quantity, time_in_force="IOC")
+        events = self.book.submit(order, time.time_ns())
+        refused = next((e.reason for e in events if isinstance(e, v.OrderRejected)), None)
+        await self._send(identity, v.Reply(request.request_id, refused is None, error=refused))
+        if request.seen:
+            await self._push(events)
+        else:
+            logger.warning(f"hand trade {order.client_order_id} {request.side} {request.quantity} "
+                           f"{request.instrument_id}: unseen, its events are not pushed")
 
     async def _drop(self) -> None:
         self._receiver.cancel()
@@ -323,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def drill(argv: list[str] | None = None) -> int:
-    """Sends one SetFaults and prints the reply. Exit 0 ok, 1 refused, 3 no answer."""
+    """Sends one SetFaults (or a HandTrade) and prints the reply. Exit 0 ok, 1 refused, 3 no answer."""
     on_off = {"on": True, "off": False}
     parser = argparse.ArgumentParser(prog="python -m paper_venue drill", description="Switch the venue's drills.")
     parser.add_argument("--endpoint", required=True)
@@ -332,13 +351,23 @@ def drill(argv: list[str] | None = None) -> int:
     parser.add_argument("--reply-delay-ms", type=int)
     parser.add_argument("--drop-connection", action="store_true")
     parser.add_argument("--silent", choices=on_off)
+    parser.add_argument("--hand-trade", metavar="SIDE:INSTRUMENT:QUANTITY",
+                        help="trade by hand on the account instead, e.g. BUY:EUR/USD.SIM:100000")
+    parser.add_argument("--unseen", action="store_true", help="with --hand-trade: its events never reach the node")
     parser.add_argument("--timeout-secs", type=float, default=5.0)
     args = parser.parse_args(argv)
-    request = v.SetFaults(
-        request_id=1, reject_orders=on_off.get(args.reject_orders), ack_delay_ms=args.ack_delay_ms,
-        reply_delay_ms=args.reply_delay_ms, drop_connection=args.drop_connection or None,
-        silent=on_off.get(args.silent),
-    )
+    if args.hand_trade:
+        side, _, rest = args.hand_trade.partition(":")
+        instrument, _, quantity = rest.rpartition(":")
+        if side not in ("BUY", "SELL") or not instrument or not quantity:
+            parser.error("--hand-trade: expected SIDE:INSTRUMENT:QUANTITY, e.g. BUY:EUR/USD.SIM:100000")
+        request = v.HandTrade(request_id=1, instrument_id=instrument, side=side, quantity=quantity, seen=not args.unseen)
+    else:
+        request = v.SetFaults(
+            request_id=1, reject_orders=on_off.get(args.reject_orders), ack_delay_ms=args.ack_delay_ms,
+            reply_delay_ms=args.reply_delay_ms, drop_connection=args.drop_connection or None,
+            silent=on_off.get(args.silent),
+        )
     ctx = zmq.Context()
     socket = ctx.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)

@@ -81,7 +81,7 @@ class StopGate:
     ) -> Decision:
         status = await self._fresh_status()
         decision = decide(status, approval, self._process.alive(), node_ever_ran, self._link.last_status)
-        record = dict(action=str(action), actor=actor, reason=decision.reason, **count_fields(status))
+        record = dict(action=str(action), pid=self._process.pid, actor=actor, reason=decision.reason, **count_fields(status))
         if not decision.allowed:
             logger.warning("refused to end the worker ({}): {}", action, decision.reason)
             self._journal.record("refusal", **record)

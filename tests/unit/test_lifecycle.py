@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ from _statuses import (
     verified_flat_reads,
 )
 from supervisor import lifecycle as lc
+from supervisor import protocol as p
 from supervisor.lifecycle import Approval, FlatReads, Lifecycle, Outcome, verified_flat
 
 INTERVAL = 0.5
@@ -208,37 +210,54 @@ def test_flat_span_is_nsups_not_the_workers_clock():
 
 
 def _reads(*reads, span=1.0):
-    return FlatReads(tuple(reads), span)
+    """The daemon's evidence: the last read is the venues' answer, so it carries venue counts."""
+    *before, last = reads
+    if last.venue_counts is None:
+        last = msgspec.structs.replace(last, venue_counts=VENUES_FLAT)
+    return FlatReads((*before, last), span)
 
 
-@pytest.mark.parametrize(
-    "evidence, why",
-    [
-        (None, "no evidence at all"),
-        (_reads(), "empty reads"),
-        (_reads(status()), "one flat read"),
-        (flat_reads(INTERVAL * 0.99), "two reads too close together"),
-        (flat_reads(0.0), "the same instant twice"),
-        (flat_reads(-1.0), "a negative span"),
-        (flat_reads(float("nan")), "a NaN span"),
-        (flat_reads(INTERVAL, last="REDUCING"), "last not HALTED"),
-        (flat_reads(INTERVAL, last="ACTIVE"), "last ACTIVE"),
-        (_reads(status(), status(exiting=True)), "a strategy still exiting (last read)"),
-        (_reads(status(exiting=True), status()), "a strategy exiting (first read)"),
-        (_reads(status(positions=1), status()), "position open in the first read"),
-        (_reads(status(), status(positions=1)), "position open"),
-        (_reads(status(), status(inflight=1)), "order in flight"),
-        (_reads(status(), status(open_=1)), "order open"),
-        (_reads(status(), status(positions=2), status()), "exposure between two flat reads"),
-    ],
-)
-def test_flat_refused_without_verified_flat_evidence(evidence, why):
+# Each case spoils verified-flat evidence in exactly one way, named; the same evidence without that
+# one spoil is accepted (test_each_refused_case_is_accepted_without_its_spoil), so a case can only
+# be refused for the reason it names.
+VERIFIED = (status(trading_state="REDUCING"), status())
+REFUSED_CASES = [
+    # (evidence, why, the same evidence without the spoil)
+    (None, "no evidence at all", _reads(*VERIFIED)),
+    (FlatReads((), 1.0), "empty reads", _reads(*VERIFIED)),
+    (_reads(status()), "one flat read", _reads(*VERIFIED)),
+    (flat_reads(INTERVAL * 0.99), "two reads too close together", flat_reads(INTERVAL)),
+    (flat_reads(0.0), "the same instant twice", flat_reads(INTERVAL)),
+    (flat_reads(-1.0), "a negative span", flat_reads(INTERVAL)),
+    (flat_reads(float("nan")), "a NaN span", flat_reads(INTERVAL)),
+    (flat_reads(INTERVAL, last="REDUCING"), "last not HALTED", flat_reads(INTERVAL)),
+    (flat_reads(INTERVAL, last="ACTIVE"), "last ACTIVE", flat_reads(INTERVAL)),
+    (_reads(status(), status(exiting=True)), "a strategy still exiting (last read)", _reads(*VERIFIED)),
+    (_reads(status(exiting=True), status()), "a strategy exiting (first read)", _reads(*VERIFIED)),
+    (_reads(status(positions=1), status()), "position open in the first read", _reads(*VERIFIED)),
+    (_reads(status(), status(positions=1)), "position open", _reads(*VERIFIED)),
+    (_reads(status(), status(inflight=1)), "order in flight", _reads(*VERIFIED)),
+    (_reads(status(), status(open_=1)), "order open", _reads(*VERIFIED)),
+    (_reads(status(), status(positions=2), status()), "exposure between two flat reads", _reads(status(), status(), status())),
+    (FlatReads(VERIFIED, 1.0), "the venues never asked", _reads(*VERIFIED)),
+    (_reads(status(), status(venue_counts=p.Counts(1, 0, 0))), "a position open at the venue", _reads(*VERIFIED)),
+    (_reads(status(), status(venue_counts=p.Counts(0, 0, 1))), "an order open at the venue", _reads(*VERIFIED)),
+]
+
+
+@pytest.mark.parametrize("evidence, why, unspoiled", REFUSED_CASES, ids=[case[1] for case in REFUSED_CASES])
+def test_flat_refused_without_verified_flat_evidence(evidence, why, unspoiled):
     life, rec = machine("HALTING")
     kwargs = {} if evidence is None else {"evidence": evidence}
     outcome = life.fire("flat", actor="nsup", **kwargs)
     assert outcome.ok is False, why
     assert "flat_is_verified" in outcome.reason
     assert life.state == "HALTING" and rec.calls == []
+
+
+@pytest.mark.parametrize("evidence, why, unspoiled", REFUSED_CASES, ids=[case[1] for case in REFUSED_CASES])
+def test_each_refused_case_is_accepted_without_its_spoil(evidence, why, unspoiled):
+    assert verified_flat(unspoiled, INTERVAL), f"{why}: the control case must be verified flat"
 
 
 def test_flat_ignores_evidence_under_another_name():

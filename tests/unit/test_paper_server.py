@@ -206,6 +206,26 @@ def test_reject_orders_drill_through_the_cli(venue):
     assert [type(e) for e in client.wait_events("O-2", 2)] == [v.OrderAccepted, v.OrderFilled]
 
 
+@pytest.mark.parametrize("seen", [True, False])
+def test_a_hand_trade_fills_on_the_account_and_its_events_go_out_only_if_seen(venue, seen):
+    node = venue.client()
+    node.hello()
+    quotes(venue.subscriber(), 0.2)  # the venue has a touch to trade at
+    args = ["--hand-trade", f"SELL:{EUR}:200000"] + ([] if seen else ["--unseen"])
+    done = venue.drill(*args)
+    assert done.returncode == 0 and '"ok":true' in done.stdout, done.stderr
+    position = next(p for p in node.request(lambda i: v.QueryPositions(request_id=i)).positions if p.instrument_id == EUR)
+    assert (position.side, position.quantity) == ("SHORT", "200000")
+    node.receive(0.3)
+    hand = [e for e in node.events if _cid(e).startswith("HAND-")]
+    assert [type(e) for e in hand] == ([v.OrderAccepted, v.OrderFilled] if seen else [])
+
+
+def test_a_hand_trade_that_makes_no_sense_is_refused_with_the_reason(venue):
+    assert venue.drill("--hand-trade", "BUY:EUR/USD.SIM:1.5").returncode == 1
+    assert venue.drill("--hand-trade", "HOLD:EUR/USD.SIM:1").returncode == 2  # a usage error, before anything is sent
+
+
 def orders(client: Client, **query) -> list[v.OrderState]:
     return client.request(lambda i: v.QueryOrders(request_id=i, **query)).orders
 

@@ -1,0 +1,78 @@
+"""What nsup takes for flat, on a real node trading on the paper venue: two reads some interval apart,
+the second a fresh one, and then the venue itself asked. Someone trading on the account by hand
+(the venue's HandTrade drill) changes the counts between the two reads, or leaves the venue holding
+what the node never heard of; neither may be taken for flat."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import zmq
+
+from paper_venue import protocol as v
+from tests.e2e.conftest import pid_alive
+from tests.e2e.test_paper_venue import ALWAYS_IN, on_venue, venue, venue_book  # noqa: F401 (venue: a fixture)
+
+pytestmark = pytest.mark.e2e
+
+
+def hand_trade(venue, side: str, instrument_id: str, quantity: str, seen: bool) -> float:
+    """A trade by hand on the node's account; returns when it was done (wall clock, as the worker's)."""
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(venue.endpoint)
+    try:
+        socket.send(v.encode(v.HandTrade(request_id=1, instrument_id=instrument_id, side=side, quantity=quantity, seen=seen)))
+        assert socket.poll(2000), "the venue did not answer the hand trade"
+        reply = v.from_venue_decoder.decode(socket.recv())
+        assert reply.ok, reply.error
+        return time.time()
+    finally:
+        socket.close()
+
+
+def halted_commands(run) -> list[dict]:
+    return [r for r in run.records("worker_command") if r["command"] == {"type": "set_trading_state", "trading_state": "HALTED"}]
+
+
+def test_a_trade_seen_between_the_two_flat_reads_is_not_taken_for_flat(nsup_run, venue):
+    run = nsup_run(on_venue(venue, **ALWAYS_IN), {"flat_confirm_secs": 1.5, "flatten_rounds": 3, "flatten_round_wait_secs": 3.0})
+    run.wait_for_state("RUNNING")
+    run.wait_for_positions(2)
+    run.signal(signal.SIGTERM)
+    run.wait_for(lambda: run.records("flat_seen"), what="the first flat read")
+    traded_at = hand_trade(venue, "BUY", "EUR/USD.SIM", "100000", seen=True)  # the node hears of it
+
+    assert run.exit_code() == 0
+    flat = next(r for r in run.records("transition") if r["dest"] == "FLAT")
+    first_read = flat["evidence"]["reads"][0]
+    assert first_read["ts"] > traded_at, "the flat reads nsup went by were both taken after the hand trade"
+    assert len(run.records("flat_seen")) >= 2, "the first flat read was not confirmed: nsup read again"
+    assert len(halted_commands(run)) == 1, "HALTED only once two fresh flat reads agreed"
+    assert not [r for r in run.records("refusal") if r.get("trigger") == "flat"]
+    assert venue_book(venue) == {}, "the hand trade was flattened with the rest"
+
+
+def test_what_the_venue_holds_unseen_keeps_nsup_halting_until_it_is_gone(nsup_run, venue):
+    run = nsup_run(on_venue(venue, **ALWAYS_IN), {"flatten_rounds": 1, "flatten_round_wait_secs": 1.0})
+    run.wait_for_state("RUNNING")
+    status = run.wait_for_positions(2)
+    held = next(p for p in status["positions"] if p["instrument_id"] == "EUR/USD.SIM")
+    grow, undo = ("BUY", "SELL") if held["side"] == "LONG" else ("SELL", "BUY")
+    hand_trade(venue, grow, "EUR/USD.SIM", held["quantity"], seen=False)  # the node never hears of it
+    run.signal(signal.SIGTERM)
+
+    disagrees = run.wait_for(lambda: run.records("venue_disagrees"), what="venue_disagrees")[0]
+    assert disagrees["venue"]["positions_open"] == 1 and disagrees["node"]["positions_open"] == 0
+    run.wait_for(lambda: run.records("halt_stuck"), what="halt_stuck")
+    time.sleep(1.0)
+    assert run.process.poll() is None and pid_alive(run.worker_pid), "nsup stays HALTING, and the worker lives"
+    assert run.records("worker_end") == [] and run.transitions()[-1] == ("RUNNING", "HALTING")
+    assert venue_book(venue) == {"EUR/USD.SIM": (held["side"], held["quantity"])}
+
+    hand_trade(venue, undo, "EUR/USD.SIM", held["quantity"], seen=False)  # closed by hand at the venue
+    assert run.exit_code() == 0
+    assert run.transitions()[-2:] == [("HALTING", "FLAT"), ("FLAT", "STOPPED")]
+    assert venue_book(venue) == {}
