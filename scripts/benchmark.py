@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 from tests.e2e.conftest import NsupRun  # noqa: E402  (one way to drive nsup, shared with the tests)
 
 PHASES = [
-    ("signal -> HALTING", "signal", "halting"),
+    ("SIGTERM sent -> HALTING", "sigterm_sent", "halting"),
     ("HALTING -> REDUCING set", "halting", "reducing"),
     ("market_exit -> flat seen  (the flatten itself)", "market_exit", "flat_seen"),
     ("flat seen -> FLAT  (confirm interval + HALTED)", "flat_seen", "flat"),
@@ -40,9 +40,7 @@ def moments(journal: list[dict]) -> dict[str, float]:
     marks: dict[str, float] = {}
     for r in journal:
         key = r["kind"] if r["kind"] in ("flat_seen", "worker_end", "worker_exit") else None
-        if r["kind"] == "command" and r["actor"].startswith("signal:"):
-            key = "signal"
-        elif r["kind"] == "transition":
+        if r["kind"] == "transition":
             key = {"HALTING": "halting", "FLAT": "flat", "STOPPED": "stopped"}.get(r["dest"])
         elif r["kind"] == "worker_command":
             key = {"set_trading_state": "reducing", "market_exit": "market_exit"}.get(r["command"]["type"])
@@ -180,7 +178,7 @@ def stop_figures(runs: int, confirm: float) -> dict:
                 continue
             for name, a, b in PHASES:
                 fig["phases"][name].append(marks[b] - marks[a])
-            total = marks["stopped"] - marks["signal"]
+            total = marks["stopped"] - marks["sigterm_sent"]
             flatten = marks["flat_seen"] - marks["market_exit"]
             node_stop = marks["worker_exit"] - marks["worker_end"]
             fig["totals"].append(total)

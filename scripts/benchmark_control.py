@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from supervisor.control.client import ControlClient  # noqa: E402
+from supervisor.control.client.client import ControlClient  # noqa: E402
 from tests.e2e.conftest import NsupRun, pid_alive  # noqa: E402  (one way to drive nsup, shared with the tests)
 
 VENV = REPO / ".venv"
@@ -259,9 +259,9 @@ def bench_nsup(calls: int, warmup: int, cli_runs: int, tmp: Path) -> Result:
         if errors:
             result.notes.append(f"{errors} of {calls} in-process replies were not ok")
         nsupctl = VENV / "bin" / "nsupctl"
-        argv = [str(nsupctl)] if nsupctl.exists() else [str(VENV / "bin" / "python"), "-m", "supervisor.control.nsupctl"]
+        argv = [str(nsupctl)] if nsupctl.exists() else [str(VENV / "bin" / "python"), "-m", "supervisor.control.client.nsupctl"]
         if not nsupctl.exists():
-            result.notes.append(".venv/bin/nsupctl missing (reinstall .venv); timed `python -m supervisor.control.nsupctl`")
+            result.notes.append(".venv/bin/nsupctl missing (reinstall .venv); timed `python -m supervisor.control.client.nsupctl`")
         say(f"nsup: {cli_runs} x nsupctl status")
         result.cli, failures = time_cli([*argv, "--state-dir", str(run.state_dir), "status"], cli_runs, cwd=tmp)
         if failures:

@@ -9,6 +9,7 @@ import grp
 import json
 import math
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -22,11 +23,11 @@ from paper_venue.launcher import VenueProcess, endpoints_in
 from supervisor.alerts import FAILURE_KIND, Alerter
 from supervisor.config import ConfigError, NsupConfig, load_config, parse_config
 from supervisor.console import Console, setup_logging
-from supervisor.control.client import ENDPOINTS_FILE
-from supervisor.control.commands import OperatorCommands
-from supervisor.control.events import EventPublisher
-from supervisor.control.security import Binding, start_authenticator
-from supervisor.control.server import ControlServer
+from supervisor.control.client.client import ENDPOINTS_FILE
+from supervisor.control.server.events import EventPublisher
+from supervisor.control.server.listener import ControlServer
+from supervisor.control.server.operators import Operators
+from supervisor.control.server.security import Binding, start_authenticator
 from supervisor.daemon import EXIT_FAILURE, EXIT_USAGE, Supervisor
 from supervisor.journal import Journal
 from supervisor.metrics import Metrics
@@ -227,23 +228,27 @@ async def _main(config: NsupConfig, journal: Journal, console: Console, duration
                 carry_on_from: PersistedState | None, metrics: Metrics | None, store: StateStore) -> int:
     supervisor = Supervisor(config, journal, carry_on_from, store)
     if metrics is not None:
-        metrics.watch(supervisor)
-    supervisor.status_listeners.append(console.on_status)
+        metrics.watch(supervisor.snapshot, store.mirror)
+    supervisor.on_status(lambda state, status, _: console.on_status(state, status))
     control, events = _control_bindings(config)
     authenticator = None
     if config.control.tcp_endpoint:
         authenticator = start_authenticator(Path(config.control.curve_authorized_keys))
     publisher = EventPublisher(events)
     journal.listen(lambda record: publisher.publish(record["kind"], record))
-    supervisor.heartbeat_listeners.append(lambda state, status: publisher.publish("heartbeat", {"state": state, "status": status}))
-    commands = OperatorCommands(supervisor, publisher.endpoints)
-    server = ControlServer(control, commands.handle)
+    supervisor.on_status(lambda state, status, heartbeat: heartbeat and publisher.publish(
+        "heartbeat", {"state": state, "status": status}))
+    operators = Operators(supervisor, publisher.endpoints)
+    server = ControlServer(control, operators.handle)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, operators.on_signal, sig)
     if store.mirror is not None:
-        _mirror_status(store.mirror, supervisor, commands, journal)
+        _mirror_status(store.mirror, supervisor, journal)
     endpoints_file = config.supervisor.state_path / ENDPOINTS_FILE
     endpoints_file.write_text(json.dumps({"control": server.endpoints, "events": publisher.endpoints, "supervisor_pid": os.getpid()}))
     if duration is not None:
-        asyncio.get_running_loop().call_later(duration, supervisor.request_shutdown, f"duration:{duration:g}s")
+        loop.call_later(duration, operators.stop, f"duration:{duration:g}s")
     try:
         return await supervisor.run()
     finally:
@@ -266,13 +271,13 @@ def _control_bindings(config: NsupConfig) -> tuple[list[Binding], list[Binding]]
     return commands, events
 
 
-def _mirror_status(mirror: RedisMirror, supervisor: Supervisor, commands: OperatorCommands, journal: Journal) -> None:
+def _mirror_status(mirror: RedisMirror, supervisor: Supervisor, journal: Journal) -> None:
     """Redis gets what `nsupctl status` shows, on every status and every record; Redis coming and
     going is journaled (from the loop: the journal's listeners are not all thread-safe)."""
     mirror.report_changes(
         lambda reachable, reason: journal.record("redis", reachable=reachable, reason=reason or None), asyncio.get_running_loop())
-    supervisor.status_listeners.append(lambda *_: mirror.offer_status(commands.status()))
-    journal.listen(lambda _record: mirror.offer_status(commands.status()))
+    supervisor.on_status(lambda *_: mirror.offer_status(supervisor.snapshot().status()))
+    journal.listen(lambda _record: mirror.offer_status(supervisor.snapshot().status()))
 
 
 def _unfinished_session(store: StateStore) -> PersistedState | None:

@@ -1,8 +1,15 @@
 """The node's lifecycle as nsup owns it: states, triggers and guards, with no I/O.
 
-The daemon fires triggers with the evidence a guard needs (flat reads, an approval); the machine
-answers with the transition or a refusal and the reason. The observer it was built with (the
-daemon, which journals) is told after each transition.
+The table is the one answer to "may this happen now?": nsup's own steps and every operator command
+are triggers in it, and `Lifecycle.allows` reads it. Busy work is a state of its own, the way
+NautilusTrader's ComponentState has STARTING and STOPPING: an operator's restart is RESTARTING
+until the old worker is verified flat, an approved abort is ABORTING until the worker is gone, and a
+stop that has spent its flatten rounds is STUCK (still trying, goes on by itself once flat). Commands
+that change no state (pause, flatten, recover) are internal transitions, drawn as loops.
+
+The daemon fires triggers with the evidence a guard needs (flat reads, an approval, the pending
+stop); the machine answers with the transition or a refusal and the reason. The observer it was
+built with (the daemon, which journals) is told after each change of state.
 """
 
 from __future__ import annotations
@@ -12,37 +19,40 @@ from dataclasses import dataclass
 
 from transitions import Machine, MachineError
 
+from supervisor.intent import Approval, StopRequest
 from supervisor.protocol import NodeStatus
 
-CREATED, BUILT, RUNNING, HALTING, FLAT = "CREATED", "BUILT", "RUNNING", "HALTING", "FLAT"
-STOPPED, ABORTED, RECOVERING = "STOPPED", "ABORTED", "RECOVERING"
+CREATED, BUILT, RUNNING, RESTARTING, HALTING, STUCK = "CREATED", "BUILT", "RUNNING", "RESTARTING", "HALTING", "STUCK"
+FLAT, ABORTING, STOPPED, ABORTED, RECOVERING = "FLAT", "ABORTING", "STOPPED", "ABORTED", "RECOVERING"
 
-STATES = [CREATED, BUILT, RUNNING, HALTING, FLAT, STOPPED, ABORTED, RECOVERING]
-WORKER_STATES = [CREATED, BUILT, RUNNING, HALTING, FLAT]  # where a worker can be lost
+STATES = [CREATED, BUILT, RUNNING, RESTARTING, HALTING, STUCK, FLAT, ABORTING, STOPPED, ABORTED, RECOVERING]
+TERMINAL = (STOPPED, ABORTED)
+WITH_WORKER = [CREATED, BUILT, RUNNING, RESTARTING, HALTING, STUCK, FLAT]  # where a worker can be lost
+ANSWERING = [BUILT, RUNNING, RESTARTING, HALTING, STUCK]  # a worker that should be answering: watched for hangs
+STOPPING = (HALTING, STUCK, FLAT, ABORTING)  # a stop is under way
+STARTING = (CREATED, BUILT, RECOVERING)  # no node running yet
 
-# trigger        source                    dest         guard
+# trigger        source                     dest         guard                                      what it is
 TRANSITIONS = [
-    ("build",       [CREATED, RECOVERING], BUILT,      None),  # worker spawned, handshake done, node built
-    ("run",         BUILT,                 RUNNING,    None),  # node RUNNING, reconciliation succeeded
-    ("halt",        RUNNING,               HALTING,    None),  # REDUCING, market_exit, count
-    ("flat",        HALTING,               FLAT,       "flat_is_verified"),
-    ("resume",      HALTING,               RUNNING,    None),  # an operator cancels the shutdown
-    ("abort",       HALTING,               ABORTED,    "abort_is_approved"),
-    ("stop",        FLAT,                  STOPPED,    "worker_exited_cleanly"),
-    ("restart",     RUNNING,               RECOVERING, "flat_is_verified"),  # an operator's, when flat
-    ("worker_lost", WORKER_STATES,         RECOVERING, None),  # exit, crash, missed heartbeats
-    ("give_up",     RECOVERING,            ABORTED,    None),  # the restart bound is spent
+    ("build",      [CREATED, RECOVERING],   BUILT,       None),                                   # worker spawned, said hello, node built
+    ("run",        BUILT,                   RUNNING,     None),                                   # node RUNNING, reconciled
+    ("pause",      RUNNING,                 None,        None),                                   # closing orders only; stays RUNNING
+    ("unpause",    RUNNING,                 None,        None),                                   # new entries again
+    ("flatten",    [RUNNING, HALTING, STUCK], None,      None),                                   # market_exit now, without stopping
+    ("restart",    RUNNING,                 RESTARTING,  None),                                   # an operator's: a new worker, once flat
+    ("not_flat",   RESTARTING,              RUNNING,     None),                                   # ... refused: not flat
+    ("halt",       [RUNNING, RESTARTING],   HALTING,     None),                                   # the graceful stop: REDUCING, market_exit rounds
+    ("stuck",      HALTING,                 STUCK,       None),                                   # not flat after every round
+    ("flat",       [HALTING, STUCK],        FLAT,        "flat_is_verified"),                     # HALTED; then the worker is stopped
+    ("flat",       RESTARTING,              RECOVERING,  "flat_is_verified"),                     # the old worker goes, a new one comes
+    ("resume",     [HALTING, STUCK],        RUNNING,     "stop_is_resumable"),                    # an operator cancels the stop
+    ("abort",      [HALTING, STUCK],        ABORTING,    "abort_is_approved"),                    # stopped with exposure, under the approval
+    ("ended",      ABORTING,                ABORTED,     None),                                   # ... and the worker is gone
+    ("stop",       FLAT,                    STOPPED,     "worker_exited_cleanly"),
+    ("recover",    ANSWERING,               None,        ["worker_is_hung", "recover_is_approved"]),  # a hung worker killed, to be replaced
+    ("worker_lost", WITH_WORKER,            RECOVERING,  None),                                   # exit, crash, kill, failed start
+    ("give_up",    RECOVERING,              ABORTED,     None),                                   # the restart bound is spent
 ]
-
-
-@dataclass(frozen=True)
-class Approval:
-    """An operator's approval, on record in the journal, for exactly one action ("abort")."""
-
-    action: str
-    operator: str
-    reason: str
-    approval_id: str
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,14 @@ def verified_flat(evidence: FlatReads | None, min_interval_secs: float) -> bool:
     return evidence.span_secs >= min_interval_secs and last.trading_state == "HALTED" and venues_flat
 
 
+def sources(trigger: str) -> list[str]:
+    """The states `trigger` may be fired in, read off the table."""
+    found = [s for t, source, _, _ in TRANSITIONS if t == trigger for s in (source if isinstance(source, list) else [source])]
+    if not found:
+        raise ValueError(f"{trigger!r} is not a trigger of the lifecycle")
+    return found
+
+
 class Lifecycle:
     def __init__(self, flat_interval_secs: float, on_transition: Callable[[str, str, str, dict], None]):
         self._flat_interval_secs = flat_interval_secs
@@ -95,6 +113,13 @@ class Lifecycle:
             raise ValueError(f"unknown lifecycle state {state!r}")
         self._machine.set_state(state, model=self)
 
+    def allows(self, trigger: str) -> bool:
+        """Whether the table has `trigger` in the current state (its guard is judged when it is fired)."""
+        return self.state in sources(trigger)
+
+    def why_not(self, trigger: str) -> str:
+        return f"{trigger} only in {' or '.join(sources(trigger))}; nsup is {self.state}"
+
     def fire(self, trigger: str, **evidence) -> Outcome:
         """Try one trigger; never raises for a trigger that does not apply, says why instead."""
         source = self.state
@@ -103,10 +128,11 @@ class Lifecycle:
         try:
             moved = self.trigger(trigger, **evidence)
         except MachineError:
-            return Outcome(False, f"{trigger!r} is not allowed in {source}")
+            return Outcome(False, self.why_not(trigger))
         if not moved:
             guard = next(g for t, s, d, g in TRANSITIONS if t == trigger and _matches(s, source))
-            return Outcome(False, f"{trigger!r} refused in {source}: {guard} does not hold")
+            named = " and ".join(guard) if isinstance(guard, list) else guard
+            return Outcome(False, f"{trigger!r} refused in {source}: {named} does not hold{_explained(guard, evidence)}")
         return Outcome(True)
 
     # Guards: each reads only the evidence fired with the trigger.
@@ -114,14 +140,39 @@ class Lifecycle:
         return verified_flat(event.kwargs.get("evidence"), self._flat_interval_secs)
 
     def abort_is_approved(self, event) -> bool:
-        approval = event.kwargs.get("approval")
-        return isinstance(approval, Approval) and approval.action == "abort"
+        return _approved(event, "abort")
+
+    def recover_is_approved(self, event) -> bool:
+        return _approved(event, "recover")
+
+    def worker_is_hung(self, event) -> bool:
+        return event.kwargs.get("hung") is True
+
+    def stop_is_resumable(self, event) -> bool:
+        stop = event.kwargs.get("stop")
+        return isinstance(stop, StopRequest) and not stop.final
 
     def worker_exited_cleanly(self, event) -> bool:
         return event.kwargs.get("exit_code") == 0
 
     def _announce(self, event) -> None:
+        if event.transition.dest is None:
+            return  # an internal transition: the state is unchanged, the command journals itself
         self._on_transition(event.event.name, event.transition.source, event.transition.dest, event.kwargs)
+
+
+def _explained(guard, evidence: dict) -> str:
+    """Why, where a guard's name alone would leave an operator guessing."""
+    stop = evidence.get("stop")
+    if guard == "stop_is_resumable" and isinstance(stop, StopRequest):
+        return (f": this stop came from {stop.actor} (the service manager or a terminal), which expects nsup to exit; "
+                "only a stop asked for with nsupctl can be resumed")
+    return ""
+
+
+def _approved(event, action: str) -> bool:
+    approval = event.kwargs.get("approval")
+    return isinstance(approval, Approval) and approval.action == action
 
 
 def _matches(source, state: str) -> bool:

@@ -13,8 +13,9 @@ Exposed (all read at scrape time, from what the journal and the worker's statuse
     nsup_worker_restarts_total           workers replaced (counter)
     nsup_transitions_total{source,dest}  lifecycle transitions since this nsup started (counter)
 
-A value not known yet (no status, no heartbeat) is left out rather than reported as zero: zero open
-positions is a claim nsup does not make before the worker has said so. prometheus_client is
+Everything but the transitions is read from nsup's snapshot when scraped. A value not known yet (no
+status, no heartbeat) is left out rather than reported as zero: zero open positions is a claim nsup
+does not make before the worker has said so. prometheus_client is
 imported only when a Metrics is made, so an nsup without [metrics] does not pay for it.
 """
 
@@ -22,15 +23,14 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Callable
 from typing import Annotated
 
 import msgspec
 from loguru import logger
 
-from supervisor.lifecycle import CREATED, STATES
-from supervisor.protocol import NodeStatus
+from supervisor.lifecycle import STATES
+from supervisor.snapshot import Snapshot
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 DEFAULT_HOST = "127.0.0.1"
@@ -63,27 +63,20 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 class Metrics:
-    """The journal listener (`on_record`) and status listener (`on_status`) behind the endpoint.
+    """The endpoint, reading nsup's snapshot at scrape time (`watch`), and the journal listener
+    (`on_record`) that counts transitions.
 
-    Both listeners run on the daemon's loop and only update a few fields under a lock; the HTTP
-    server (a daemon thread serving prometheus_client's WSGI app) reads them when scraped. Its registry is its own,
+    The listener runs on the daemon's loop and only updates a counter under a lock; the HTTP server (a
+    daemon thread serving prometheus_client's WSGI app) reads when scraped. Its registry is its own,
     so nothing of the process-global registry (GC, process, platform collectors) is exposed.
     """
 
-    def __init__(self, heartbeat_age: Callable[[], float | None] | None = None,
-                 restarts: Callable[[], int] | None = None,
-                 lifecycle_state: Callable[[], str] | None = None):
+    def __init__(self):
         from prometheus_client import CollectorRegistry
 
-        self.heartbeat_age = heartbeat_age
-        self.restarts = restarts
-        self.lifecycle_state = lifecycle_state
+        self.snapshot: Callable[[], Snapshot] | None = None
         self.redis_mirror = None  # supervisor.redis_mirror.RedisMirror, read at scrape time
         self._lock = threading.Lock()
-        self._state = CREATED
-        self._trading_state: str | None = None
-        self._counts: tuple[int, int, int] | None = None
-        self._health: str | None = None
         self._transitions: dict[tuple[str, str], int] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -91,38 +84,15 @@ class Metrics:
         self._thread: threading.Thread | None = None
         self.address: tuple[str, int] | None = None  # where it listens, the port resolved
 
-    def watch(self, supervisor) -> None:
-        """Read restarts, lifecycle state and heartbeat age from a daemon.Supervisor at scrape time,
-        and listen to its statuses."""
-        def heartbeat_age() -> float | None:
-            heard = supervisor.link.last_heard if supervisor.link is not None else None
-            return None if heard is None else time.monotonic() - heard
-
-        self.heartbeat_age = heartbeat_age
-        self.restarts = lambda: supervisor.restarts
-        self.lifecycle_state = lambda: supervisor.lifecycle.state
-        self.redis_mirror = getattr(supervisor.state_store, "mirror", None)
-        supervisor.status_listeners.append(self.on_status)
-
-    # Listeners, on the daemon's loop ------------------------------------------------------------
+    def watch(self, snapshot: Callable[[], Snapshot], redis_mirror=None) -> None:
+        """Read `snapshot()` (a daemon.Supervisor's) and the Redis mirror's figures at scrape time."""
+        self.snapshot, self.redis_mirror = snapshot, redis_mirror
 
     def on_record(self, record: dict) -> None:
-        kind = record.get("kind")
-        if kind == "transition":
+        if record.get("kind") == "transition":
             key = (str(record.get("source")), str(record.get("dest")))
             with self._lock:
                 self._transitions[key] = self._transitions.get(key, 0) + 1
-                self._state = key[1]
-        elif kind == "health":
-            with self._lock:
-                self._health = record.get("health")
-
-    def on_status(self, state: str, status: NodeStatus) -> None:
-        c = status.counts
-        with self._lock:
-            self._state = state
-            self._trading_state = status.trading_state
-            self._counts = (c.positions_open, c.orders_inflight, c.orders_open)
 
     # The endpoint -------------------------------------------------------------------------------
 
@@ -158,25 +128,26 @@ class Metrics:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         with self._lock:
-            state, trading, counts, health = self._state, self._trading_state, self._counts, self._health
             transitions = dict(self._transitions)
-        if self.lifecycle_state is not None:
-            state = self.lifecycle_state()
-        yield _one_hot("nsup_lifecycle_state", "1 for nsup's lifecycle state, 0 for the others", "state", STATES, state)
-        if trading is not None:
-            yield _one_hot("nsup_trading_state", "1 for the node's trading state, 0 for the others", "state",
-                           TRADING_STATES, trading)
-        if counts is not None:
-            for name, value, what in zip(("positions_open", "orders_inflight", "orders_open"), counts,
-                                         ("open positions", "orders sent and not yet acknowledged", "open orders")):
-                yield GaugeMetricFamily(f"nsup_{name}", f"The node's {what}, as last heard", value=value)
-        if health is not None:
-            yield _one_hot("nsup_health", "1 for the worker's health, 0 for the others", "health", HEALTHS, health)
-        if self.heartbeat_age is not None and (age := self.heartbeat_age()) is not None and math.isfinite(age):
-            yield GaugeMetricFamily("nsup_heartbeat_age_seconds", "Seconds since the worker was last heard", value=age)
-        if self.restarts is not None:
+        if self.snapshot is not None:
+            snap = self.snapshot()
+            yield _one_hot("nsup_lifecycle_state", "1 for nsup's lifecycle state, 0 for the others", "state", STATES,
+                           snap.state)
+            if snap.node is not None:
+                yield _one_hot("nsup_trading_state", "1 for the node's trading state, 0 for the others", "state",
+                               TRADING_STATES, snap.node.trading_state)
+                c = snap.node.counts
+                for name, value, what in zip(("positions_open", "orders_inflight", "orders_open"),
+                                             (c.positions_open, c.orders_inflight, c.orders_open),
+                                             ("open positions", "orders sent and not yet acknowledged", "open orders")):
+                    yield GaugeMetricFamily(f"nsup_{name}", f"The node's {what}, as last heard", value=value)
+            if snap.health is not None:
+                yield _one_hot("nsup_health", "1 for the worker's health, 0 for the others", "health", HEALTHS, snap.health)
+            if snap.heartbeat_age_secs is not None and math.isfinite(snap.heartbeat_age_secs):
+                yield GaugeMetricFamily("nsup_heartbeat_age_seconds", "Seconds since the worker was last heard",
+                                        value=snap.heartbeat_age_secs)
             yield CounterMetricFamily("nsup_worker_restarts", "Workers nsup replaced (lost, hung, or restarted)",
-                                      value=self.restarts())
+                                      value=snap.restarts)
         if (mirror := self.redis_mirror) is not None:
             if mirror.reachable is not None:
                 yield GaugeMetricFamily("nsup_redis_up", "1 while Redis takes the journal, 0 while it is unreachable",

@@ -19,6 +19,8 @@ from pathlib import Path
 import msgspec
 from loguru import logger
 
+from supervisor.intent import StopRequest
+
 
 class WorkerIdentity(msgspec.Struct, frozen=True):
     pid: int
@@ -40,6 +42,11 @@ class WorkerIdentity(msgspec.Struct, frozen=True):
     def still_running(self) -> bool:
         return WorkerIdentity.of(self.pid) == self
 
+    @property
+    def link_endpoint(self) -> str:
+        """The socket the worker was told to reach its nsup on (its --link argument)."""
+        return self.cmdline[self.cmdline.index("--link") + 1]
+
 
 def boot_id() -> str:
     """This boot of this machine: a pid and a start time mean something within one boot only."""
@@ -53,8 +60,7 @@ class PersistedState(msgspec.Struct):
     state: str
     worker: WorkerIdentity | None = None
     trader_id: str | None = None
-    shutdown_requested: bool = False
-    shutdown_actor: str = ""
+    stop: StopRequest | None = None
     paused: bool = False
     restarts: int = 0
     # The newer copy (file or Redis) wins: at least one more than the last, and never below the
@@ -152,8 +158,18 @@ def save(path: Path, state: PersistedState) -> None:
 
 def load(path: Path) -> PersistedState | None:
     try:
-        return msgspec.json.decode(path.read_bytes(), type=PersistedState)
+        return decode(path.read_bytes())
     except FileNotFoundError:
         return None
     except msgspec.MsgspecError as exc:
         raise ValueError(f"{path} is damaged: {exc}") from None
+
+
+def decode(raw: bytes) -> PersistedState:
+    """A persisted state, from this nsup or from an older one (the worker outlives an upgrade: the new
+    nsup must carry on from what the old one wrote). Raises msgspec's errors on damage."""
+    fields = msgspec.json.decode(raw)
+    if isinstance(fields, dict) and "shutdown_requested" in fields:  # before the stop was one value
+        requested, actor = fields.pop("shutdown_requested"), fields.pop("shutdown_actor", "")
+        fields["stop"] = {"actor": actor, "final": actor.startswith("signal:")} if requested else None
+    return msgspec.convert(fields, PersistedState)

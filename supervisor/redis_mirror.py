@@ -43,6 +43,7 @@ from loguru import logger
 
 from supervisor.journal import parse_id
 from supervisor.persisted_state import PersistedState, WorkerIdentity
+from supervisor.persisted_state import decode as decode_state
 
 PREFIX = "nsup"
 NODES_KEY = f"{PREFIX}:nodes"
@@ -205,7 +206,7 @@ class RedisMirror:
         if raw is None:
             return None
         try:
-            return msgspec.json.decode(raw, type=PersistedState)
+            return decode_state(raw)
         except msgspec.MsgspecError as exc:
             raise ValueError(f"the state in Redis ({self.keys.state}) is damaged: {exc}") from None
 

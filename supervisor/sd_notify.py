@@ -8,14 +8,14 @@ shutdown, so a failed send is logged (once, until a send succeeds again) and nsu
 What nsup says, and when (the policy lives in the pure functions below, so it can be tested):
 
 - READY=1 on entering RUNNING (the first time, and again after a recovery: systemd ignores a repeat),
-  and on re-attaching to a worker that is already RUNNING, HALTING or FLAT (before any STOPPING=1).
+  and on re-attaching to a worker that is already RUNNING or stopping (before any STOPPING=1).
 - STATUS=<state> positions=N inflight=N open=N on every transition (`systemctl status` shows it).
 - STOPPING=1 on entering HALTING, unless the stop can still be cancelled with `nsupctl resume`. systemd
   takes STOPPING=1 as "the service is going down": it arms TimeoutStopSec= and has no way back to
   active, so a stop an operator may resume must not send it. A stop from a signal cannot be resumed.
 - EXTEND_TIMEOUT_USEC every KEEPALIVE_SECS while nsup is where systemd may be timing it: starting
-  (CREATED, BUILT, RECOVERING) or stopping (HALTING, FLAT). A node that cannot be flattened keeps nsup
-  in HALTING for as long as it takes, and systemd must never kill nsup mid-flatten on a timer. Only
+  (lifecycle.STARTING) or stopping (lifecycle.STOPPING). A node that cannot be flattened keeps nsup
+  STUCK for as long as it takes, and systemd must never kill nsup mid-flatten on a timer. Only
   nsup's own loop sends it, so a wedged nsup still times out (and only nsup dies: KillMode=process).
 - WATCHDOG=1 every KEEPALIVE_SECS (at most half of WatchdogSec=, the sd_watchdog_enabled convention).
 """
@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 
 from loguru import logger
 
-from supervisor.lifecycle import BUILT, CREATED, FLAT, HALTING, RECOVERING, RUNNING
+from supervisor.lifecycle import HALTING, RUNNING, STARTING, STOPPING
 
 NOTIFY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
@@ -39,7 +39,7 @@ NOTIFY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 # nsup's own event loop being wedged, not the worker being slow (nsup handles that itself).
 EXTEND_WHILE_HALTING_USEC = 60_000_000
 KEEPALIVE_SECS = 10.0
-EXTEND_STATES = frozenset({CREATED, BUILT, RECOVERING, HALTING, FLAT})  # all but RUNNING and the ends
+EXTEND_STATES = frozenset({*STARTING, *STOPPING})  # where systemd may be timing a start or a stop
 STATUS_TEXT_MAX = 3000  # systemd ignores a STATUS= longer than 3 KiB
 
 
@@ -71,9 +71,9 @@ def messages_on_reattach(state: str, counts: Mapping[str, int | None], *, resuma
     waiting for READY=1 (in CREATED, BUILT or RECOVERING it comes with the transition into RUNNING).
     Datagrams, not lines: READY=1 and STOPPING=1 must not share one, as systemd reads STOPPING=1 first
     and then ignores READY=1, which would leave the unit 'activating'."""
-    datagrams = [[*(["READY=1"] if state in (RUNNING, HALTING, FLAT) else []),
+    datagrams = [[*(["READY=1"] if state == RUNNING or state in STOPPING else []),
                   f"STATUS={status_text(state, counts, 're-attached')}"]]
-    if state in (HALTING, FLAT) and not resumable:
+    if state in STOPPING and not resumable:
         datagrams.append(["STOPPING=1"])
     return datagrams
 

@@ -18,7 +18,7 @@ from loguru import logger
 
 from supervisor import protocol as p
 from supervisor.journal import Journal, count_fields
-from supervisor.lifecycle import Approval
+from supervisor.intent import Approval
 from supervisor.worker_link import NoAnswer, WorkerLink, WorkerRefused
 from supervisor.worker_process import WorkerProcess
 

@@ -1,7 +1,8 @@
 """The supervisor's end of the worker link: a ZMQ ROUTER that the worker's DEALER connects to.
 
-It owns the conversation, not the decisions: it matches replies to requests, keeps the last status
-and when it was heard, and hands notices to whoever listens. It never sends StopNode on its own;
+It owns the conversation with one worker (a session's: each worker gets a link, and a socket, of its
+own), not the decisions: it matches replies to requests, keeps the last status and when it was
+heard, and hands notices to whoever listens. It never sends StopNode on its own;
 supervisor.stop_gate does, through `request`. Nothing a peer sends can end its reading.
 """
 
@@ -33,10 +34,11 @@ class WorkerRefused(LinkError):
 
 
 class WorkerLink:
-    def __init__(
-        self, endpoint: str, on_notice: Callable[[str], None], on_status: Callable[[p.NodeStatus, bool], None]
-    ):
-        """`on_status(status, is_heartbeat)` hears every status: heartbeats and replies alike."""
+    def __init__(self, endpoint: str, on_notice: Callable[[str], None], on_status: Callable[[p.NodeStatus, bool], None],
+                 adopt_pid: int | None = None):
+        """`on_status(status, is_heartbeat)` hears every status: heartbeats and replies alike.
+        `adopt_pid`: the worker of an earlier nsup, whose first heartbeat (carrying this pid) stands
+        for a hello; None for a new worker, which says hello first."""
         self.endpoint = endpoint
         self._on_notice = on_notice
         self._on_status = on_status
@@ -53,7 +55,7 @@ class WorkerLink:
         self.last_status: p.NodeStatus | None = None
         self.last_heard: float | None = None  # time.monotonic() of the worker's last message
         self.build_failure: str | None = None  # the worker's own account, if it could not build
-        self._adopt_pid: int | None = None  # a worker from before a supervisor restart, known by its pid
+        self._adopt_pid = adopt_pid
         self._reader = asyncio.ensure_future(self._read())
 
     async def request(self, command: p.Command, timeout: float) -> p.Reply:
@@ -75,11 +77,6 @@ class WorkerLink:
             raise WorkerRefused(f"{tag}: the worker refused: {reply.error}")
         return reply
 
-    def adopt(self, pid: int) -> None:
-        """Take the worker of an earlier nsup: its first heartbeat (carrying `pid`) stands for a hello."""
-        self.expect_new_worker()
-        self._adopt_pid = pid
-
     async def ping(self) -> None:
         """nsup's side of the heartbeat (Paranoid Pirate: both ways); nothing if no worker is known."""
         if self._worker_identity is not None:
@@ -87,17 +84,6 @@ class WorkerLink:
                 await self._socket.send_multipart([self._worker_identity, p.encode(p.Ping())])
             except zmq.ZMQError:
                 pass  # the worker is gone: its exit is seen through the pidfd
-
-    def expect_new_worker(self) -> None:
-        """A worker is about to be spawned: forget the last one's address, wait for a new hello."""
-        if self.hello.done() and not self.hello.cancelled():
-            self.hello.exception()  # retrieved: whatever it held is on record already
-        self.hello = asyncio.get_running_loop().create_future()
-        self._worker_identity = None
-        self._adopt_pid = None
-        self.build_failure = None
-        self.last_status = None  # the last worker's counts say nothing of the next one
-        self.last_heard = None
 
     def close(self) -> None:
         if self.hello.done() and not self.hello.cancelled():

@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from supervisor.control import protocol as c
-from supervisor.control.nsupctl import EXIT_OK, EXIT_UNREACHABLE
+from supervisor.control.commands.base import EXIT_OK, EXIT_UNREACHABLE
 from tests.e2e.conftest import REPO
 
 pytestmark = pytest.mark.e2e
@@ -26,7 +26,7 @@ def free_port() -> int:
 
 def nsupctl(*args: str, timeout: float = 30):
     return subprocess.run(
-        [sys.executable, "-m", "supervisor.control.nsupctl", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "supervisor.control.client.nsupctl", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
     )
 
 

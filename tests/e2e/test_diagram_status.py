@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from supervisor.control.nsupctl import EXIT_OK
+from supervisor.control.commands.base import EXIT_OK
 from supervisor.diagram import lifecycle_mermaid
 from tests.e2e.test_nsupctl import nsupctl
 

@@ -68,11 +68,11 @@ def test_what_the_venue_holds_unseen_keeps_nsup_halting_until_it_is_gone(nsup_ru
     assert disagrees["venue"]["positions_open"] == 1 and disagrees["node"]["positions_open"] == 0
     run.wait_for(lambda: run.records("halt_stuck"), what="halt_stuck")
     time.sleep(1.0)
-    assert run.process.poll() is None and pid_alive(run.worker_pid), "nsup stays HALTING, and the worker lives"
-    assert run.records("worker_end") == [] and run.transitions()[-1] == ("RUNNING", "HALTING")
+    assert run.process.poll() is None and pid_alive(run.worker_pid), "nsup stays STUCK, and the worker lives"
+    assert run.records("worker_end") == [] and run.transitions()[-1] == ("HALTING", "STUCK")
     assert venue_book(venue) == {"EUR/USD.SIM": (held["side"], held["quantity"])}
 
     hand_trade(venue, undo, "EUR/USD.SIM", held["quantity"], seen=False)  # closed by hand at the venue
     assert run.exit_code() == 0
-    assert run.transitions()[-2:] == [("HALTING", "FLAT"), ("FLAT", "STOPPED")]
+    assert run.transitions()[-2:] == [("STUCK", "FLAT"), ("FLAT", "STOPPED")]
     assert venue_book(venue) == {}

@@ -1,4 +1,4 @@
-"""The graceful stop against a real node: flatten, verify flat, then stop; or stay HALTING."""
+"""The graceful stop against a real node: flatten, verify flat, then stop; or stay STUCK, trying."""
 
 from __future__ import annotations
 
@@ -72,9 +72,9 @@ def test_unflattenable_node_stays_halting_and_is_never_stopped(nsup_run):
     assert {p["instrument_id"] for p in stuck["positions"]} == {"EUR/USD.SIM", "GBP/USD.SIM"}
     assert len(run.records("flatten_round")) == 2
     time.sleep(1.0)  # well past the budget
-    assert run.process.poll() is None, "nsup must stay up in HALTING"
+    assert run.process.poll() is None, "nsup must stay up, STUCK"
     assert pid_alive(run.worker_pid)
-    assert run.transitions()[-1] == ("RUNNING", "HALTING")
+    assert run.transitions()[-2:] == [("RUNNING", "HALTING"), ("HALTING", "STUCK")]
     assert run.records("worker_end") == []
     assert "StopNode" not in (run.state_dir / "worker.log").read_text()
 
@@ -86,11 +86,11 @@ def test_signal_storm_during_stuck_halting_changes_nothing(nsup_run):
 
     assert run.process.poll() is None
     assert pid_alive(run.worker_pid)
-    assert run.transitions()[-1] == ("RUNNING", "HALTING")
+    assert run.transitions()[-1] == ("HALTING", "STUCK")
     assert run.records("worker_end") == []
     stops = [r for r in run.records("command") if r["actor"].startswith("signal:")]
     assert len(stops) >= 10
-    assert all(r["state"] == "HALTING" for r in stops[1:])
+    assert all(r["state"] == "STUCK" for r in stops[1:])
     assert all(r["result"].startswith("already shutting down") for r in stops[1:])
     ignored = [r for r in run.records("worker_notice") if "ignored" in r["text"]]
     assert {"SIGTERM", "SIGINT"} <= {s for r in ignored for s in ("SIGTERM", "SIGINT") if s in r["text"]}

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from supervisor.control.client import ControlClient
-from supervisor.control.nsupctl import EXIT_OK, EXIT_REFUSED, EXIT_STUCK, EXIT_UNREACHABLE, EXIT_USAGE
+from supervisor.control.client.client import ControlClient
+from supervisor.control.commands.base import EXIT_OK, EXIT_REFUSED, EXIT_STUCK, EXIT_UNREACHABLE, EXIT_USAGE
 from supervisor.daemon import EXIT_ABORTED
 from tests.e2e.conftest import REPO, pid_alive
 
@@ -25,7 +25,7 @@ STUCK_FAST = {"flatten_rounds": 1, "flatten_round_wait_secs": 0.5}
 
 def nsupctl(run, *args: str, stdin: str | None = None, timeout: float = 30):
     return subprocess.run(
-        [sys.executable, "-m", "supervisor.control.nsupctl", "--state-dir", str(run.state_dir), *args],
+        [sys.executable, "-m", "supervisor.control.client.nsupctl", "--state-dir", str(run.state_dir), *args],
         cwd=REPO, capture_output=True, text=True, timeout=timeout, input=stdin,
     )
 
@@ -130,7 +130,7 @@ def test_resume_is_refused_for_a_stop_that_came_from_a_signal(nsup_run):
     run.wait_for(lambda: run.records("halt_stuck"), what="halt_stuck")
     result = nsupctl(run, "resume")
     assert result.returncode == EXIT_REFUSED and "SIGTERM" in result.stderr
-    assert status(run)["state"] == "HALTING"
+    assert status(run)["state"] == "STUCK"
 
 
 class Terminal:
@@ -141,7 +141,7 @@ class Terminal:
 
         self.controller, terminal = pty.openpty()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.control.nsupctl", "--state-dir", str(run.state_dir), "abort"],
+            [sys.executable, "-m", "supervisor.control.client.nsupctl", "--state-dir", str(run.state_dir), "abort"],
             cwd=REPO, stdin=terminal, stdout=terminal, stderr=terminal,
         )
         os.close(terminal)
@@ -178,7 +178,7 @@ def test_resume_from_halting_cancels_the_shutdown(nsup_run):
 
     data = status(run)
     assert (data["state"], data["trading_state"], data["shutdown_requested"]) == ("RUNNING", "ACTIVE", False)
-    assert run.transitions()[-1] == ("HALTING", "RUNNING")
+    assert run.transitions()[-1] == ("STUCK", "RUNNING")
     assert run.records("worker_end") == []
 
 
@@ -214,7 +214,7 @@ def test_abort_challenge_wrong_replayed_stale_then_right(nsup_run):
     assert len(approval["positions"]) == 2 and approval["nonce"]
     end = run.records("worker_end")[0]
     assert end["approval_id"] == approval["nonce"] and end["positions_open"] == 2
-    assert run.transitions()[-1] == ("HALTING", "ABORTED")
+    assert run.transitions()[-2:] == [("STUCK", "ABORTING"), ("ABORTING", "ABORTED")]
     assert not pid_alive(run.worker_pid)
 
 
@@ -246,13 +246,15 @@ def test_restart_only_when_flat(nsup_run):
     assert data["restarts"] == 1 and data["worker_pid"] != first_worker and data["state"] == "RUNNING"
     assert data["trading_state"] == "REDUCING", "a paused node comes back paused"
     assert not pid_alive(first_worker)
-    assert ("RUNNING", "RECOVERING") in run.transitions() and run.transitions()[-1] == ("BUILT", "RUNNING")
+    assert run.transitions()[-4:] == [("RUNNING", "RESTARTING"), ("RESTARTING", "RECOVERING"), ("RECOVERING", "BUILT"),
+                                      ("BUILT", "RUNNING")]
 
 
 def test_sockets_are_private(nsup_run):
     run = nsup_run(ALWAYS_IN)
     run.wait_for_state("RUNNING")
-    for name in ("control.sock", "events.sock", "worker.sock"):
+    worker_socket, = run.run_dir.glob("worker-*.sock")  # each worker's link has a socket of its own
+    for name in ("control.sock", "events.sock", worker_socket.name):
         mode = stat.S_IMODE(os.stat(run.run_dir / name).st_mode)
         assert mode == 0o600, f"{name} is {oct(mode)}"
 
@@ -261,7 +263,7 @@ def test_events_stream_heartbeats_and_transitions(nsup_run):
     run = nsup_run(ALWAYS_IN)
     run.wait_for_state("RUNNING")
     follower = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.control.nsupctl", "--state-dir", str(run.state_dir), "--json", "events"],
+        [sys.executable, "-m", "supervisor.control.client.nsupctl", "--state-dir", str(run.state_dir), "--json", "events"],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )
     try:

@@ -124,7 +124,7 @@ def test_rehearsal_venue_rejects_closes_then_operator_flattens(nsup_run, venue):
     assert len(venue_book(venue)) == 2 and run.records("worker_end") == []
 
     drill(venue, reject_orders=False)  # the venue recovers; an operator flattens by hand
-    subprocess.run([sys.executable, "-m", "supervisor.control.nsupctl", "--state-dir", str(run.state_dir), "flatten"],
+    subprocess.run([sys.executable, "-m", "supervisor.control.client.nsupctl", "--state-dir", str(run.state_dir), "flatten"],
                    check=True, capture_output=True, timeout=30)
     assert run.exit_code() == 0
     assert venue_book(venue) == {}

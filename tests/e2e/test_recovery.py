@@ -116,7 +116,7 @@ def test_nsup_killed_while_halting_reattaches_and_the_stop_goes_on(nsup_run, ven
     import subprocess
     import sys
 
-    subprocess.run([sys.executable, "-m", "supervisor.control.nsupctl", "--state-dir", str(run.state_dir), "flatten"],
+    subprocess.run([sys.executable, "-m", "supervisor.control.client.nsupctl", "--state-dir", str(run.state_dir), "flatten"],
                    check=True, capture_output=True, timeout=30)
     assert run.exit_code() == 0
     assert venue_book(venue) == {}
@@ -127,7 +127,7 @@ def nsupctl(run, *args: str):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "supervisor.control.nsupctl", "--state-dir", str(run.state_dir), *args],
+    return subprocess.run([sys.executable, "-m", "supervisor.control.client.nsupctl", "--state-dir", str(run.state_dir), *args],
                           capture_output=True, text=True, timeout=60)
 
 

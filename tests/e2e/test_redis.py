@@ -34,7 +34,7 @@ def stream(server, name: str = "desk-a") -> list[dict]:
 
 
 def nsupctl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "supervisor.control.nsupctl", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "supervisor.control.client.nsupctl", *args], capture_output=True, text=True, timeout=60)
 
 
 def wait(predicate, timeout: float = 20.0, what: str = "condition"):
@@ -95,7 +95,7 @@ def test_redis_killed_mid_run_and_back_the_stream_ends_whole(nsup_run, redis_ser
     run.wait_for(lambda: [r for r in run.records("redis") if r["reachable"] is False], what="Redis unreachable, journaled")
     assert scrape(port)[("nsup_redis_up", ())] == 0.0
     run.wait_for_positions(2)
-    subprocess.run([sys.executable, "-m", "supervisor.control.nsupctl", "--state-dir", str(run.state_dir), "pause"],
+    subprocess.run([sys.executable, "-m", "supervisor.control.client.nsupctl", "--state-dir", str(run.state_dir), "pause"],
                    check=True, capture_output=True, timeout=30)  # journaled while Redis is down
     redis_server.start()
     run.wait_for(lambda: [r for r in run.records("redis") if r["reachable"] is True], what="Redis back, journaled")
@@ -144,7 +144,7 @@ def test_a_new_nsup_on_a_lost_state_dir_carries_on_from_redis(nsup_run, redis_se
     drill(venue, reject_orders=True)
     run.signal(signal.SIGTERM)
     run.wait_for(lambda: run.records("halt_stuck"), what="halt_stuck")
-    wait(lambda: b"HALTING" in (redis_server.client().get(Keys("desk-a").state) or b""), what="HALTING in Redis")
+    wait(lambda: b"STUCK" in (redis_server.client().get(Keys("desk-a").state) or b""), what="STUCK in Redis")
     worker = run.worker_pid
     run.process.kill()
     run.process.wait()
@@ -156,7 +156,7 @@ def test_a_new_nsup_on_a_lost_state_dir_carries_on_from_redis(nsup_run, redis_se
 
     run.start()
     carried = run.wait_for(lambda: run.records("state_from_redis"), what="the state read from Redis")[0]
-    assert carried["state"] == "HALTING"
+    assert carried["state"] == "STUCK"
     assert run.exit_code(timeout=60) == 0, "the stop on record in Redis was finished, flat"
     assert venue_book(venue) == {}
     assert run.records("transition")[-1]["dest"] == "STOPPED"

@@ -36,14 +36,14 @@ import zmq
 import zmq.asyncio
 from loguru import logger
 
-from supervisor import daemon
+from supervisor import daemon, session
 from supervisor import protocol as p
 from supervisor.config import NsupConfig
 from supervisor.control import protocol as c
-from supervisor.control.commands import OperatorCommands
+from supervisor.control.server.operators import Operators
 from supervisor.daemon import Supervisor
 from supervisor.journal import Journal
-from supervisor.lifecycle import ABORTED, BUILT, CREATED, FLAT, HALTING, RECOVERING, STOPPED
+from supervisor.lifecycle import ABORTED, ABORTING, CREATED, FLAT, RECOVERING, STARTING, STOPPED
 from supervisor.persisted_state import PersistedState
 from supervisor.persisted_state import load as load_state
 from supervisor.worker_process import WorkerProcess
@@ -54,7 +54,6 @@ STOP_EXIT_SECS = 0.01  # StopNode accepted: the worker exits this much later
 ANSWER_TIMEOUT_SECS = 0.4  # instead of max(2 s, 2 heartbeats): a hung sim costs less wall time
 WORKER_EXIT_TIMEOUT_SECS = 0.4  # instead of 30 s: a worker hanging in its stop is killed sooner
 ORDER_TASK = "order"
-STARTING = (CREATED, BUILT, RECOVERING)  # a worker that fails to start may be stopped here (the gate decides)
 
 
 @dataclass
@@ -94,7 +93,7 @@ class SimNode:
     """One simulated worker process: a real child (the pid) and a DEALER on nsup's loop."""
 
     def __init__(self, world: World, endpoint: str, popen: subprocess.Popen, heartbeat_secs: float,
-                 hello_delay: float, stop_hangs: bool, must_start_reducing: bool, first_record: int):
+                 hello_delay: float, stop_hangs: bool, run_fails: bool, must_start_reducing: bool, first_record: int):
         self.world = world
         self.venue = world.venue
         self.popen = popen
@@ -102,6 +101,7 @@ class SimNode:
         self.heartbeat_secs = heartbeat_secs
         self.hello_delay = hello_delay
         self.stop_hangs = stop_hangs  # acknowledges StopNode but never exits (a stop that hangs)
+        self.run_fails = run_fails  # RunNode reconciles, then fails (engines not connected): HALTED, an error
         self.must_start_reducing = must_start_reducing  # spawned while a stop (or a pause) was pending
         self.first_record = first_record  # index of the first journal record of this worker's life
         self.adopted_before_run = False  # re-attached by a new nsup before it had run
@@ -304,7 +304,11 @@ class SimNode:
             case p.RunNode():
                 self.world.referee.on_run(self)
                 self.venue.learn_everything()  # reconciliation
-                self.node_state, self.ran = ("STOPPING" if self.stopping else "RUNNING"), True
+                self.ran = True
+                if self.run_fails:  # as control_server does when the node does not come up
+                    self.trading_state = "HALTED"
+                    return "the node did not start (engines not connected); trading state set to HALTED"
+                self.node_state = "STOPPING" if self.stopping else "RUNNING"
                 return None
             case p.SetTradingState(trading_state=name):
                 if name not in ("ACTIVE", "REDUCING", "HALTED"):
@@ -351,10 +355,11 @@ class Referee:
       worker, or in RECOVERING after its journaled restart transition (both verified flat: the worker's
       last CheckVenues found cache and venue flat, by the ground truth), or while it is starting up
       (the gate may end a worker that failed to start; the worker re-checks flat itself);
-    - StopNode(require_flat=False) only under an abort approval journaled for that worker;
-    - SIGKILL only to a worker that is gone, never ran, was flat when last heard and is hung (DESIGN.md:
-      replaced), is hanging in a stop it was rightly sent, or under an approval (abort, recover) on
-      record; every end has its `worker_end` record (with the pid) before it is sent;
+    - StopNode(require_flat=False) only in ABORTING, under an abort approval journaled for that worker;
+    - SIGKILL only to a worker that is gone, never ran, was flat as nsup last heard it (a fresh status,
+      or the last one before it went silent: DESIGN.md replaces a hung worker that was flat), is hanging
+      in a stop it was rightly sent, or under an approval (abort, recover) on record; every end has its
+      `worker_end` record (with the pid) before it is sent;
     - HALTED is set only after two flat GetStatus reads at least flat_confirm_secs apart, with no
       read between them that was not flat (HALTED denies the exits: it must not come early);
     - no second node runs beside a live one; a worker spawned while a stop or a pause is pending
@@ -395,7 +400,7 @@ class Referee:
         if record is None:
             self.violation("guard", f"StopNode to pid {sim.pid} with no worker_end on record")
         elif not require_flat:
-            if not (state == HALTING and self._approved(sim, record, ("abort",))):
+            if not (state == ABORTING and self._approved(sim, record, ("abort",))):
                 self.violation("guard", f"StopNode(require_flat=False) to pid {sim.pid} without an abort approval")
         elif state == FLAT:
             if not self._verified_flat(sim, "flat"):
@@ -403,8 +408,10 @@ class Referee:
                                         f"{sim.venue_check}, truth now {sim.truth()})")
         elif state == RECOVERING and self._verified_flat(sim, "restart"):
             pass
-        elif state in STARTING:
-            pass  # a start-up failure; the gate decided, and the worker's own check stands behind it
+        elif state in STARTING:  # a start-up failure: the gate may end it if it never ran, or on a fresh flat status
+            if sim.ran and not (sim.heard_at_receipt is not None and sim.heard_at_receipt.is_flat()):
+                self.violation("guard", f"StopNode to pid {sim.pid}, which failed to start after reconciling, "
+                                        f"without a fresh flat status (last heard {sim.heard_at_receipt and sim.heard_at_receipt.counts})")
         else:
             self.violation("guard", f"StopNode to pid {sim.pid} in {state}, without a verified flat or an approval")
 
@@ -418,7 +425,7 @@ class Referee:
             self.violation("guard", f"signal {sig} to pid {sim.pid} with no worker_end on record")
         heard_flat = sim.last_sent is not None and sim.last_sent.is_flat()
         stop_rightly_sent = sim.stopping and any(pid == sim.pid for pid, _ in self.stops)
-        if not (sim.gone or not sim.ran or (sim.hung and heard_flat) or stop_rightly_sent
+        if not (sim.gone or not sim.ran or heard_flat or stop_rightly_sent
                 or self._approved(sim, record, ("abort", "recover"))):
             self.violation("guard", f"signal {sig} to pid {sim.pid}: ran, alive, hung={sim.hung}, heard flat="
                                     f"{heard_flat}, not stopping, no approval; truth {sim.truth()}")
@@ -476,12 +483,13 @@ class World:
         self.referee = Referee(self, config.supervisor.flat_confirm_secs)
         self.hello_delay = 0.0
         self.stop_hangs = False
+        self.run_fails = False
         self.journal_path = config.supervisor.state_path / "journal.jsonl"
         self.state_path = config.supervisor.state_path / "state.json"
         self.journal: Journal | None = None
         self.records: list[dict] = []  # every record, as it is written, across nsup sessions
         self.sup: Supervisor | None = None
-        self.commands: OperatorCommands | None = None
+        self.operators: Operators | None = None
         self.sup_task: asyncio.Task | None = None
         self.session_starts: list[str] = []  # the state each nsup session began in
         self.session_ends: list[str] = []  # and the state it ended in
@@ -499,8 +507,8 @@ class World:
         real_spawn = WorkerProcess.__dict__["spawn"]
         real_attach = WorkerProcess.__dict__["attach"]
         real_signal = signal.pidfd_send_signal
-        real_timeout = daemon.WORKER_EXIT_TIMEOUT_SECS
-        real_answer = Supervisor.__dict__["_answer_timeout"]
+        real_timeout, real_abort_kill = session.WORKER_EXIT_TIMEOUT_SECS, daemon.ABORT_KILL_AFTER_SECS
+        real_answer = session.WorkerSession.__dict__["answer_timeout"]
 
         def spawn(cls, args: list[str], log_path: Path) -> WorkerProcess:
             return world._spawn_sim(cls, args)
@@ -518,15 +526,15 @@ class World:
         WorkerProcess.spawn = classmethod(spawn)
         WorkerProcess.attach = classmethod(attach)
         signal.pidfd_send_signal = pidfd_send_signal
-        daemon.WORKER_EXIT_TIMEOUT_SECS = WORKER_EXIT_TIMEOUT_SECS
-        Supervisor._answer_timeout = property(lambda self: ANSWER_TIMEOUT_SECS)
+        session.WORKER_EXIT_TIMEOUT_SECS = daemon.ABORT_KILL_AFTER_SECS = WORKER_EXIT_TIMEOUT_SECS
+        session.WorkerSession.answer_timeout = property(lambda self: ANSWER_TIMEOUT_SECS)
         logger.disable("supervisor")
         try:
             yield
         finally:
             logger.enable("supervisor")
-            Supervisor._answer_timeout = real_answer
-            daemon.WORKER_EXIT_TIMEOUT_SECS = real_timeout
+            session.WorkerSession.answer_timeout = real_answer
+            session.WORKER_EXIT_TIMEOUT_SECS, daemon.ABORT_KILL_AFTER_SECS = real_timeout, real_abort_kill
             signal.pidfd_send_signal = real_signal
             WorkerProcess.attach = real_attach
             WorkerProcess.spawn = real_spawn
@@ -538,9 +546,10 @@ class World:
                                  stderr=subprocess.DEVNULL, start_new_session=True)
         process = cls(popen.pid, popen)
         self.processes.append(process)
-        pending = self.sup.shutdown_requested or self.sup.paused
-        self.sims.append(SimNode(self, endpoint, popen, heartbeat, self.hello_delay, self.stop_hangs, pending,
-                                 first_record=len(self.records)))
+        now = self.sup.snapshot()
+        pending = now.stop is not None or now.paused
+        self.sims.append(SimNode(self, endpoint, popen, heartbeat, self.hello_delay, self.stop_hangs, self.run_fails,
+                                 pending, first_record=len(self.records)))
         return process
 
     def _on_signal(self, pid: int | None, sig: int) -> None:
@@ -566,7 +575,7 @@ class World:
 
     def _start_supervisor(self, carry_on_from: PersistedState | None) -> None:
         self.sup = Supervisor(self.config, self.journal, carry_on_from)
-        self.commands = OperatorCommands(self.sup, [])
+        self.operators = Operators(self.sup, [])
         self.sampled.append([])
         self.sup_task = asyncio.ensure_future(self.sup.run())
 
@@ -615,7 +624,7 @@ class World:
             if was.worker is not None and sim.pid == was.worker.pid and not sim.ran:
                 sim.adopted_before_run = True
                 sim.adopted_silent = sim.hung and not sim.said_hello
-                sim.must_start_reducing = sim.must_start_reducing or was.shutdown_requested or was.paused
+                sim.must_start_reducing = sim.must_start_reducing or was.stop is not None or was.paused
         self._open_journal()
         self.session_starts.append(was.state)
         self._start_supervisor(was)
@@ -626,7 +635,7 @@ class World:
     def signal(self, sig: signal.Signals) -> None:
         """A signal to nsup, as its loop's signal handler delivers it (systemd's SIGTERM, a Ctrl-C)."""
         if self.running:
-            self.loop.call_soon(self.sup._on_signal, sig)
+            self.loop.call_soon(self.operators.on_signal, sig)
 
     def operator(self, command: str, **fields) -> None:
         """One operator's request through nsup's control handler (journaled there), beside the scenario.
@@ -637,7 +646,7 @@ class World:
         user = f"op{self._call_ids}"
         call = OperatorCall(f"{user}@sim", command)
         self.calls.append(call)
-        handler = self.commands
+        handler = self.operators
 
         def request(tag: str, **extra):
             return c.decode_request(c.encode({"v": c.CONTROL_VERSION, "id": f"r{self._call_ids}", "command": tag,

@@ -24,19 +24,22 @@ CLASS = re.compile(r"^\s*Class (\w+) (\w+)$")
 
 
 def table() -> set[tuple[str, str, str, str | None]]:
-    """supervisor.lifecycle.TRANSITIONS, one row per source: (trigger, source, dest, guard)."""
-    return {(t, s, d, g) for t, sources, d, g in lc.TRANSITIONS for s in (sources if isinstance(sources, list) else [sources])}
+    """supervisor.lifecycle.TRANSITIONS, one row per source: (trigger, source, dest, guard); an internal
+    transition (no dest) goes from its source to itself, and guards that go together are joined by &."""
+    return {(t, s, d or s, " & ".join(g) if isinstance(g, list) else g)
+            for t, sources, d, g in lc.TRANSITIONS for s in (sources if isinstance(sources, list) else [sources])}
 
 
 def drawn(text: str) -> set[tuple[str, str, str, str | None]]:
-    """The edges of a Mermaid lifecycle: one "trigger [guard]" label per transition."""
+    """The edges of a Mermaid lifecycle: one "trigger [internal] [guard]" label per transition."""
     edges = set()
     for source, dest, labels in (m.groups() for line in text.splitlines() if (m := EDGE.match(line))):
         if source == "[*]":
             continue
         for label in labels.split(" | "):
-            trigger, _, guard = label.partition(" [")
-            edges.add((trigger, source, dest, guard.removesuffix("]") or None))
+            trigger, *marks = label.removesuffix("]").split(" [")
+            guards = [mark.removesuffix("]") for mark in marks if mark.removesuffix("]") != "internal"]
+            edges.add((trigger, source, dest, guards[0] if guards else None))
     return edges
 
 
@@ -82,9 +85,12 @@ def test_every_state_and_transition_is_drawn_and_nothing_else():
 def test_guards_are_on_the_edges():
     text = lifecycle_mermaid()
     assert "HALTING --> FLAT: flat [flat_is_verified]" in text
-    assert "HALTING --> ABORTED: abort [abort_is_approved]" in text
+    assert "STUCK --> ABORTING: abort [abort_is_approved]" in text
     assert "FLAT --> STOPPED: stop [worker_exited_cleanly]" in text
-    assert "RUNNING --> RECOVERING: restart [flat_is_verified] | worker_lost" in text
+    assert "RESTARTING --> RECOVERING: flat [flat_is_verified] | worker_lost" in text
+    assert "STUCK --> RUNNING: resume [stop_is_resumable]" in text
+    assert "RUNNING --> RUNNING: pause [internal] | unpause [internal] | flatten [internal] | recover [internal] " \
+           "[worker_is_hung & recover_is_approved]" in text
 
 
 def test_it_is_a_mermaid_state_diagram_without_trailing_blanks():
@@ -205,7 +211,7 @@ def test_graceful_stop_shows_the_steps_in_order():
     in_order(sequence_body("graceful_stop.mmd"),
              "SIGTERM", "RUNNING -> HALTING (halt)", "SetTradingState(REDUCING)", "loop market_exit rounds",
              "MarketExit", "two flat reads", "SetTradingState(HALTED)", "CheckVenues",
-             "HALTING -> FLAT (flat", "StopNode(require_flat=true)", "exit 0", "FLAT -> STOPPED (stop", "exit 0")
+             "HALTING/STUCK -> FLAT (flat", "StopNode(require_flat=true)", "exit 0", "FLAT -> STOPPED (stop", "exit 0")
 
 
 def test_recovery_shows_exit_hang_and_reattach():
@@ -218,7 +224,7 @@ def test_recovery_shows_exit_hang_and_reattach():
 
 
 def test_the_diagram_code_is_loaded_only_when_asked_for():
-    code = ("import json, sys, supervisor.cli, supervisor.control.nsupctl, supervisor.daemon\n"
+    code = ("import json, sys, supervisor.cli, supervisor.control.client.nsupctl, supervisor.daemon\n"
             "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('supervisor.diagram', 'transitions.extensions')))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -236,6 +236,12 @@ class GuardMachine(RuleBasedStateMachine):
     def slow_start(self, delay):
         self.world.hello_delay = delay
 
+    @rule(fails=st.booleans())
+    @step
+    def runs_fail(self, fails):
+        """The next workers reconcile and then fail to start (an exchange that is unreachable)."""
+        self.world.run_fails = fails
+
     @rule(pause=PAUSES)
     @step
     def crash_supervisor(self, pause):
@@ -299,7 +305,7 @@ class GuardMachine(RuleBasedStateMachine):
         if w.sup_task is None:
             return
         if w.running:
-            w.venue.exits_fail, w.stop_hangs, w.hello_delay = False, False, 0.0
+            w.venue.exits_fail, w.stop_hangs, w.hello_delay, w.run_fails = False, False, 0.0, False
             for sim in w.sims:
                 sim.unhang()
                 sim.stop_hangs = False
@@ -311,7 +317,7 @@ class GuardMachine(RuleBasedStateMachine):
             deadline = asyncio.get_running_loop().time() + END_TIMEOUT_SECS
             while w.running and asyncio.get_running_loop().time() < deadline:
                 await asyncio.wait([w.sup_task], timeout=0.05)
-                if w.running and w.state == RUNNING and not w.sup.shutdown_requested:
+                if w.running and w.state == RUNNING and w.sup.snapshot().stop is None:
                     w.referee.violation("stop_lost", f"the stop asked for last was dropped (pending: {w.pending_ops()})")
                     self.stop()
             assert not w.running, f"nsup did not end within {END_TIMEOUT_SECS}s of a stop; it is {w.state}: {w.tail()}"
@@ -371,6 +377,8 @@ def check_sessions(w: World) -> None:
 
 def check_aborted(transition: dict, session: list[dict]) -> None:
     before = session[:session.index(transition)]
+    if transition["trigger"] == "ended":  # the worker is gone: the abort that led into ABORTING says why
+        transition = next(r for r in reversed(before) if r["kind"] == "transition" and r["dest"] == "ABORTING")
     if transition["trigger"] == "abort":
         approvals = [r for r in before if r["kind"] == "approval" and r["action"] == "abort"]
         assert any(a["reason"] == transition["reason"] and a["actor"] == transition["actor"] for a in approvals), \
@@ -491,6 +499,17 @@ def test_a_crash_loop_spends_the_bound_and_says_so():
     assert m.exit_code == EXIT_ABORTED
     aborted = next(r for r in m.world.records if r["kind"] == "transition" and r["dest"] == ABORTED)
     assert aborted["trigger"] == "give_up" and "restart bound is spent" in aborted["reason"]
+
+
+def test_a_worker_that_reconciled_exposure_and_failed_to_start_is_not_ended_for_it():
+    """RunNode fails after reconciliation found positions: the gate refuses to end that worker (no
+    approval can be asked for outside a stop); once the venue is flat it is ended and replaced."""
+    m = play(setup(exposure=1), ("runs_fail", {"fails": True}), ("crash_worker", {"how": "kill", "pause": 0.3}), sleep(),
+             ("runs_fail", {"fails": False}))
+    failed = m.world.sims[1]
+    assert failed.ran and failed.run_fails, "the scenario missed its window"
+    refusals = [r for r in m.world.records if r["kind"] == "refusal" and r.get("pid") == failed.pid]
+    assert refusals and refusals[0]["reason"].startswith("not flat"), "the gate refused while positions were open"
 
 
 def test_a_hung_worker_that_was_flat_is_killed_and_replaced():

@@ -19,37 +19,53 @@ from _statuses import (
 )
 from supervisor import lifecycle as lc
 from supervisor import protocol as p
+from supervisor.intent import StopRequest
 from supervisor.lifecycle import Approval, FlatReads, Lifecycle, Outcome, verified_flat
 
 INTERVAL = 0.5
 
-# Written out from DESIGN.md "The lifecycle", not derived from lifecycle.TRANSITIONS.
+# Written out from docs/design.md "The lifecycle", not derived from lifecycle.TRANSITIONS. An internal
+# transition (a command that changes no state) has no destination.
+WITH_WORKER = ["CREATED", "BUILT", "RUNNING", "RESTARTING", "HALTING", "STUCK", "FLAT"]
 EXPECTED_TRANSITIONS = {
     ("build", "CREATED", "BUILT"),
     ("build", "RECOVERING", "BUILT"),
     ("run", "BUILT", "RUNNING"),
+    ("pause", "RUNNING", None),
+    ("unpause", "RUNNING", None),
+    ("flatten", "RUNNING", None),
+    ("flatten", "HALTING", None),
+    ("flatten", "STUCK", None),
+    ("restart", "RUNNING", "RESTARTING"),
+    ("not_flat", "RESTARTING", "RUNNING"),
     ("halt", "RUNNING", "HALTING"),
+    ("halt", "RESTARTING", "HALTING"),  # a stop wins over a restart under way
+    ("stuck", "HALTING", "STUCK"),
     ("flat", "HALTING", "FLAT"),
+    ("flat", "STUCK", "FLAT"),
+    ("flat", "RESTARTING", "RECOVERING"),
     ("resume", "HALTING", "RUNNING"),
-    ("abort", "HALTING", "ABORTED"),
+    ("resume", "STUCK", "RUNNING"),
+    ("abort", "HALTING", "ABORTING"),
+    ("abort", "STUCK", "ABORTING"),
+    ("ended", "ABORTING", "ABORTED"),
     ("stop", "FLAT", "STOPPED"),
-    ("worker_lost", "CREATED", "RECOVERING"),
-    ("worker_lost", "BUILT", "RECOVERING"),
-    ("worker_lost", "RUNNING", "RECOVERING"),
-    ("worker_lost", "HALTING", "RECOVERING"),
-    ("worker_lost", "FLAT", "RECOVERING"),
+    *(("recover", s, None) for s in ["BUILT", "RUNNING", "RESTARTING", "HALTING", "STUCK"]),
+    *(("worker_lost", s, "RECOVERING") for s in WITH_WORKER),
     ("give_up", "RECOVERING", "ABORTED"),
-    # nsupctl restart (issue 3): a new worker for a flat node goes through RECOVERING's build.
-    ("restart", "RUNNING", "RECOVERING"),
 }
 EXPECTED_GUARDS = {
     "flat": {"flat_is_verified"}, "abort": {"abort_is_approved"}, "stop": {"worker_exited_cleanly"},
-    "restart": {"flat_is_verified"},
+    "resume": {"stop_is_resumable"}, "recover": {"worker_is_hung", "recover_is_approved"},
 }
-EXPECTED_STATES = ["CREATED", "BUILT", "RUNNING", "HALTING", "FLAT", "STOPPED", "ABORTED", "RECOVERING"]
+EXPECTED_STATES = ["CREATED", "BUILT", "RUNNING", "RESTARTING", "HALTING", "STUCK", "FLAT", "ABORTING", "STOPPED",
+                   "ABORTED", "RECOVERING"]
 TRIGGERS = sorted({t for t, _, _ in EXPECTED_TRANSITIONS})
-HAPPY_NEXT = {"CREATED": "build", "BUILT": "run", "RUNNING": "halt", "HALTING": "flat", "FLAT": "stop", "RECOVERING": "build"}
+HAPPY_NEXT = {"CREATED": "build", "BUILT": "run", "RUNNING": "halt", "HALTING": "flat", "STUCK": "flat", "FLAT": "stop",
+              "RECOVERING": "build", "RESTARTING": "flat", "ABORTING": "ended"}
 ABORT_OK = Approval(action="abort", operator="alice", reason="venue down, exposure accepted", approval_id="ap-1")
+RECOVER_OK = Approval(action="recover", operator="alice", reason="hung with exposure", approval_id="ap-2")
+RESUMABLE = StopRequest("alice@desk")
 
 
 class Recorder:
@@ -72,9 +88,15 @@ def machine(state: str = "CREATED") -> tuple[Lifecycle, Recorder]:
 TERMINAL = {"STOPPED", "ABORTED"}
 
 
-def full_evidence() -> dict:
-    """Evidence that satisfies every guard, so only the table decides."""
-    return {"actor": "test", "evidence": flat_reads(INTERVAL), "approval": ABORT_OK, "exit_code": 0}
+def full_evidence(trigger: str = "abort") -> dict:
+    """Evidence that satisfies every guard of `trigger`, so only the table decides."""
+    return {"actor": "test", "evidence": flat_reads(INTERVAL), "approval": RECOVER_OK if trigger == "recover" else ABORT_OK,
+            "exit_code": 0, "stop": RESUMABLE, "hung": True}
+
+
+def destinations(trigger: str) -> dict:
+    """source -> where `trigger` leads from it (the source itself for an internal transition)."""
+    return {s: d or s for t, s, d in EXPECTED_TRANSITIONS if t == trigger}
 
 
 # The table ---------------------------------------------------------------------------------------
@@ -95,7 +117,7 @@ def test_machine_has_exactly_the_design_transitions():
     assert via_api == EXPECTED_TRANSITIONS
 
 
-def test_guards_sit_on_exactly_flat_abort_and_stop():
+def test_guards_sit_on_exactly_the_guarded_triggers():
     life, _ = machine()
     guards = {}
     for name, event in life._machine.events.items():
@@ -120,13 +142,15 @@ def test_states_are_exactly_the_design_states():
 def test_every_state_trigger_pair_behaves_as_the_table_says(state, trigger):
     """With evidence that satisfies every guard, a trigger moves iff the table has it."""
     life, rec = machine(state)
-    expected = {s: d for t, s, d in EXPECTED_TRANSITIONS if t == trigger}
-    outcome = life.fire(trigger, **full_evidence())
+    expected = destinations(trigger)
+    assert life.allows(trigger) == (state in expected)
+    outcome = life.fire(trigger, **full_evidence(trigger))
     assert isinstance(outcome, Outcome)
     if state in expected:
         assert outcome == Outcome(True)
         assert life.state == expected[state]
-        assert [(c[0], c[1], c[2]) for c in rec.calls] == [(trigger, state, expected[state])]
+        changed = [(trigger, state, expected[state])] if expected[state] != state else []  # an internal one: nothing
+        assert [(c[0], c[1], c[2]) for c in rec.calls] == changed
     else:
         assert outcome.ok is False
         assert trigger in outcome.reason and state in outcome.reason
@@ -140,7 +164,7 @@ def test_terminal_states_have_no_exits(state):
     for name, event in life._machine.events.items():
         assert state not in event.transitions, f"{name} leaves terminal {state}"
     for trigger in TRIGGERS:
-        assert life.fire(trigger, **full_evidence()).ok is False
+        assert life.fire(trigger, **full_evidence(trigger)).ok is False
     assert life.state == state and rec.calls == []
 
 
@@ -287,8 +311,38 @@ def test_abort_refused_without_an_abort_approval(approval):
 def test_abort_allowed_with_an_abort_approval():
     life, rec = machine("HALTING")
     assert life.fire("abort", actor="alice", approval=ABORT_OK).ok
-    assert life.state == "ABORTED"
-    assert rec.calls[0][:3] == ("abort", "HALTING", "ABORTED") and rec.calls[0][3]["approval"] is ABORT_OK
+    assert life.state == "ABORTING"
+    assert rec.calls[0][:3] == ("abort", "HALTING", "ABORTING") and rec.calls[0][3]["approval"] is ABORT_OK
+
+
+@pytest.mark.parametrize("stop", [None, StopRequest("signal:SIGTERM", final=True), "alice@desk"])
+def test_resume_refused_without_a_stop_an_operator_may_cancel(stop):
+    life, rec = machine("STUCK")
+    outcome = life.fire("resume", actor="op", **({} if stop is None else {"stop": stop}))
+    assert outcome.ok is False and "stop_is_resumable" in outcome.reason
+    assert life.state == "STUCK" and rec.calls == []
+
+
+def test_resume_allowed_for_an_operators_stop():
+    life, _ = machine("HALTING")
+    assert life.fire("resume", actor="op", stop=RESUMABLE).ok and life.state == "RUNNING"
+
+
+@pytest.mark.parametrize("hung, approval", [(False, RECOVER_OK), (True, None), (True, ABORT_OK), (None, RECOVER_OK)])
+def test_recover_refused_unless_hung_and_approved_for_recover(hung, approval):
+    life, rec = machine("RUNNING")
+    evidence = {k: v for k, v in (("hung", hung), ("approval", approval)) if v is not None}
+    outcome = life.fire("recover", actor="op", **evidence)
+    assert outcome.ok is False and "recover" in outcome.reason
+    assert life.state == "RUNNING" and rec.calls == []
+
+
+def test_allows_reads_the_table_and_why_not_says_where():
+    life, _ = machine("RUNNING")
+    assert life.allows("pause") and life.allows("restart") and not life.allows("abort")
+    assert life.why_not("abort") == "abort only in HALTING or STUCK; nsup is RUNNING"
+    with pytest.raises(ValueError):
+        life.allows("bogus")
 
 
 @pytest.mark.parametrize("exit_code", [None, 1, -9, -15, 2, 3])
@@ -355,15 +409,18 @@ class LifecycleMachine(RuleBasedStateMachine):
         outcome = self.life.fire(trigger, **evidence)
         after = self.life.state
         new_calls = self.rec.calls[n_calls:]
-        table = {s: d for t, s, d in EXPECTED_TRANSITIONS if t == trigger}
+        table = destinations(trigger)
         if outcome.ok:
             assert before in table and after == table[before]
+            if after == before:  # an internal transition: nothing to tell
+                assert new_calls == []
+                return
             assert len(new_calls) == 1
             assert new_calls[0][:3] == (trigger, before, after)
             assert new_calls[0][3] == evidence  # the observer gets the evidence the trigger was fired with
-            if after == "FLAT":
+            if after in ("FLAT", "RECOVERING") and trigger == "flat":
                 assert verified_flat_oracle(evidence.get("evidence"), INTERVAL)
-            if before == "HALTING" and after == "ABORTED":
+            if after == "ABORTING":
                 approval = evidence.get("approval")
                 assert isinstance(approval, Approval) and approval.action == "abort"
             if after == "STOPPED":
@@ -405,13 +462,13 @@ class LifecycleMachine(RuleBasedStateMachine):
             evidence["exit_code"] = data.draw(exit_codes)
         self._fire(trigger, evidence)
 
-    @precondition(lambda self: self.life.state == "HALTING")
+    @precondition(lambda self: self.life.state in ("HALTING", "STUCK", "RESTARTING"))
     @rule(data=st.data())
     def try_flat(self, data):
         evidence = data.draw(st.one_of(verified_flat_reads(INTERVAL), nearly_flat_reads(INTERVAL)))
         self._fire("flat", {"actor": "nsup", "evidence": evidence})
 
-    @precondition(lambda self: self.life.state == "HALTING")
+    @precondition(lambda self: self.life.state in ("HALTING", "STUCK"))
     @rule(approval=approvals)
     def operator_abort(self, approval):
         self._fire("abort", {"actor": "alice"} if approval is None else {"actor": "alice", "approval": approval})

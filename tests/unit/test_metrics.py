@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor.lifecycle import STATES
 from supervisor.metrics import Metrics, MetricsSection, parse_listen
+from supervisor.snapshot import Snapshot
 from tests.unit._statuses import status
 
 
@@ -22,8 +23,10 @@ from tests.unit._statuses import status
 def metrics():
     made = []
 
-    def make(**kwargs) -> Metrics:
-        made.append(Metrics(**kwargs))
+    def make(snapshot=None, redis_mirror=None) -> Metrics:
+        made.append(Metrics())
+        if snapshot is not None:
+            made[-1].watch(snapshot, redis_mirror)
         made[-1].start("127.0.0.1:0")
         return made[-1]
 
@@ -49,8 +52,22 @@ def transition(source: str, dest: str) -> dict:
     return {"ts": "2026-01-01T00:00:00+00:00", "kind": "transition", "trigger": "x", "source": source, "dest": dest}
 
 
+class Nsup:
+    """What Metrics reads of the daemon: its snapshot, changed by the test between scrapes."""
+
+    def __init__(self, **fields):
+        self.fields = {"state": "CREATED", "node": None, "health": None, "hung": False, "stop": None, "paused": False,
+                       "trader_id": None, "worker": None, "worker_alive": False, "worker_uptime_secs": None,
+                       "supervisor_pid": 1, "supervisor_uptime_secs": 0.0, "heartbeat_age_secs": None, "restarts": 0,
+                       "last_transition": None, **fields}
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(**self.fields)
+
+
 def test_states_counts_health_and_transitions_are_scraped(metrics):
-    m = metrics(heartbeat_age=lambda: 2.5, restarts=lambda: 4)
+    nsup = Nsup(heartbeat_age_secs=2.5, restarts=4)
+    m = metrics(nsup.snapshot)
     before = scrape(m)
     assert one_hot(before, "nsup_lifecycle_state", "state") == {s: float(s == "CREATED") for s in STATES}
     assert not any(name.startswith(("nsup_positions", "nsup_orders", "nsup_trading", "nsup_health"))
@@ -58,9 +75,9 @@ def test_states_counts_health_and_transitions_are_scraped(metrics):
     for source, dest in [("CREATED", "BUILT"), ("BUILT", "RUNNING"), ("RUNNING", "HALTING"), ("HALTING", "RUNNING"),
                          ("RUNNING", "HALTING")]:
         m.on_record(transition(source, dest))
-    m.on_record({"kind": "health", "health": "feed_silent", "was": "ok"})
-    m.on_record({"kind": "flat_seen"})  # neither: ignored
-    m.on_status("HALTING", status(positions=2, inflight=1, open_=3, trading_state="REDUCING"))
+    m.on_record({"kind": "flat_seen"})  # not a transition: ignored
+    nsup.fields.update(state="HALTING", health="feed_silent",
+                       node=status(positions=2, inflight=1, open_=3, trading_state="REDUCING"))
     after = scrape(m)
     assert one_hot(after, "nsup_lifecycle_state", "state") == {s: float(s == "HALTING") for s in STATES}
     assert one_hot(after, "nsup_trading_state", "state") == {"ACTIVE": 0.0, "REDUCING": 1.0, "HALTED": 0.0}
@@ -78,45 +95,28 @@ def test_states_counts_health_and_transitions_are_scraped(metrics):
 
 
 def test_values_are_read_at_scrape_time(metrics):
-    age, restarts = [None], [0]
-    m = metrics(heartbeat_age=lambda: age[0], restarts=lambda: restarts[0])
-    assert ("nsup_heartbeat_age_seconds", ()) not in scrape(m)  # never heard: left out, not 0
-    age[0], restarts[0] = 0.75, 1
+    nsup = Nsup()
+    mirror = SimpleNamespace(reachable=None, shipped=0)
+    m = metrics(nsup.snapshot, mirror)
+    samples = scrape(m)
+    assert ("nsup_heartbeat_age_seconds", ()) not in samples  # never heard: left out, not 0
+    assert ("nsup_redis_up", ()) not in samples and samples[("nsup_redis_records_shipped_total", ())] == 0
+    nsup.fields.update(heartbeat_age_secs=0.75, restarts=1, state="RECOVERING", node=status(positions=1, trading_state="ACTIVE"))
+    mirror.reachable, mirror.shipped = False, 7  # read at scrape time, from the mirror's own thread's fields
     samples = scrape(m)
     assert samples[("nsup_heartbeat_age_seconds", ())] == 0.75
     assert samples[("nsup_worker_restarts_total", ())] == 1
-    m.on_status("RUNNING", status(positions=1, trading_state="ACTIVE"))
-    m.on_status("RUNNING", status(positions=0, trading_state="HALTED"))
+    assert one_hot(samples, "nsup_lifecycle_state", "state")["RECOVERING"] == 1.0  # e.g. re-attached: no transition seen
+    assert samples[("nsup_positions_open", ())] == 1
+    assert samples[("nsup_redis_up", ())] == 0.0 and samples[("nsup_redis_records_shipped_total", ())] == 7
+    nsup.fields.update(node=status(positions=0, trading_state="HALTED"))
     samples = scrape(m)
     assert samples[("nsup_positions_open", ())] == 0
     assert one_hot(samples, "nsup_trading_state", "state")["HALTED"] == 1.0
 
 
-def test_watch_reads_a_supervisor(metrics):
-    import time
-
-    listeners = []
-    mirror = SimpleNamespace(reachable=None, shipped=0)
-    supervisor = SimpleNamespace(restarts=2, lifecycle=SimpleNamespace(state="RECOVERING"),
-                                 link=SimpleNamespace(last_heard=time.monotonic() - 3.0), status_listeners=listeners,
-                                 state_store=SimpleNamespace(mirror=mirror))
-    m = metrics()
-    m.watch(supervisor)
-    assert listeners == [m.on_status]
-    samples = scrape(m)
-    assert one_hot(samples, "nsup_lifecycle_state", "state")["RECOVERING"] == 1.0  # e.g. re-attached: no transition seen
-    assert samples[("nsup_worker_restarts_total", ())] == 2
-    assert 3.0 <= samples[("nsup_heartbeat_age_seconds", ())] < 13.0
-    assert ("nsup_redis_up", ()) not in samples and samples[("nsup_redis_records_shipped_total", ())] == 0
-    mirror.reachable, mirror.shipped = False, 7  # read at scrape time, from the mirror's own thread's fields
-    samples = scrape(m)
-    assert samples[("nsup_redis_up", ())] == 0.0 and samples[("nsup_redis_records_shipped_total", ())] == 7
-    supervisor.link = None  # before the link exists
-    assert ("nsup_heartbeat_age_seconds", ()) not in scrape(m)
-
-
 def test_only_nsup_metrics_are_exposed(metrics):
-    names = {name for name, _ in scrape(metrics(restarts=lambda: 0))}
+    names = {name for name, _ in scrape(metrics(Nsup().snapshot))}
     assert names and all(name.startswith("nsup_") for name in names)  # its own registry: no python_gc_*, process_*
 
 

@@ -8,6 +8,7 @@ import time
 import msgspec
 import pytest
 
+from supervisor.intent import StopRequest
 from supervisor.journal import Journal, read_journal
 from supervisor.persisted_state import PersistedState, StateStore
 from supervisor.redis_mirror import NODES_KEY, Keys, RedisMirror, RedisSection
@@ -84,7 +85,7 @@ def test_state_and_status_keys_and_only_a_newer_state_replaces_the_stored_one(re
     store_mirror, journal = start_mirror(redis_server.url, journal_path)
     store = StateStore(journal_path.parent / "state.json", store_mirror)
     store.save(PersistedState(state="RUNNING", trader_id="T-1"))
-    store.save(PersistedState(state="HALTING", trader_id="T-1", shutdown_requested=True))
+    store.save(PersistedState(state="HALTING", trader_id="T-1", stop=StopRequest("op@desk")))
     store_mirror.offer_status({"state": "HALTING", "positions_open": 2})
     client = redis_server.client()
     wait_until(lambda: client.get(Keys("n1").status) is not None and b"HALTING" in (client.get(Keys("n1").state) or b""))
@@ -253,12 +254,12 @@ def test_the_newer_copy_of_the_state_wins_and_versions_go_on_from_it(redis_serve
     client = redis_server.client()
     StateStore(local_path).save(PersistedState(state="RUNNING"))  # now, on this host
     newer = time.time_ns() // 1_000_000 + 60_000  # written on another host, a minute later
-    client.set(Keys("n1").state, msgspec.json.encode(PersistedState(state="HALTING", shutdown_requested=True, version=newer)))
+    client.set(Keys("n1").state, msgspec.json.encode(PersistedState(state="HALTING", stop=StopRequest("op@desk"), version=newer)))
     store = StateStore(local_path, mirror)
     was = store.load()
     assert (was.state, was.version, store.source) == ("HALTING", newer, "redis")
     mirror.start()
-    store.save(PersistedState(state="HALTING", shutdown_requested=True))
+    store.save(PersistedState(state="HALTING", stop=StopRequest("op@desk")))
     wait_until(lambda: msgspec.json.decode(client.get(Keys("n1").state), type=PersistedState).version == newer + 1)
     assert msgspec.json.decode(local_path.read_bytes(), type=PersistedState).version == newer + 1
     mirror.close()
@@ -276,11 +277,11 @@ def test_a_session_that_could_not_read_redis_still_writes_above_its_old_copy(red
     store = StateStore(tmp_path / "state.json")  # as if Redis had not answered at start: version 0
     store.mirror = RedisMirror(section(redis_server.url), "n1", journal_path)
     store.mirror.start()
-    store.save(PersistedState(state="HALTING", shutdown_requested=True))
+    store.save(PersistedState(state="HALTING", stop=StopRequest("op@desk")))
     wait_until(lambda: b"HALTING" in client.get(Keys("n1").state))
     store.mirror.close()
     fresh = StateStore(tmp_path / "elsewhere.json", RedisMirror(section(redis_server.url), "n1", journal_path))
-    assert fresh.load().shutdown_requested is True
+    assert fresh.load().stop == StopRequest("op@desk")
 
 
 def test_a_newer_copy_about_another_node_is_refused(redis_server, tmp_path, journal_path):

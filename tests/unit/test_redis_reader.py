@@ -7,8 +7,8 @@ import json
 
 import msgspec
 
-from supervisor.control import nsupctl
-from supervisor.control.redis_reader import RedisReader
+from supervisor.control.client import nsupctl
+from supervisor.control.client.redis_reader import RedisReader
 from supervisor.redis_mirror import NODES_KEY, Keys
 
 

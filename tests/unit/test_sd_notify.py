@@ -13,6 +13,7 @@ from loguru import logger
 
 from _statuses import flat_reads
 from supervisor import sd_notify
+from supervisor.intent import StopRequest
 from supervisor.lifecycle import Approval, Lifecycle
 from supervisor.sd_notify import (
     EXTEND_WHILE_HALTING_USEC,
@@ -210,13 +211,16 @@ def test_a_stop_an_operator_can_resume_does_not_tell_systemd_it_is_stopping():
     life_messages = []
     life = Lifecycle(0.5, lambda trigger, source, dest, ev: life_messages.append(
         messages_for_transition(source, dest, COUNTS, resumable=not ev["actor"].startswith("signal:"))))
-    for trigger, actor in (("build", "nsup"), ("run", "nsup"), ("halt", "alice@desk"), ("resume", "alice@desk")):
+    for trigger, actor in (("build", "nsup"), ("run", "nsup"), ("halt", "alice@desk")):
         assert life.fire(trigger, actor=actor).ok
+    assert life.fire("resume", actor="alice@desk", stop=StopRequest("alice@desk")).ok
     assert life_messages[2] == ["STATUS=HALTING positions=2 inflight=0 open=1"]
     assert life_messages[3] == ["READY=1", "STATUS=RUNNING positions=2 inflight=0 open=1"]
     approval = Approval("abort", "alice", "venue down", "n-1")
     assert life.fire("halt", actor="signal:SIGTERM").ok and life.fire("abort", actor="alice", approval=approval).ok
-    assert life_messages[4][0] == "STOPPING=1" and life_messages[5] == ["STATUS=ABORTED positions=2 inflight=0 open=1"]
+    assert life.fire("ended", actor="alice").ok
+    assert life_messages[4][0] == "STOPPING=1" and life_messages[5] == ["STATUS=ABORTING positions=2 inflight=0 open=1"]
+    assert life_messages[6] == ["STATUS=ABORTED positions=2 inflight=0 open=1"]
 
 
 @pytest.mark.parametrize(("state", "resumable", "ready", "stopping"), [
@@ -224,6 +228,8 @@ def test_a_stop_an_operator_can_resume_does_not_tell_systemd_it_is_stopping():
     ("HALTING", False, True, True),
     ("HALTING", True, True, False),  # an operator's stop, which an operator may still resume
     ("FLAT", False, True, True),
+    ("STUCK", False, True, True),
+    ("STUCK", True, True, False),
     ("BUILT", False, False, False),  # READY=1 comes with the transition into RUNNING
     ("RECOVERING", False, False, False),
 ])

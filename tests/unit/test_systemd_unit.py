@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from supervisor.config import load_config
-from supervisor.daemon import EXIT_ABORTED, EXIT_OK, EXIT_USAGE, WORKER_EXIT_TIMEOUT_SECS
+from supervisor.daemon import EXIT_ABORTED, EXIT_OK, EXIT_USAGE
+from supervisor.session import WORKER_EXIT_TIMEOUT_SECS
 from supervisor.sd_notify import KEEPALIVE_SECS
 
 REPO = Path(__file__).resolve().parents[2]

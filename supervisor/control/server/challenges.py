@@ -26,14 +26,14 @@ class Challenge:
 
 class Challenges:
     def __init__(self, ttl_secs: float, clock=time.monotonic):
-        self._ttl_secs = ttl_secs
+        self.ttl_secs = ttl_secs
         self._clock = clock
         self._open: dict[str, Challenge] = {}
         self._spent: dict[str, tuple[float, str]] = {}  # nonce -> (when, why it is no good now)
 
     def issue(self, action: str, trader_id: str, positions: list) -> Challenge:
         self._forget_expired()
-        challenge = Challenge(secrets.token_hex(8), action, trader_id, positions, self._clock() + self._ttl_secs)
+        challenge = Challenge(secrets.token_hex(8), action, trader_id, positions, self._clock() + self.ttl_secs)
         self._open[challenge.nonce] = challenge
         return challenge
 
@@ -57,9 +57,9 @@ class Challenges:
         for nonce in [n for n, c in self._open.items() if now > c.expires_at]:
             del self._open[nonce]
             self._spent[nonce] = (now, self._expired)
-        for nonce in [n for n, (at, _) in self._spent.items() if now - at > 10 * self._ttl_secs]:
+        for nonce in [n for n, (at, _) in self._spent.items() if now - at > 10 * self.ttl_secs]:
             del self._spent[nonce]
 
     @property
     def _expired(self) -> str:
-        return f"nonce expired ({self._ttl_secs:g}s); ask for a new challenge"
+        return f"nonce expired ({self.ttl_secs:g}s); ask for a new challenge"

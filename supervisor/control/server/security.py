@@ -59,11 +59,3 @@ def start_authenticator(authorized_keys: Path) -> AsyncioAuthenticator:
     authenticator.start()
     authenticator.configure_curve(domain="*", location=str(authorized_keys))
     return authenticator
-
-
-def make_keys(directory: Path, name: str) -> tuple[Path, Path]:
-    """A CURVE key pair as `nsupctl keygen` writes it: NAME.key (public) and NAME.key_secret (0600)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(str(directory), name)
-    os.chmod(secret, 0o600)
-    return Path(public), Path(secret)

@@ -10,7 +10,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from supervisor.control.security import Binding
+from supervisor.control.server.security import Binding
 
 _encoder = msgspec.json.Encoder()
 

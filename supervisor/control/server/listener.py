@@ -14,7 +14,7 @@ import zmq
 from loguru import logger
 
 from supervisor.control import protocol as c
-from supervisor.control.security import Binding
+from supervisor.control.server.security import Binding
 
 MAX_IN_FLIGHT = 32
 

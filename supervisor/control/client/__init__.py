@@ -1,0 +1,1 @@
+"""The asking side: nsupctl, the control client any script may use, and the Redis reader."""

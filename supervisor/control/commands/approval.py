@@ -1,0 +1,137 @@
+"""`abort` and `recover`: ending a worker with its positions open, never one request away.
+
+The first request is answered with a challenge: the open positions, and a nonce good once and for a
+limited time. The operator answers it with the trader id, typed, and a reason; the approval goes on
+record (who, from where, why, which nonce, which positions) before nsup acts on it. `abort` stops the
+worker in HALTING or STUCK and ends nsup ABORTED; `recover` kills a hung worker for a replacement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import ClassVar
+
+from supervisor.control import protocol as c
+from supervisor.control.commands.base import Command, Context, Refusal
+from supervisor.intent import Approval, Refused
+
+RECOVER_EXIT_WAIT_SECS = 5.0
+
+
+class ApprovalCommand(Command):
+    action: ClassVar[str]
+    warning: ClassVar[str]
+
+    async def run(self, ctx: Context, request, actor: str) -> dict:
+        if isinstance(request, c.AbortConfirm | c.RecoverConfirm):
+            return await self._approve(ctx, request, actor)
+        self.check(ctx)
+        status = await ctx.nsup.fresh_status()
+        trader_id = ctx.nsup.snapshot().trader_id
+        challenge = ctx.challenges.issue(self.action, trader_id, status.positions if status else [])
+        return {"result": "challenge issued", "action": self.action, "nonce": challenge.nonce,
+                "expires_in_secs": ctx.challenges.ttl_secs, "trader_id": trader_id, "positions": challenge.positions,
+                **({"counts": status.counts} if status else {})}
+
+    async def _approve(self, ctx: Context, request, actor: str) -> dict:
+        if not request.reason.strip():
+            raise Refused(f"{self.action} needs a reason")
+        self.check(ctx)  # before the nonce is spent and an approval put on record
+        challenge = ctx.challenges.redeem(self.action, request.nonce, request.confirmation)
+        approval = Approval(self.action, operator=actor, reason=request.reason, approval_id=request.nonce)
+        ctx.nsup.journal.record(
+            "approval", action=self.action, operator=request.actor.user, host=request.actor.host, actor=actor,
+            reason=request.reason, nonce=request.nonce, positions=challenge.positions,
+        )
+        return await self.carry_out(ctx, approval, actor)
+
+    def check(self, ctx: Context) -> None:
+        """Whether the action could be approved now: asked before a challenge is issued or answered, so
+        that no approval goes on record for what cannot happen."""
+        if not ctx.nsup.lifecycle.allows(self.action):
+            raise Refused(ctx.nsup.lifecycle.why_not(self.action))
+
+    async def carry_out(self, ctx: Context, approval: Approval, actor: str) -> dict:
+        raise NotImplementedError
+
+    def record(self, data: dict) -> dict:
+        return {"result": data.get("result", "done"), **({"nonce": data["nonce"]} if "nonce" in data else {})}
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--confirm", help="the trader id, when there is no terminal to type it at")
+        parser.add_argument("--reason", help="why, for the journal")
+
+    def client(self, ctl) -> int:
+        """The positions first, then the trader id typed and a reason given."""
+        args = ctl.args
+        interactive = sys.stdin.isatty() and args.confirm is None
+        if not interactive and (args.confirm is None or args.reason is None):
+            raise Refusal("no terminal to confirm at: give --confirm TRADER_ID and --reason TEXT")
+        challenge = ctl.call(self.name)
+        lines = [f"{self.warning} Trader {challenge['trader_id']}, open positions:"]
+        lines += [f"  {p['instrument_id']} {p['side']} {p['quantity']} unrealized {p['unrealized_pnl']}"
+                  for p in challenge.get("positions", [])] or ["  (none reported)"]
+        lines.append(f"challenge {challenge['nonce']} is good for {challenge['expires_in_secs']:g}s")
+        if interactive:
+            print("\n".join(lines), file=sys.stderr)
+            try:
+                confirmation = input(f"Type the trader id ({challenge['trader_id']}) to confirm: ").strip()
+                reason = input("Reason (for the journal): ").strip()
+            except (EOFError, KeyboardInterrupt):
+                raise Refusal(f"{self.action} cancelled at the prompt; nothing was approved") from None
+        else:
+            confirmation, reason = args.confirm, args.reason
+        data = ctl.call(f"{self.name}_confirm", timeout_secs=self.timeout_secs, nonce=challenge["nonce"],
+                        confirmation=confirmation, reason=reason or "")
+        ctl.say(data["result"], {**data, "challenge": challenge})
+        return 0
+
+
+class AbortCommand(ApprovalCommand):
+    name = "abort"
+    action = "abort"
+    requests = (c.AbortBegin, c.AbortConfirm)
+    help = "stop WITH exposure (HALTING or STUCK): shows the positions, asks for the trader id and a reason"
+    warning = "ABORT stops the node WITH EXPOSURE."
+    timeout_secs = 60.0  # the worker's stop, or its kill under the approval
+
+    def check(self, ctx: Context) -> None:
+        if not ctx.nsup.lifecycle.allows(self.action):
+            raise Refused(ctx.nsup.lifecycle.why_not(self.action) + " (stop first, and let nsup try to flatten)")
+
+    async def carry_out(self, ctx: Context, approval: Approval, actor: str) -> dict:
+        """ABORTING: the worker is stopped (killed, if it does not exit) under the approval; the answer
+        comes once it is gone and nsup is ABORTED."""
+        ctx.nsup.allow("abort", actor, approval=approval, reason=approval.reason)
+        state = await ctx.nsup.reached({"ABORTED"})
+        return {"state": state, "result": "the worker was stopped with its positions open; nsup is ABORTED"}
+
+
+class RecoverCommand(ApprovalCommand):
+    name = "recover"
+    action = "recover"
+    requests = (c.RecoverBegin, c.RecoverConfirm)
+    help = "kill a HUNG worker with exposure, for a replacement: the same challenge"
+    warning = "RECOVER kills the hung worker WITH EXPOSURE; a new one reconciles and takes over."
+    timeout_secs = 30.0
+
+    def check(self, ctx: Context) -> None:
+        super().check(ctx)
+        if not ctx.nsup.worker().hung:
+            raise Refused("recover is for a hung worker, and this one answers")
+
+    async def carry_out(self, ctx: Context, approval: Approval, actor: str) -> dict:
+        """The hung worker is killed under the approval; the answer comes once it is gone (nsup then
+        replaces it, within the restart bound)."""
+        from supervisor.stop_gate import EndAction  # nsup's side only: nsupctl need not load it
+
+        worker = ctx.nsup.worker()
+        ctx.nsup.allow("recover", actor, approval=approval, hung=worker.hung)
+        decision = await worker.end(EndAction.SIGKILL, actor, approval)
+        if not decision.allowed:
+            raise Refused(decision.reason)
+        await asyncio.wait([worker.process.exited], timeout=RECOVER_EXIT_WAIT_SECS)
+        if worker.process.alive():
+            raise Refused(f"the hung worker {worker.pid} was sent SIGKILL and has not exited yet")
+        return {"result": "the hung worker was killed; nsup replaces it within the restart bound"}

@@ -1,0 +1,24 @@
+"""`pause`: closing orders only (REDUCING); the node stays RUNNING and comes back paused if replaced."""
+
+from __future__ import annotations
+
+from supervisor import protocol as p
+from supervisor.control import protocol as c
+from supervisor.control.commands.base import Command, Context
+
+
+class PauseCommand(Command):
+    name = "pause"
+    requests = (c.Pause,)
+    help = "REDUCING: closing orders only, stays RUNNING"
+
+    async def run(self, ctx: Context, request, actor: str) -> dict:
+        return {"trading_state": await set_paused(ctx, True, actor)}
+
+
+async def set_paused(ctx: Context, paused: bool, actor: str) -> str:
+    """Pause or unpause a RUNNING node: the table first, then the intent (which outlives the worker)."""
+    ctx.nsup.allow("pause" if paused else "unpause", actor)
+    worker = ctx.nsup.worker()
+    trading_state = ctx.nsup.intend_paused(paused)
+    return (await worker.command(p.SetTradingState(trading_state), actor=actor)).status.trading_state

@@ -1,0 +1,54 @@
+"""`status`: what nsup knows now, from its snapshot (answered without asking the worker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from supervisor.control import protocol as c
+from supervisor.control.commands.base import Command, Context
+
+
+class StatusCommand(Command):
+    name = "status"
+    requests = (c.Status,)
+    help = "state, trading state, counts, positions, pids, heartbeat age, restarts"
+    changes = False
+
+    async def run(self, ctx: Context, request, actor: str) -> dict:
+        return {**ctx.nsup.snapshot().status(), "events_endpoints": ctx.events_endpoints}
+
+    def render(self, data: dict) -> str:
+        stop = data.get("stop") or {}
+        lines = [
+            f"state          {data['state']}  (trading {data['trading_state']}{', paused' if data['paused'] else ''}"
+            f"{', stop requested by ' + stop['actor'] if stop else ''}{', hung' if data.get('hung') else ''})",
+            f"counts         {counts(data)}",
+            f"worker         pid {data['worker_pid']}, up {data['worker_uptime_secs']}s, heartbeat "
+            f"{data['heartbeat_age_secs']}s ago, restarts {data['restarts']}, health {data['health']}",
+            f"supervisor     pid {data['supervisor_pid']}, up {data['supervisor_uptime_secs']}s",
+        ]
+        if data["last_transition"]:
+            t = data["last_transition"]
+            lines.append(f"last           {t['source']} -> {t['dest']} ({t['trigger']}) at {t['ts']}")
+        lines += [f"position       {p['instrument_id']} {p['side']} {p['quantity']} unrealized {p['unrealized_pnl']}"
+                  for p in data["positions"]]
+        return "\n".join(lines)
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--diagram", type=Path, metavar="FILE",
+                            help="also write the lifecycle (Mermaid) with the current state highlighted to FILE")
+
+    def client(self, ctl) -> int:
+        data = ctl.call(self.name)
+        ctl.say(self.render(data), data)
+        if ctl.args.diagram is not None:
+            from supervisor.diagram import lifecycle_mermaid
+
+            ctl.args.diagram.write_text(lifecycle_mermaid(highlight=data["state"]))
+            if not ctl.args.json:  # one more line of the table; --json output stays one object
+                print(f"diagram        {ctl.args.diagram} (the lifecycle, {data['state']} highlighted)", flush=True)
+        return 0
+
+
+def counts(data: dict) -> str:
+    return f"positions={data.get('positions_open')} inflight={data.get('orders_inflight')} open={data.get('orders_open')}"
