@@ -214,8 +214,13 @@ class Venue:
                 if account.oms_type.name != request.oms_type:
                     raise _Refused(f"account {request.account_id} is {account.oms_type.name} at the venue, "
                                    f"the node expects {request.oms_type}")
+                previous = account.owner
                 if (why := account.claim(request.trader_id, time.monotonic())) is not None:
                     raise _Refused(why)
+                if previous not in (None, request.trader_id):  # the old owner's sessions trade no more
+                    logger.warning(f"account {request.account_id} passes from trader {previous} to {request.trader_id}")
+                    for other in [i for i, a in self.sessions.items() if a == request.account_id]:
+                        del self.sessions[other]
                 if self.sessions.get(identity) != request.account_id:
                     logger.info(f"session {identity.hex()} said hello for {request.account_id} ({request.trader_id})")
                     self.sessions[identity] = request.account_id

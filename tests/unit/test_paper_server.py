@@ -28,6 +28,7 @@ from nautilus_trader.model.identifiers import InstrumentId, StrategyId, TraderId
 from nautilus_trader.model.objects import Price, Quantity
 
 from paper_venue import protocol as v
+from paper_venue.account import LEASE_SECS
 from paper_venue.codec import dumps, loads
 from paper_venue.launcher import VenueProcess, endpoints_in
 from paper_venue.server import build_venue
@@ -236,7 +237,12 @@ def test_orders_need_a_hello_for_the_account_and_an_account_is_one_traders(venue
     client.account = "SIM-HEDGE"
     assert "is HEDGING at the venue" in client.hello(oms_type="NETTING").error
     assert client.hello(oms_type="HEDGING").ok
-    assert "in use by trader TESTER-001" in client.hello(oms_type="HEDGING", trader="OTHER-001").error
+    other = venue.client("SIM-HEDGE")
+    assert "in use by trader TESTER-001" in other.hello(oms_type="HEDGING", trader="OTHER-001").error
+    time.sleep(LEASE_SECS)  # the owner is silent and the account flat: it may pass to another trader
+    assert other.hello(oms_type="HEDGING", trader="OTHER-001").ok
+    assert client.submit(order).error == v.NOT_GREETED  # the old owner's session trades no more
+    assert "in use by trader OTHER-001" in client.hello(oms_type="HEDGING").error
 
 
 def test_reject_orders_drill_through_the_cli(venue):
