@@ -112,9 +112,8 @@ class VenueAccount:
             return self.process(ts)
         except Exception as exc:  # a bug of the engine's or ours: the node must hear of it, not wait
             logger.opt(exception=exc).error(f"{self.account_id}: carrying out {command} failed")
-            events, self._events[:] = [self._as_sent(e) for e in self._events if isinstance(e, _FORWARDED)], []
             reason = f"the paper venue failed to carry it out: {type(exc).__name__}: {exc}"
-            return events + [self.rejected(o, reason, ts) for o in orders if self._not_yet_working(o)]
+            return self._drain() + [self.rejected(o, reason, ts) for o in orders if self._not_yet_working(o)]
 
     def on_quote(self, quote: QuoteTick, ts: int) -> list[OrderEvent]:
         """Matching follows the quotes only: a trade would reset the book's top to its own price and size."""
@@ -130,6 +129,10 @@ class VenueAccount:
             self._cache.purge_closed_orders(ts, KEEP_CLOSED_SECS)
             self._cache.purge_closed_positions(ts, KEEP_CLOSED_SECS)
             self._purged_at = ts
+        return self._drain()
+
+    def _drain(self) -> list[OrderEvent]:
+        """The order events since the last drain, as a venue sends them."""
         events, self._events[:] = list(self._events), []
         return [self._as_sent(e) for e in events if isinstance(e, (*_FORWARDED, OrderDenied))]
 

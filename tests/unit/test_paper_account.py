@@ -349,3 +349,13 @@ def test_an_account_is_its_traders_until_flat_and_silent(account, orders):
     assert "not flat" in account.claim("B-001", now=200.0)
     submit(account, orders.market(EUR, OrderSide.SELL, qty(1000)))
     assert account.claim("B-001", now=100.5 + LEASE_SECS) is None and account.owner == "B-001"
+
+
+def test_an_order_the_engine_fails_on_is_rejected_not_left_in_flight(account, orders):
+    class Broken:
+        def execute(self, command):
+            raise RuntimeError("boom")
+
+    account._engine = Broken()
+    (rejected,) = submit(account, orders.market(EUR, OrderSide.BUY, qty(1000)))
+    assert isinstance(rejected, OrderRejected) and "failed to carry it out: RuntimeError: boom" in rejected.reason
