@@ -68,7 +68,7 @@ class PaperDataClient(LiveMarketDataClient):
             try:
                 self._handle_data(loads(payload))
             except Undecodable as exc:
-                self._log.error(f"unreadable market data on {topic!r}: {exc}")
+                self._fault(f"unreadable market data on {topic!r}: {exc}")
 
     # Subscriptions: quotes and trades flow anyway; bars are asked for ------------------------------
 

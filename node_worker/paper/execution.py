@@ -133,8 +133,7 @@ class PaperExecClient(LiveExecutionClient):
         self._send_order_event(event)
 
     async def _report_unknown(self, event) -> None:
-        reply = await self._request(v.QueryReports, kind="orders", client_order_id=event.client_order_id.value)
-        for report in map(loads, reply.items or []):
+        for report in await self._reports("orders", client_order_id=event.client_order_id.value):
             self._send_order_status_report(report)
 
     # Reconciliation: the venue's books are the truth ---------------------------------------------
