@@ -365,7 +365,7 @@ def test_garbage_gets_ok_false_or_is_dropped_and_the_venue_lives_on(venue):
 
 def test_bad_options_get_one_line_and_exit_2():
     for args, says in ((["--instruments", "EUR/USD", "XAU/USD"], "unknown instrument(s) XAU/USD"),
-                       (["--account", "SIM-001:SPREAD"], "the OMS type is one of"),
+                       (["--account", "SIM-001:SPREAD"], "OMS type 'SPREAD' is not one of NETTING, HEDGING"),
                        (["--account", "ACC"], "an account id is SIM-<name>")):
         done = subprocess.run([sys.executable, "-m", "paper_venue", "serve", "--dir", tempfile.mkdtemp(), *args],
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
