@@ -18,6 +18,7 @@ from nautilus_trader.live.node import TradingNode
 from nautilus_trader.model.enums import TradingState
 
 from node_worker.entry_gate import EntryGate
+from node_worker.faults import FaultWatch
 from node_worker.node_status import read_status
 from node_worker.venue_check import venue_counts
 from supervisor import protocol as p
@@ -39,6 +40,7 @@ class ControlServer:
         self._stop_task: asyncio.Task | None = None
         self._stopped = asyncio.Event()
         EntryGate(node).install()
+        self._faults = FaultWatch(node.kernel.msgbus, node.get_event_loop(), self.notice)
 
     async def serve(self) -> None:
         """Runs until the supervisor's StopNode has been carried out (or has failed: either way the
@@ -50,12 +52,15 @@ class ControlServer:
         self._socket.setsockopt(zmq.RECONNECT_IVL, 100)
         self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         self._socket.connect(self._endpoint)
-        await self._send(p.Hello(p.PROTOCOL_VERSION, os.getpid(), str(self._node.trader_id), read_status(self._node)))
+        await self._send(p.Hello(p.PROTOCOL_VERSION, os.getpid(), str(self._node.trader_id), self._status()))
         tasks = [asyncio.ensure_future(self._heartbeat()), asyncio.ensure_future(self._receive())]
         await self._stopped.wait()
         for task in tasks:
             task.cancel()
         self._socket.close(linger=2000)
+
+    def _status(self, venues=None):
+        return read_status(self._node, venues, self._faults.recent())
 
     def notice(self, text: str) -> None:
         logger.warning(text)
@@ -67,7 +72,7 @@ class ControlServer:
     async def _heartbeat(self) -> None:
         while True:
             try:
-                await self._send(p.Heartbeat(read_status(self._node), os.getpid()))
+                await self._send(p.Heartbeat(self._status(), os.getpid()))
                 self._miss_supervisor()
             except Exception:
                 logger.exception("heartbeat failed; trying again next beat")
@@ -76,7 +81,7 @@ class ControlServer:
     def _heard_supervisor(self) -> None:
         if self._supervisor_lost_at is not None:
             lost_for = asyncio.get_running_loop().time() - self._supervisor_lost_at
-            self.notice(f"the supervisor is back after {lost_for:.1f}s; trading state {read_status(self._node).trading_state}")
+            self.notice(f"the supervisor is back after {lost_for:.1f}s; trading state {self._status().trading_state}")
         self._last_supervisor, self._supervisor_lost_at = asyncio.get_running_loop().time(), None
 
     def _miss_supervisor(self) -> None:
@@ -124,7 +129,7 @@ class ControlServer:
         except Exception as exc:  # the node or a venue raised: answer, do not die
             logger.exception("command {} failed", command)
             error = f"{type(exc).__name__}: {exc}"
-        status = read_status(self._node, venues)
+        status = self._status(venues)
         if error is None:
             return p.Reply(request.request_id, ok=True, status=status)
         return p.Reply(request.request_id, ok=False, status=status, error=error, code=p.ErrorCode.NODE_ERROR)
@@ -174,7 +179,7 @@ class ControlServer:
             # HALTED first, then the check, with no await between: nothing can open after it.
             before = risk_engine.trading_state
             risk_engine.set_trading_state(TradingState.HALTED)
-            if not read_status(self._node).is_flat():
+            if not self._status().is_flat():
                 risk_engine.set_trading_state(before)
                 return "refused to stop: not flat, and no operator approval"
         self._stop_task = asyncio.ensure_future(self._stop_node())

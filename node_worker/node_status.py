@@ -11,7 +11,7 @@ from nautilus_trader.model.position import Position
 from supervisor.protocol import Counts, NodeStatus, PositionView, StrategyView
 
 
-def read_status(node: TradingNode, venue_counts: Counts | None = None) -> NodeStatus:
+def read_status(node: TradingNode, venue_counts: Counts | None = None, faults: list[str] | None = None) -> NodeStatus:
     cache = node.kernel.cache
     return NodeStatus(
         node_state=node.trader.state.name,
@@ -31,6 +31,7 @@ def read_status(node: TradingNode, venue_counts: Counts | None = None) -> NodeSt
         data_age_secs=_data_age_secs(node),
         clients={str(c.id): c.is_connected for engine in (node.kernel.data_engine, node.kernel.exec_engine)
                  for c in engine._clients.values()},
+        faults=faults or [],
     )
 
 

@@ -6,7 +6,9 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nautilus_trader.common.actor import Actor
 from nautilus_trader.config import TradingNodeConfig
+from nautilus_trader.execution.algorithm import ExecAlgorithm
 from nautilus_trader.live.factories import LiveDataClientFactory, LiveExecClientFactory
 from nautilus_trader.trading.strategy import Strategy
 
@@ -14,6 +16,10 @@ from nautilus_trader.trading.strategy import Strategy
 @dataclass
 class NodeRecipe:
     """Everything needed to construct a TradingNode; the worker constructs it.
+
+    It holds what a NautilusTrader live script would hand its node: the config (which may name
+    strategies, actors and execution algorithms itself, as importable configs), the client
+    factories (`node.add_*_client_factory`), and the instances it would add to `node.trader`.
 
     The worker, not the factory, calls the TradingNode constructor so that it can enforce what nsup
     depends on: construction on the main thread, a short `timeout_post_stop` (nsup has verified flat
@@ -24,6 +30,8 @@ class NodeRecipe:
     data_client_factories: dict[str, type[LiveDataClientFactory]] = field(default_factory=dict)
     exec_client_factories: dict[str, type[LiveExecClientFactory]] = field(default_factory=dict)
     strategies: list[Strategy] = field(default_factory=list)
+    exec_algorithms: list[ExecAlgorithm] = field(default_factory=list)
+    actors: list[Actor] = field(default_factory=list)
 
 
 def build_node(recipe: NodeRecipe, timeout_post_stop: float | None, cache_database: dict | None = None):
@@ -49,7 +57,13 @@ def build_node(recipe: NodeRecipe, timeout_post_stop: float | None, cache_databa
         node.add_data_client_factory(name, factory)
     for name, factory in recipe.exec_client_factories.items():
         node.add_exec_client_factory(name, factory)
-    node.trader.add_strategies(recipe.strategies)
+    # One at a time: the trader's add_* of a list refuses an empty one.
+    for actor in recipe.actors:
+        node.trader.add_actor(actor)
+    for exec_algorithm in recipe.exec_algorithms:
+        node.trader.add_exec_algorithm(exec_algorithm)
+    for strategy in recipe.strategies:
+        node.trader.add_strategy(strategy)
     node.build()
     return node
 

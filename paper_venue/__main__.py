@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from paper_venue.server import main
+from paper_venue.cli import main
 
 if __name__ == "__main__":
     if sys.argv[1:2] not in (["serve"], ["drill"]):

@@ -12,11 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
 import zmq
 
 from paper_venue import protocol as v
 
-READY_TIMEOUT_SECS = 10.0
+READY_TIMEOUT_SECS = 30.0  # NautilusTrader's import and the made-up bar history come first
 
 
 def endpoints_in(directory: Path) -> tuple[str, str]:
@@ -27,16 +28,22 @@ def endpoints_in(directory: Path) -> tuple[str, str]:
 
 class VenueProcess:
     """A venue listening at endpoints_in(directory), logging to directory/venue.log (appended).
-    interval_ms and seed: the quotes' interval and the random walk's seed (default: the venue's)."""
+    instruments: the symbols it lists; accounts: account id -> "NETTING" or "HEDGING"; interval_ms and
+    seed: the market's step and the random walk's seed (None: the venue's defaults for each)."""
 
-    def __init__(self, directory: Path, interval_ms: int | None = None, seed: int | None = None):
+    def __init__(self, directory: Path, interval_ms: int | None = None, seed: int | None = None,
+                 instruments: list[str] | None = None, accounts: dict[str, str] | None = None,
+                 history_secs: int | None = None):
         self.endpoint, self.quotes_endpoint = endpoints_in(directory)
         self.log_path = directory / "venue.log"
         options = []
-        if interval_ms is not None:
-            options += ["--interval-ms", str(interval_ms)]
-        if seed is not None:
-            options += ["--seed", str(seed)]
+        for flag, value in (("--interval-ms", interval_ms), ("--seed", seed), ("--history-secs", history_secs)):
+            if value is not None:
+                options += [flag, str(value)]
+        if instruments:
+            options += ["--instruments", *instruments]
+        for account_id, oms in (accounts or {}).items():
+            options += ["--account", f"{account_id}:{oms}"]
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "paper_venue", "serve",
@@ -49,24 +56,32 @@ class VenueProcess:
         deadline = time.monotonic() + READY_TIMEOUT_SECS
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"the paper venue exited with code {self._process.returncode}; see venue.log")
+                raise RuntimeError(f"the paper venue exited with code {self._process.returncode}; see {self.log_path}")
             try:
                 self.positions()
                 return
             except TimeoutError:
                 continue
-        raise RuntimeError(f"the paper venue did not answer within {READY_TIMEOUT_SECS:g}s; see venue.log")
+        raise RuntimeError(f"the paper venue did not answer within {READY_TIMEOUT_SECS:g}s; see {self.log_path}")
 
-    def positions(self, timeout_secs: float = 0.5) -> list[v.Position]:
-        """The venue's own book: the judge of flat."""
+    def positions(self, timeout_secs: float = 0.5) -> list[v.Holding]:
+        """Every account's positions, as the venue's own books hold them: the judge of flat. NETTING
+        accounts list a FLAT position for an instrument once traded."""
+        return [msgspec.json.decode(bytes(i), type=v.Holding) for i in self._reports("positions", timeout_secs)]
+
+    def open_orders(self, timeout_secs: float = 0.5) -> list[v.OrderHeld]:
+        """Every account's orders not closed, contingent orders held for their parent included."""
+        return [msgspec.json.decode(bytes(i), type=v.OrderHeld) for i in self._reports("orders", timeout_secs, open_only=True)]
+
+    def _reports(self, kind: str, timeout_secs: float, **query) -> list[msgspec.Raw]:
         socket = zmq.Context.instance().socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 0)
         try:
             socket.connect(self.endpoint)
-            socket.send(v.encode(v.QueryPositions(request_id=1)))
+            socket.send(v.encode(v.QueryReports(request_id=1, kind=kind, **query)))
             if not socket.poll(int(timeout_secs * 1000)):
                 raise TimeoutError("the paper venue did not answer")
-            return v.from_venue_decoder.decode(socket.recv()).positions or []
+            return v.from_venue_decoder.decode(socket.recv()).items or []
         finally:
             socket.close()
 

@@ -1,72 +1,56 @@
-"""The paper venue process: the books of paper_venue.book behind ZeroMQ, and the random walk.
+"""The paper venue process: its accounts (paper_venue/account.py) and its market (paper_venue/market.py)
+behind ZeroMQ.
 
 A ROUTER answers every request with a Reply carrying its request_id; a request it cannot read gets
-ok=False (with its request_id when that much can be read, else 0), never a crash. Submit, Cancel and
-Modify are answered at once (ok means "received", and needs a Hello from that connection first, else
-the error protocol.NOT_GREETED); what the venue then does with them arrives as events, pushed to every
-session that said Hello for the account. Events pushed while no session is connected are not queued:
-they are gone, and the adapter reconciles through QueryOrders, QueryFills and QueryPositions. A
-session the ROUTER can no longer reach (or that stops reading) is forgotten at the next push; saying
-Hello again is harmless. A PUB publishes a Quote per instrument every interval (frames: the
-instrument id, the Quote), and resting orders are matched against each one. Order and trade ids
-carry the venue's start time (book.py), so a restarted venue, whose books start empty, never hands
-out an id again. A task of the venue that dies is logged ("venue task ... died").
+ok=False (with its request_id when that much can be read, else 0), never a crash. An Execute is
+answered at once (ok means "received"; it needs a Hello for that account from that connection first,
+else the error protocol.NOT_GREETED); what the venue then does with it arrives as OrderEvents, pushed
+to every session that said Hello for the account. Events pushed while no session is connected are
+not queued: they are gone, and the adapter reconciles through QueryReports. A session the ROUTER can
+no longer reach (or that stops reading) is forgotten at the next push; saying Hello again is
+harmless. A PUB publishes, every interval, a quote per instrument, a trade now and then, and the
+subscribed bars that closed; every account's resting orders are matched against each quote. Order,
+trade and position ids are random (UUIDs), so a restarted venue, whose books start empty, never hands
+one out again. A task of the venue that dies is logged ("venue task ... died").
 
 Drills, switched by SetFaults while running:
-- reject_orders: every new Submit is rejected with "venue drill: rejecting orders".
-- ack_delay_ms: a new Submit is carried out (accepted, filled, rejected) only that much later. Until
-  then the order is in flight, but known: QueryOrders lists it as SUBMITTED (with its venue order id,
-  its ts fields the time it was received), and a Cancel cancels it (OrderCanceled) so that it is
-  never carried out.
+- reject_orders: every order of a new Execute is rejected with "venue drill: rejecting orders".
+- ack_delay_ms: a new order reaches the matching engine only that much after the node made it. Until
+  then it is in flight, but known: the order reports list it as SUBMITTED, and a cancel meanwhile is
+  rejected, as at a venue whose acknowledgement is late. Orders already held keep the delay they had.
 - reply_delay_ms: every request is carried out at once but its Reply is sent only that much later
   (events are not delayed, so they overtake the Reply): processed, answered late. SetFaults itself is
   answered at once.
 - drop_connection: after the reply, the ROUTER is closed and a new one bound on the same endpoint
   ~0.5 s later. Sessions are forgotten: a client's DEALER reconnects and must say Hello again.
-- silent: no quotes, no events, no replies; requests are dropped unread, as if lost on the wire.
+- silent: no market data, no events, no replies; requests are dropped unread, as if lost on the wire.
   SetFaults is the one request still read and answered, so that SetFaults(silent=False) ends it. The
   market moves on meanwhile, and resting orders still fill: their events are lost.
-- HandTrade: someone trades on the account by hand, a market order at the touch (answered at once,
-  whatever the other drills); `seen=False` loses its events, so the venue holds what no node knows.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import random
 import signal
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import msgspec
 import zmq
 import zmq.asyncio
 from loguru import logger
+from nautilus_trader.model.data import Bar, BarType, QuoteTick, TradeTick
+from nautilus_trader.model.enums import OmsType
 
 from paper_venue import protocol as v
-from paper_venue.book import TICK, Book
-from paper_venue.launcher import endpoints_in
+from paper_venue.account import VenueAccount, orders_of
+from paper_venue.codec import Undecodable, dumps, loads
+from paper_venue.instruments import listings, starting_balances
+from paper_venue.market import Market, UnsupportedData
 
 DROP_SECS = 0.5
 DRILL_REJECT = "venue drill: rejecting orders"
-
-
-class RandomWalk:
-    """The synthetic feed's walk: the mid moves -1, 0 or +1 tick, the half-spread is 1 or 2 ticks."""
-
-    def __init__(self, instruments: list[str], seed: int | None):
-        self._rng = random.Random(seed)
-        self._mids = {i: 110_000 + 10_000 * n for n, i in enumerate(instruments)}  # in ticks: 1.1, 1.2, ...
-
-    def step(self, instrument_id: str, ts: int) -> v.Quote:
-        mid = self._mids[instrument_id] = self._mids[instrument_id] + self._rng.choice((-1, 0, 1))
-        half = self._rng.choice((1, 2))
-        bid, ask = f"{(mid - half) * TICK:.5f}", f"{(mid + half) * TICK:.5f}"
-        return v.Quote(instrument_id, bid, ask, "1000000", "1000000", ts)
+REPORT_KINDS = ("orders", "fills", "positions")
 
 
 @dataclass
@@ -88,18 +72,38 @@ def _request_id(payload: bytes) -> int:
         return 0
 
 
+class _Refused(Exception):
+    """A request the venue answers with ok=False and this reason."""
+
+
+def build_venue(symbols, accounts: dict[str, str], endpoint: str, quotes_endpoint: str, interval_ms: int,
+                seed: int | None = None, history_secs: int = 3600) -> Venue:
+    """accounts: account id -> "NETTING" or "HEDGING". ValueError names what is wrong."""
+    listed = listings(symbols)
+    instruments = [listing.instrument for listing in listed]
+    for account_id, oms in accounts.items():
+        if oms not in v.OMS_TYPES:
+            raise ValueError(f"account {account_id}: OMS type {oms!r} is not one of {', '.join(v.OMS_TYPES)}")
+        if not account_id.startswith(f"{v.VENUE}-") or len(account_id) <= len(v.VENUE) + 1:
+            raise ValueError(f"account {account_id!r}: an account id is {v.VENUE}-<name>, e.g. {v.VENUE}-001")
+    balances = starting_balances(instruments)
+    books = {a: VenueAccount(a, OmsType[oms], instruments, balances) for a, oms in accounts.items()}
+    market = Market(listed, seed, history_secs, time.time_ns(), start_epoch())
+    return Venue(market, books, endpoint, quotes_endpoint, interval_ms)
+
+
 class Venue:
-    def __init__(self, book: Book, account: str, endpoint: str, quotes_endpoint: str, interval_ms: int, seed=None):
-        self.book, self.account, self.endpoint, self.quotes_endpoint = book, account, endpoint, quotes_endpoint
+    def __init__(self, market: Market, accounts: dict[str, VenueAccount], endpoint: str, quotes_endpoint: str,
+                 interval_ms: int):
+        self.market, self.accounts = market, accounts
+        self.endpoint, self.quotes_endpoint = endpoint, quotes_endpoint
         self.interval = interval_ms / 1000
-        self.walk = RandomWalk(book.instruments, seed)
         self.faults = Faults()
-        self.sessions: set[bytes] = set()  # ROUTER identities that said Hello
+        self.sessions: dict[bytes, str] = {}  # ROUTER identity -> the account it said Hello for
         self.ctx = zmq.asyncio.Context()
         self.router: zmq.asyncio.Socket | None = None
         self._tasks: set[asyncio.Task] = set()
         self._dropping: asyncio.Task | None = None
-        self._hand_trades = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         self.pub = self.ctx.socket(zmq.PUB)
@@ -107,7 +111,9 @@ class Venue:
         self.pub.bind(self.quotes_endpoint)
         self._bind_router()
         self._spawn(self._ticks())
-        logger.info(f"paper venue up: requests {self.endpoint}, quotes {self.quotes_endpoint}, account {self.account}")
+        accounts = ", ".join(f"{a} ({b.oms_type.name})" for a, b in self.accounts.items())
+        logger.info(f"paper venue up: requests {self.endpoint}, market data {self.quotes_endpoint}; "
+                    f"instruments {', '.join(str(i.id) for i in self.market.instruments)}; accounts {accounts}")
         try:
             await stop.wait()
         finally:
@@ -148,15 +154,26 @@ class Venue:
         self.router.bind(self.endpoint)
         self._receiver = self._spawn(self._receive(self.router))
 
+    # The market --------------------------------------------------------------------------------
+
     async def _ticks(self) -> None:
         while True:
-            for instrument_id in self.book.instruments:
-                quote = self.walk.step(instrument_id, time.time_ns())
-                events = self.book.on_quote(quote)
-                if not self.faults.silent:
-                    await self.pub.send_multipart([instrument_id.encode(), v.encode(quote)])
-                await self._push(events)
+            now = time.time_ns()
+            ticks, bars = self.market.step(now)
+            for account_id, account in self.accounts.items():
+                events = []
+                try:
+                    for quote in (t for t in ticks if isinstance(t, QuoteTick)):
+                        events += account.on_quote(quote, now)
+                except Exception:  # one account's failure must not stop the market
+                    logger.exception(f"{account_id}: matching the market failed")
+                await self._push(account_id, events)
+            if not self.faults.silent:
+                for data in (*ticks, *bars):
+                    await self.pub.send_multipart([_topic(data), bytes(dumps(data))])
             await asyncio.sleep(self.interval)
+
+    # Requests ----------------------------------------------------------------------------------
 
     async def _receive(self, router: zmq.asyncio.Socket) -> None:
         while True:
@@ -175,44 +192,90 @@ class Venue:
         except msgspec.MsgspecError as exc:
             await self._reply(identity, v.Reply(_request_id(frames[-1]), False, error=f"malformed request: {exc}"))
             return
-        if self.faults.silent and not isinstance(request, v.SetFaults | v.HandTrade):
+        if self.faults.silent and not isinstance(request, v.SetFaults):
             return
-        rid = request.request_id
+        if isinstance(request, v.SetFaults):
+            await self._set_faults(identity, request)
+            return
+        try:
+            reply, then = self._answer(identity, request)
+        except (_Refused, UnsupportedData, Undecodable) as why:
+            reply, then = v.Reply(request.request_id, False, error=str(why)), None
+        await self._reply(identity, reply)
+        if then is not None:
+            await then()
+
+    def _answer(self, identity: bytes, request: v.Request) -> tuple[v.Reply, object]:
+        """The Reply, and what to do once it is sent (or None)."""
+        rid, now = request.request_id, time.time_ns()
         match request:
-            case v.Hello(account_id=account) if account != self.account:
-                await self._reply(identity, v.Reply(rid, False, error=f"unknown account {account!r}"))
             case v.Hello():
-                if identity not in self.sessions:
-                    logger.info(f"session {identity.hex()} said hello")
-                    self.sessions.add(identity)
-                await self._reply(identity, v.Reply(rid, True, instruments=self.book.instruments,
-                                                    quotes_endpoint=self.quotes_endpoint))
-            case v.Submit() | v.Cancel() | v.Modify() if identity not in self.sessions:
-                await self._reply(identity, v.Reply(rid, False, error=v.NOT_GREETED))
-            case v.Submit():
-                await self._reply(identity, v.Reply(rid, True))
-                refuse = DRILL_REJECT if self.faults.reject_orders else None
-                await self._push(self.book.receive(request, time.time_ns()))
-                await self._later(self.faults.ack_delay_ms / 1000,
-                                  lambda: self._push(self.book.carry_out(request, time.time_ns(), refuse)))
-            case v.Cancel():
-                await self._reply(identity, v.Reply(rid, True))
-                await self._push(self.book.cancel(request, time.time_ns()))
-            case v.Modify():
-                await self._reply(identity, v.Reply(rid, True))
-                await self._push(self.book.modify(request, time.time_ns()))
-            case v.QueryOrders(open_only=open_only, client_order_id=client_order_id):
-                await self._reply(identity, v.Reply(rid, True, orders=self.book.orders(open_only, client_order_id)))
-            case v.QueryFills(since_ts=since_ts):
-                await self._reply(identity, v.Reply(rid, True, fills=self.book.fills(since_ts)))
-            case v.QueryPositions():
-                await self._reply(identity, v.Reply(rid, True, positions=self.book.positions()))
+                account = self._account(request.account_id)
+                if account.oms_type.name != request.oms_type:
+                    raise _Refused(f"account {request.account_id} is {account.oms_type.name} at the venue, "
+                                   f"the node expects {request.oms_type}")
+                previous = account.owner
+                if (why := account.claim(request.trader_id, time.monotonic())) is not None:
+                    raise _Refused(why)
+                if previous not in (None, request.trader_id):  # the old owner's sessions trade no more
+                    logger.warning(f"account {request.account_id} passes from trader {previous} to {request.trader_id}")
+                    for other in [i for i, a in self.sessions.items() if a == request.account_id]:
+                        del self.sessions[other]
+                if self.sessions.get(identity) != request.account_id:
+                    logger.info(f"session {identity.hex()} said hello for {request.account_id} ({request.trader_id})")
+                    self.sessions[identity] = request.account_id
+                return v.Reply(rid, True, quotes_endpoint=self.quotes_endpoint), None
+            case v.Execute():
+                if self.sessions.get(identity) != request.account_id:
+                    raise _Refused(v.NOT_GREETED)
+                command, account = loads(request.command), self._account(request.account_id)
+                return v.Reply(rid, True), lambda: self._execute(request.account_id, account, command, now)
+            case v.QueryReports():
+                return v.Reply(rid, True, items=[dumps(r) for r in self._reports(request, now)]), None
             case v.QueryAccount():
-                await self._reply(identity, v.Reply(rid, True, balances=self.book.balances()))
-            case v.SetFaults():
-                await self._set_faults(identity, request)
-            case v.HandTrade():
-                await self._hand_trade(identity, request)
+                return v.Reply(rid, True, items=[dumps(self._account(request.account_id).account_state())]), None
+            case v.QueryInstruments():
+                return v.Reply(rid, True, items=[dumps(i) for i in self.market.instruments],
+                               quotes_endpoint=self.quotes_endpoint), None
+            case v.SubscribeBars():
+                self.market.subscribe(_bar_type(request.bar_type))
+                logger.info(f"publishing {request.bar_type}")
+                return v.Reply(rid, True), None
+            case v.UnsubscribeBars():
+                self.market.unsubscribe(_bar_type(request.bar_type))
+                return v.Reply(rid, True), None
+            case v.RequestBars():
+                bars = self.market.history(_bar_type(request.bar_type), request.start_ns, request.end_ns, request.limit)
+                return v.Reply(rid, True, items=[dumps(b) for b in bars]), None
+        raise _Refused(f"unknown request {type(request).__name__}")
+
+    def _account(self, account_id: str) -> VenueAccount:
+        account = self.accounts.get(account_id)
+        if account is None:
+            raise _Refused(f"unknown account {account_id!r}; the venue has {', '.join(self.accounts)}")
+        return account
+
+    def _reports(self, request: v.QueryReports, now: int) -> list:
+        if request.kind not in REPORT_KINDS:
+            raise _Refused(f"unknown report kind {request.kind!r}; one of {', '.join(REPORT_KINDS)}")
+        accounts = [self._account(request.account_id)] if request.account_id else list(self.accounts.values())
+        reports = []
+        for account in accounts:
+            if request.kind == "orders":
+                reports += account.order_reports(now, request.open_only, request.instrument_id, request.client_order_id,
+                                                 request.venue_order_id)
+            elif request.kind == "fills":
+                reports += account.fill_reports(now, request.since_ns, request.instrument_id, request.venue_order_id)
+            else:
+                reports += account.position_reports(now, request.instrument_id)
+        return reports
+
+    async def _execute(self, account_id: str, account: VenueAccount, command, ts: int) -> None:
+        orders = orders_of(command)
+        if self.faults.reject_orders and orders:
+            await self._push(account_id, [account.rejected(o, DRILL_REJECT, ts) for o in orders])
+        else:
+            await self._push(account_id, account.execute(command, ts))
 
     async def _reply(self, identity: bytes, reply: v.Reply) -> None:
         """Sends a Reply now, or reply_delay_ms later; not while silent."""
@@ -221,6 +284,8 @@ class Venue:
                 await self._send(identity, reply)
 
         await self._later(self.faults.reply_delay_ms / 1000, send)
+
+    # Drills -------------------------------------------------------------------------------------
 
     async def _set_faults(self, identity: bytes, request: v.SetFaults) -> None:
         """Answered at once, whatever the drills."""
@@ -231,24 +296,12 @@ class Venue:
         for name in (f.name for f in fields(Faults)):
             if getattr(request, name) is not None:
                 setattr(self.faults, name, getattr(request, name))
+        for account in self.accounts.values():
+            account.set_ack_delay(self.faults.ack_delay_ms * 1_000_000)
         logger.warning(f"faults: {self.faults}{', dropping the connection' if request.drop_connection else ''}")
         await self._send(identity, v.Reply(request.request_id, True))
         if request.drop_connection and (self._dropping is None or self._dropping.done()):  # one drop at a time
             self._dropping = self._spawn(self._drop())
-
-    async def _hand_trade(self, identity: bytes, request: v.HandTrade) -> None:
-        self._hand_trades += 1
-        order = v.Submit(request_id=request.request_id, client_order_id=f"HAND-{self.book.epoch}-{self._hand_trades}",
-                         strategy_id="HAND", instrument_id=request.instrument_id, side=request.side,
-                         order_type="MARKET", quantity=request.quantity, time_in_force="IOC")
-        events = self.book.submit(order, time.time_ns())
-        refused = next((e.reason for e in events if isinstance(e, v.OrderRejected)), None)
-        await self._send(identity, v.Reply(request.request_id, refused is None, error=refused))
-        if request.seen:
-            await self._push(events)
-        else:
-            logger.warning(f"hand trade {order.client_order_id} {request.side} {request.quantity} "
-                           f"{request.instrument_id}: unseen, its events are not pushed")
 
     async def _drop(self) -> None:
         self._receiver.cancel()
@@ -264,14 +317,15 @@ class Venue:
                 logger.warning(f"binding {self.endpoint} again failed ({exc}); retrying")
                 await asyncio.sleep(DROP_SECS)
 
-    async def _push(self, events: list[v.Event]) -> None:
+    # Sending ------------------------------------------------------------------------------------
+
+    async def _push(self, account_id: str, events: list) -> None:
         for event in events:
-            o = getattr(event, "order", None)
-            what = f"{o.side} {o.filled_qty}/{o.quantity} {o.instrument_id} {o.status}" if o else event.reason
-            logger.info(f"{type(event).__name__} {o.client_order_id if o else event.client_order_id}: {what}")
+            logger.info(f"{account_id} {type(event).__name__} {event.client_order_id} {_detail(event)}")
             if not self.faults.silent:
-                for identity in list(self.sessions):
-                    await self._send(identity, event)
+                message = v.OrderEvent(account_id, dumps(event))
+                for identity in [i for i, a in self.sessions.items() if a == account_id]:
+                    await self._send(identity, message)
 
     async def _send(self, identity: bytes, message) -> None:
         if self.router is None:
@@ -281,11 +335,30 @@ class Venue:
         except zmq.ZMQError as exc:  # gone (EHOSTUNREACH) or not reading (EAGAIN)
             if identity in self.sessions:
                 logger.warning(f"session {identity.hex()} forgotten: {exc}")
-                self.sessions.discard(identity)
+                del self.sessions[identity]
+
+
+def _detail(event) -> str:
+    if hasattr(event, "last_qty"):
+        return f"{event.order_side.name} {event.last_qty} {event.instrument_id} @ {event.last_px}"
+    return getattr(event, "reason", "") or str(event.instrument_id)
+
+
+def _topic(data: QuoteTick | TradeTick | Bar) -> bytes:
+    if isinstance(data, Bar):
+        return f"bar.{data.bar_type}".encode()
+    return f"{'quote' if isinstance(data, QuoteTick) else 'trade'}.{data.instrument_id}".encode()
+
+
+def _bar_type(text: str) -> BarType:
+    try:
+        return BarType.from_str(text)
+    except Exception as exc:  # from_str raises ValueError, or a Rust panic's exception
+        raise UnsupportedData(f"invalid bar type {text!r}: {exc}") from None
 
 
 def start_epoch() -> str:
-    """The token in this start's ids: the time in milliseconds, in base 36 (8 characters until 2059)."""
+    """The token in this start's trade ids: the time in milliseconds, in base 36 (8 characters until 2059)."""
     n, token = time.time_ns() // 1_000_000, ""
     while n:
         n, digit = divmod(n, 36)
@@ -293,92 +366,8 @@ def start_epoch() -> str:
     return token
 
 
-def _endpoint(text: str) -> str:
-    if not (text.startswith("ipc://") or text.startswith("tcp://127.0.0.1:")):
-        raise argparse.ArgumentTypeError(f"{text!r}: only ipc:// or tcp://127.0.0.1:PORT")
-    return text
-
-
-async def _serve_until_signal(venue: Venue) -> None:
+async def serve_until_signal(venue: Venue) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     await venue.run(stop)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Runs the venue until SIGTERM or SIGINT; exit 0. A leading "serve" is allowed, a leading "drill" drills."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["drill"]:
-        return drill(argv[1:])
-    argv = argv[1:] if argv[:1] == ["serve"] else argv
-    parser = argparse.ArgumentParser(prog="python -m paper_venue serve", description="Run the paper venue.")
-    default, default_quotes = endpoints_in(Path("DIR"))
-    parser.add_argument("--dir", help="where the default endpoints' ipc sockets go (default: a new temp dir)")
-    parser.add_argument("--endpoint", type=_endpoint, help=f"requests (default {default})")
-    parser.add_argument("--quotes-endpoint", type=_endpoint, help=f"quotes (default {default_quotes})")
-    parser.add_argument("--symbols", nargs="+", default=["EUR/USD", "GBP/USD"])
-    parser.add_argument("--interval-ms", type=int, default=100)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--account", default="SIM-001")
-    args = parser.parse_args(argv)
-    endpoint, quotes_endpoint = args.endpoint, args.quotes_endpoint
-    if not (endpoint and quotes_endpoint):  # a default is wanted: it lives in DIR
-        directory = Path(args.dir or tempfile.mkdtemp(prefix="paper-venue-"))
-        directory.mkdir(parents=True, exist_ok=True)
-        default, default_quotes = endpoints_in(directory)
-        endpoint, quotes_endpoint = endpoint or default, quotes_endpoint or default_quotes
-    print(f"paper venue: requests {endpoint}, quotes {quotes_endpoint}", flush=True)
-    logger.remove()
-    logger.add(sys.stderr, level="INFO")
-    book = Book(tuple(args.symbols), epoch=start_epoch())
-    venue = Venue(book, args.account, endpoint, quotes_endpoint, args.interval_ms, args.seed)
-    try:
-        asyncio.run(_serve_until_signal(venue))
-    except zmq.ZMQError as exc:
-        logger.error(f"paper venue failed: {exc}")
-        return 1
-    return 0
-
-
-def drill(argv: list[str] | None = None) -> int:
-    """Sends one SetFaults (or a HandTrade) and prints the reply. Exit 0 ok, 1 refused, 3 no answer."""
-    on_off = {"on": True, "off": False}
-    parser = argparse.ArgumentParser(prog="python -m paper_venue drill", description="Switch the venue's drills.")
-    parser.add_argument("--endpoint", required=True)
-    parser.add_argument("--reject-orders", choices=on_off)
-    parser.add_argument("--ack-delay-ms", type=int)
-    parser.add_argument("--reply-delay-ms", type=int)
-    parser.add_argument("--drop-connection", action="store_true")
-    parser.add_argument("--silent", choices=on_off)
-    parser.add_argument("--hand-trade", metavar="SIDE:INSTRUMENT:QUANTITY",
-                        help="trade by hand on the account instead, e.g. BUY:EUR/USD.SIM:100000")
-    parser.add_argument("--unseen", action="store_true", help="with --hand-trade: its events never reach the node")
-    parser.add_argument("--timeout-secs", type=float, default=5.0)
-    args = parser.parse_args(argv)
-    if args.hand_trade:
-        side, _, rest = args.hand_trade.partition(":")
-        instrument, _, quantity = rest.rpartition(":")
-        if side not in ("BUY", "SELL") or not instrument or not quantity:
-            parser.error("--hand-trade: expected SIDE:INSTRUMENT:QUANTITY, e.g. BUY:EUR/USD.SIM:100000")
-        request = v.HandTrade(request_id=1, instrument_id=instrument, side=side, quantity=quantity, seen=not args.unseen)
-    else:
-        request = v.SetFaults(
-            request_id=1, reject_orders=on_off.get(args.reject_orders), ack_delay_ms=args.ack_delay_ms,
-            reply_delay_ms=args.reply_delay_ms, drop_connection=args.drop_connection or None,
-            silent=on_off.get(args.silent),
-        )
-    ctx = zmq.Context()
-    socket = ctx.socket(zmq.DEALER)
-    socket.setsockopt(zmq.LINGER, 0)
-    socket.connect(args.endpoint)
-    try:
-        socket.send(v.encode(request))
-        if not socket.poll(int(args.timeout_secs * 1000)):
-            print(f"no reply from {args.endpoint} within {args.timeout_secs:g}s", file=sys.stderr)
-            return 3
-        reply = v.from_venue_decoder.decode(socket.recv())
-        print(v.encode(reply).decode())
-        return 0 if isinstance(reply, v.Reply) and reply.ok else 1
-    finally:
-        ctx.destroy(linger=0)

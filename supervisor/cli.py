@@ -41,7 +41,7 @@ MAX_IPC_PATH = 100  # sun_path holds 107 bytes; keep a margin
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["paper-venue"]:  # everything after it is the venue's own (--help included)
-        from paper_venue.server import main as venue_main
+        from paper_venue.cli import main as venue_main
 
         rest = argv[1:]
         return venue_main(rest if rest[:1] in (["serve"], ["drill"]) else ["serve", *rest])
@@ -151,7 +151,7 @@ def _report_and_stop(venue: VenueProcess) -> None:
             venue.stop()
             return
         for p in open_positions:
-            logger.warning("the venue still holds {} {} {} @ {}", p.instrument_id, p.side, p.quantity, p.avg_px)
+            logger.warning("the venue still holds {} {} {} @ {} ({})", p.instrument_id, p.side, p.quantity, p.avg_px_open, p.account_id)
     # Not flat, or cannot say: the venue keeps running, as a broker would, with the positions on it.
     logger.warning("the paper venue keeps running (pid {}); to trade them out: nsup demo --venue-endpoint {} "
                    "--quotes-endpoint {}", venue.pid, venue.endpoint, venue.quotes_endpoint)

@@ -36,7 +36,7 @@ DEFAULT_LISTEN = "127.0.0.1:9464"
 DEFAULT_HOST = "127.0.0.1"
 POLL_SECS = 0.05  # how soon stop() is noticed by the serving thread
 TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
-HEALTHS = ("ok", "waiting_for_data", "feed_silent", "venue_disconnected")  # NodeStatus.health's answers
+HEALTHS = ("ok", "waiting_for_data", "feed_silent", "venue_disconnected", "degraded")  # NodeStatus.health's answers
 
 Listen = Annotated[str, msgspec.Meta(pattern=r"^((\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]*):)?\d{1,5}$")]
 

@@ -49,6 +49,7 @@ class NodeStatus(msgspec.Struct, frozen=True):
     venue_counts: Counts | None = None  # what the venues themselves report; only in a CheckVenues reply
     data_age_secs: float | None = None  # since the newest quote the node has; None before the first
     clients: dict[str, bool] = {}  # data and execution client ids: connected?
+    faults: list[str] = []  # recent faults the worker saw (rejected orders, unsupported requests), oldest first
 
     def is_flat(self) -> bool:
         """One read that says flat; DESIGN.md requires two of these some interval apart."""
@@ -58,6 +59,8 @@ class NodeStatus(msgspec.Struct, frozen=True):
         """Beyond liveness: a live worker can still be blind or cut off. None of these restarts anything."""
         if not all(self.clients.values()):
             return "venue_disconnected"
+        if self.faults:
+            return "degraded"
         if self.data_age_secs is None:
             return "waiting_for_data"
         return "feed_silent" if self.data_age_secs > feed_silent_after_secs else "ok"

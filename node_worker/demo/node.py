@@ -35,7 +35,7 @@ def demo_node(
     if venue == "paper":
         if not (venue_endpoint and quotes_endpoint):
             raise ValueError("venue 'paper' needs venue_endpoint and quotes_endpoint")
-        data = {"PAPER": PaperDataClientConfig(quotes_endpoint=quotes_endpoint, symbols=tuple(symbols))}
+        data = {"PAPER": PaperDataClientConfig(endpoint=venue_endpoint, quotes_endpoint=quotes_endpoint)}
         data_factories = {"PAPER": PaperDataClientFactory}
         execution = {DEMO_VENUE: PaperExecClientConfig(endpoint=venue_endpoint)}
         exec_factories = {DEMO_VENUE: PaperExecClientFactory}

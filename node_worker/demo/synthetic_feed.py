@@ -1,4 +1,4 @@
-"""A live data client of our own: random-walk quotes for FX pairs on venue SIM.
+"""A live data client of our own: random-walk quotes for FX pairs on venue SIM, the paper venue's instruments.
 
 It publishes every instrument's quotes whether or not anyone subscribed, because the sandbox
 execution venue matches against the quotes it sees on the message bus.
@@ -19,9 +19,10 @@ from nautilus_trader.model.identifiers import ClientId, Venue
 from nautilus_trader.model.instruments import CurrencyPair
 from nautilus_trader.common.providers import InstrumentProvider
 
-from node_worker.fx_instruments import fx_instruments
+from paper_venue.instruments import instruments
+from paper_venue.protocol import VENUE
 
-DEMO_VENUE = "SIM"
+DEMO_VENUE = VENUE
 
 
 class SyntheticFeedConfig(LiveDataClientConfig, frozen=True, kw_only=True):
@@ -42,7 +43,7 @@ class SyntheticFeedClient(LiveMarketDataClient):
             instrument_provider=InstrumentProvider(),
         )
         self._config = config
-        self._instruments = fx_instruments(config.symbols, DEMO_VENUE)
+        self._instruments = instruments(config.symbols)
         self._rng = random.Random(config.seed)
         self._mids = {i.id: 1.1 + 0.1 * n for n, i in enumerate(self._instruments)}
         self._task: asyncio.Task | None = None
@@ -92,6 +93,6 @@ class SyntheticFeedFactory(LiveDataClientFactory):
     def create(loop, name: str, config: SyntheticFeedConfig, msgbus: MessageBus, cache: Cache, clock: LiveClock):
         # The sandbox venue loads its instruments from the cache when it connects, which may be
         # before this client has connected: put them there now.
-        for instrument in fx_instruments(config.symbols, DEMO_VENUE):
+        for instrument in instruments(config.symbols):
             cache.add_instrument(instrument)
         return SyntheticFeedClient(loop, msgbus, cache, clock, config, name)

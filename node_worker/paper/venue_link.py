@@ -1,7 +1,8 @@
 """The adapter's end of the venue connection: requests with replies, and the events the venue pushes.
 
-A Hello goes out every second as well as at the start: it is idempotent at the venue, and it puts
-the session back on the venue's list after a dropped connection, so events flow again by themselves.
+A link that trades says Hello for its account at the start and every second after: it is idempotent
+at the venue, keeps the account's lease, and puts the session back on the venue's list after a
+dropped connection, so events flow again by themselves. A link for market data only says none.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ class VenueTimeout(VenueError):
 
 
 class VenueLink:
-    def __init__(self, endpoint: str, account_id: str, on_event: Callable[[v.Event], None], log, timeout_secs: float):
+    def __init__(self, endpoint: str, hello: Callable[[int], v.Hello] | None, on_event: Callable[[v.OrderEvent], None],
+                 log, timeout_secs: float):
         self._endpoint = endpoint
-        self._account_id = account_id
+        self._hello = hello
         self._on_event = on_event
         self._log = log
         self._timeout_secs = timeout_secs
@@ -39,14 +41,14 @@ class VenueLink:
         self._socket: zmq.asyncio.Socket | None = None
         self._tasks: list[asyncio.Task] = []
 
-    async def connect(self) -> v.Reply:
+    async def connect(self) -> None:
         self._socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.connect(self._endpoint)
         self._tasks = [asyncio.ensure_future(self._read())]
-        hello = await self.request(lambda i: v.Hello(request_id=i, account_id=self._account_id))
-        self._tasks.append(asyncio.ensure_future(self._say_hello()))
-        return hello
+        if self._hello is not None:
+            await self.request(self._hello)
+            self._tasks.append(asyncio.ensure_future(self._say_hello()))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -58,10 +60,10 @@ class VenueLink:
         try:
             return await self._request_once(make)
         except VenueError as exc:
-            if str(exc) != v.NOT_GREETED:
+            if str(exc) != v.NOT_GREETED or self._hello is None:
                 raise
         # The venue forgot this session (a dropped connection): greet it again, then ask again once.
-        await self._request_once(lambda i: v.Hello(request_id=i, account_id=self._account_id))
+        await self._request_once(self._hello)
         return await self._request_once(make)
 
     async def _request_once(self, make: Callable[[int], v.Request]) -> v.Reply:
@@ -83,7 +85,7 @@ class VenueLink:
         while True:
             await asyncio.sleep(HELLO_EVERY_SECS)
             try:
-                await self.request(lambda i: v.Hello(request_id=i, account_id=self._account_id))
+                await self.request(self._hello)
             except VenueError as exc:
                 self._log.warning(f"venue hello unanswered: {exc}")
 

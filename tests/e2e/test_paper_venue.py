@@ -122,6 +122,9 @@ def test_rehearsal_venue_rejects_closes_then_operator_flattens(nsup_run, venue):
     run.signal(signal.SIGTERM)
     run.wait_for(lambda: run.records("halt_stuck"), what="halt_stuck")
     assert len(venue_book(venue)) == 2 and run.records("worker_end") == []
+    # The rejections reached the strategy, and nsup's record: a fault notice, and the health.
+    assert any("order rejected: venue drill: rejecting orders" in r["text"] for r in run.records("worker_notice"))
+    assert "degraded" in [r["health"] for r in run.records("health")]
 
     drill(venue, reject_orders=False)  # the venue recovers; an operator flattens by hand
     subprocess.run([sys.executable, "-m", "supervisor.control.client.nsupctl", "--state-dir", str(run.state_dir), "flatten"],

@@ -1,0 +1,118 @@
+"""`python -m paper_venue serve [options]` runs a venue; `python -m paper_venue drill [options]` switches a
+running venue's drills. Parsing and the drill need no NautilusTrader: only serving imports it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import zmq
+
+from paper_venue import protocol as v
+from paper_venue.launcher import endpoints_in
+
+DEFAULT_INSTRUMENTS = ("EUR/USD", "GBP/USD")
+DEFAULT_ACCOUNT = f"{v.VENUE}-001"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the venue until SIGTERM or SIGINT; exit 0 (1 if it could not bind, 2 on bad options). A
+    leading "serve" is allowed, a leading "drill" drills."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["drill"]:
+        return drill(argv[1:])
+    return serve(argv[1:] if argv[:1] == ["serve"] else argv)
+
+
+def _endpoint(text: str) -> str:
+    if not (text.startswith("ipc://") or text.startswith("tcp://127.0.0.1:")):
+        raise argparse.ArgumentTypeError(f"{text!r}: only ipc:// or tcp://127.0.0.1:PORT")
+    return text
+
+
+def _account(text: str) -> tuple[str, str]:
+    """"ID" or "ID:OMS"; build_venue says what is wrong with either."""
+    account_id, _, oms = text.partition(":")
+    return account_id, oms.upper() or "NETTING"
+
+
+def serve(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m paper_venue serve", description="Run the paper venue.")
+    default, default_quotes = endpoints_in(Path("DIR"))
+    parser.add_argument("--dir", help="where the default endpoints' ipc sockets go (default: a new temp dir)")
+    parser.add_argument("--endpoint", type=_endpoint, help=f"requests (default {default})")
+    parser.add_argument("--quotes-endpoint", type=_endpoint, help=f"market data (default {default_quotes})")
+    parser.add_argument("--instruments", nargs="+", default=list(DEFAULT_INSTRUMENTS), metavar="SYMBOL",
+                        help=f"what the venue lists (default {' '.join(DEFAULT_INSTRUMENTS)}); e.g. EUR/USD USD/JPY "
+                             "BTCUSDT-PERP ETHUSDT-PERP AAPL MSFT")
+    parser.add_argument("--account", type=_account, action="append", metavar="ID[:OMS]",
+                        help=f"an account, NETTING (the default) or HEDGING; repeat for more (default {DEFAULT_ACCOUNT})")
+    parser.add_argument("--interval-ms", type=int, default=100, help="one market step every this many ms")
+    parser.add_argument("--history-secs", type=int, default=3600, help="bar history kept, and made up at start")
+    parser.add_argument("--seed", type=int)
+    args = parser.parse_args(argv)
+    if args.interval_ms <= 0 or args.history_secs <= 0:
+        parser.error("--interval-ms and --history-secs must be > 0")
+    endpoint, quotes_endpoint = args.endpoint, args.quotes_endpoint
+    if not (endpoint and quotes_endpoint):  # a default is wanted: it lives in DIR
+        directory = Path(args.dir or tempfile.mkdtemp(prefix="paper-venue-"))
+        directory.mkdir(parents=True, exist_ok=True)
+        default, default_quotes = endpoints_in(directory)
+        endpoint, quotes_endpoint = endpoint or default, quotes_endpoint or default_quotes
+
+    import asyncio
+
+    from loguru import logger
+
+    from paper_venue.server import build_venue, serve_until_signal
+
+    logger.remove()
+    logger.add(sys.stderr, level="INFO")
+    try:
+        venue = build_venue(args.instruments, dict(args.account or [(DEFAULT_ACCOUNT, "NETTING")]), endpoint,
+                            quotes_endpoint, args.interval_ms, args.seed, args.history_secs)
+    except ValueError as exc:
+        print(f"paper venue: {exc}", file=sys.stderr)
+        return 2
+    print(f"paper venue: requests {endpoint}, market data {quotes_endpoint}", flush=True)
+    try:
+        asyncio.run(serve_until_signal(venue))
+    except zmq.ZMQError as exc:
+        logger.error(f"paper venue failed: {exc}")
+        return 1
+    return 0
+
+
+def drill(argv: list[str] | None = None) -> int:
+    """Sends one SetFaults and prints the reply. Exit 0 ok, 1 refused, 3 no answer."""
+    on_off = {"on": True, "off": False}
+    parser = argparse.ArgumentParser(prog="python -m paper_venue drill", description="Switch the venue's drills.")
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--reject-orders", choices=on_off)
+    parser.add_argument("--ack-delay-ms", type=int)
+    parser.add_argument("--reply-delay-ms", type=int)
+    parser.add_argument("--drop-connection", action="store_true")
+    parser.add_argument("--silent", choices=on_off)
+    parser.add_argument("--timeout-secs", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    request = v.SetFaults(
+        request_id=1, reject_orders=on_off.get(args.reject_orders), ack_delay_ms=args.ack_delay_ms,
+        reply_delay_ms=args.reply_delay_ms, drop_connection=args.drop_connection or None,
+        silent=on_off.get(args.silent),
+    )
+    ctx = zmq.Context()
+    socket = ctx.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(args.endpoint)
+    try:
+        socket.send(v.encode(request))
+        if not socket.poll(int(args.timeout_secs * 1000)):
+            print(f"no reply from {args.endpoint} within {args.timeout_secs:g}s", file=sys.stderr)
+            return 3
+        reply = v.from_venue_decoder.decode(socket.recv())
+        print(v.encode(reply).decode())
+        return 0 if isinstance(reply, v.Reply) and reply.ok else 1
+    finally:
+        ctx.destroy(linger=0)
