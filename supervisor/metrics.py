@@ -10,6 +10,7 @@ Exposed (all read at scrape time, from what the journal and the worker's statuse
     nsup_positions_open, nsup_orders_inflight, nsup_orders_open    the node's counts, as last heard
     nsup_health{health}                  1 for the worker's health (ok, waiting_for_data, ...)
     nsup_heartbeat_age_seconds           since the worker was last heard
+    nsup_halt_stuck                      1 while HALTING and not flat after every round (nsup's own judgement)
     nsup_worker_restarts_total           workers replaced (counter)
     nsup_transitions_total{source,dest}  lifecycle transitions since this nsup started (counter)
 
@@ -78,6 +79,7 @@ class Metrics:
         self.heartbeat_age = heartbeat_age
         self.restarts = restarts
         self.lifecycle_state = lifecycle_state
+        self.halt_stuck: Callable[[], bool] | None = None
         self.redis_mirror = None  # supervisor.redis_mirror.RedisMirror, read at scrape time
         self._lock = threading.Lock()
         self._state = CREATED
@@ -101,6 +103,7 @@ class Metrics:
         self.heartbeat_age = heartbeat_age
         self.restarts = lambda: supervisor.restarts
         self.lifecycle_state = lambda: supervisor.lifecycle.state
+        self.halt_stuck = lambda: supervisor.stuck
         self.redis_mirror = getattr(supervisor.state_store, "mirror", None)
         supervisor.status_listeners.append(self.on_status)
 
@@ -174,6 +177,9 @@ class Metrics:
             yield _one_hot("nsup_health", "1 for the worker's health, 0 for the others", "health", HEALTHS, health)
         if self.heartbeat_age is not None and (age := self.heartbeat_age()) is not None and math.isfinite(age):
             yield GaugeMetricFamily("nsup_heartbeat_age_seconds", "Seconds since the worker was last heard", value=age)
+        if self.halt_stuck is not None:
+            yield GaugeMetricFamily("nsup_halt_stuck", "1 while HALTING and not flat after every flatten round",
+                                    value=1.0 if self.halt_stuck() else 0.0)
         if self.restarts is not None:
             yield CounterMetricFamily("nsup_worker_restarts", "Workers nsup replaced (lost, hung, or restarted)",
                                       value=self.restarts())

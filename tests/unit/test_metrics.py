@@ -97,7 +97,7 @@ def test_watch_reads_a_supervisor(metrics):
 
     listeners = []
     mirror = SimpleNamespace(reachable=None, shipped=0)
-    supervisor = SimpleNamespace(restarts=2, lifecycle=SimpleNamespace(state="RECOVERING"),
+    supervisor = SimpleNamespace(restarts=2, lifecycle=SimpleNamespace(state="RECOVERING"), stuck=False,
                                  link=SimpleNamespace(last_heard=time.monotonic() - 3.0), status_listeners=listeners,
                                  state_store=SimpleNamespace(mirror=mirror))
     m = metrics()
@@ -108,6 +108,9 @@ def test_watch_reads_a_supervisor(metrics):
     assert samples[("nsup_worker_restarts_total", ())] == 2
     assert 3.0 <= samples[("nsup_heartbeat_age_seconds", ())] < 13.0
     assert ("nsup_redis_up", ()) not in samples and samples[("nsup_redis_records_shipped_total", ())] == 0
+    assert samples[("nsup_halt_stuck", ())] == 0.0
+    supervisor.stuck = True  # HALTING, every round spent, not flat: read at scrape time
+    assert scrape(m)[("nsup_halt_stuck", ())] == 1.0
     mirror.reachable, mirror.shipped = False, 7  # read at scrape time, from the mirror's own thread's fields
     samples = scrape(m)
     assert samples[("nsup_redis_up", ())] == 0.0 and samples[("nsup_redis_records_shipped_total", ())] == 7
