@@ -31,7 +31,7 @@ GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range":
 PROMQL_WORDS = {
     "sum", "max", "min", "avg", "count", "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
     "unless", "increase", "rate", "irate", "delta", "max_over_time", "min_over_time", "sum_over_time", "absent",
-    "label_values", "bool", "offset", "humanizeDuration", "printf",
+    "bool", "offset",
 }
 
 
@@ -130,6 +130,7 @@ def rules() -> list[dict]:
 def metric_names(expr: str) -> set[str]:
     """The metric names an expression reads: identifiers not inside {...} label matchers, quotes or
     [...] ranges, and not PromQL's own words."""
+    expr = re.sub(r"label_values\(\s*([^,()]+?)\s*,\s*\w+\s*\)", r"\1", expr)  # Grafana's: metric, label
     stripped = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
     stripped = re.sub(r"\{[^}]*\}", "{}", stripped)  # label matchers
     stripped = re.sub(r"\[[^\]]*\]", "[]", stripped)  # ranges
