@@ -9,6 +9,7 @@ import os
 
 from hypothesis import settings
 
+from tests.prometheus_server import prometheus_server  # noqa: F401 (a fixture)
 from tests.redis_server import redis_server  # noqa: F401 (a fixture)
 
 settings.register_profile("ci", derandomize=True)

@@ -53,14 +53,22 @@ def test_demo_command_runs_and_stops_on_its_own(tmp_path):
     assert "FLAT -> STOPPED" in result.stderr  # the terminal shows each transition
 
 
-def stuck_in_halting(nsup_run, rounds: int, round_wait_secs: float):
-    """A node whose venue rejects every closing order, asked to stop with two positions open."""
+def unflattenable_node(nsup_run, rounds: int, round_wait_secs: float, **sections: dict):
+    """A node whose venue rejects every closing order, RUNNING with two positions open.
+    `sections`: more config tables, e.g. metrics={...}."""
     run = nsup_run(
         {**ALWAYS_IN, "reject_reduce_only": True, "exit_max_attempts": 5},
         {"flatten_rounds": rounds, "flatten_round_wait_secs": round_wait_secs},
+        **sections,
     )
     run.wait_for_state("RUNNING")
     run.wait_for_positions(2)
+    return run
+
+
+def stuck_in_halting(nsup_run, rounds: int, round_wait_secs: float, **sections: dict):
+    """A node whose venue rejects every closing order, asked to stop with two positions open."""
+    run = unflattenable_node(nsup_run, rounds, round_wait_secs, **sections)
     run.signal(signal.SIGTERM)
     return run, run.wait_for(lambda: run.records("halt_stuck"), what="halt_stuck")[0]
 
