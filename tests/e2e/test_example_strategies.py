@@ -80,7 +80,7 @@ def test_an_example_strategy_trades_then_stops_flat(nsup_run, venue, example, st
     if stop == "SIGTERM":
         run.signal(signal.SIGTERM)
     else:
-        result = subprocess.run([sys.executable, "-m", "supervisor.control.nsupctl", "--state-dir", str(run.state_dir),
+        result = subprocess.run([sys.executable, "-m", "supervisor.control.client.nsupctl", "--state-dir", str(run.state_dir),
                                  "stop", "--wait"], cwd=REPO, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
     assert run.exit_code() == 0
