@@ -15,6 +15,13 @@ Rules of ours, on top:
   engine refusing an order outright) is returned as OrderRejected, which is what a venue says.
 - An order for an instrument the venue does not list, or a client_order_id it already knows, is
   rejected without touching the books.
+- NETTING is a real venue's: one position per instrument for the whole account. NautilusTrader's
+  engines key a NETTING position by strategy ("{instrument}-{strategy}"), but a venue knows no
+  strategies: a node's strategies, a trade by hand (hand_trade) and a node restarted under other
+  strategy ids all trade the same position. So every order is filed under the instrument's net
+  position ("{instrument}-NET") before the engine takes it, and a reduce-only order reduces that
+  position, whoever opened it. Fills are sent without that position id, as a NETTING venue sends
+  them: the node keys its own positions.
 - ack_delay_ns (the drill): a new order reaches the matching engine that much after the node made
   it. Until then it is SUBMITTED here, and a cancel meanwhile is rejected ("not found"), as at a real
   venue whose acknowledgement is late. Every other command is carried out at once.
@@ -28,7 +35,7 @@ Rules of ours, on top:
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from loguru import logger
 from nautilus_trader.backtest.engine import SimulatedExchange
@@ -41,15 +48,19 @@ from nautilus_trader.execution.engine import ExecutionEngine
 from nautilus_trader.execution.messages import SubmitOrder, SubmitOrderList, TradingCommand
 from nautilus_trader.execution.reports import FillReport, OrderStatusReport, PositionStatusReport
 from nautilus_trader.model.data import QuoteTick
-from nautilus_trader.model.enums import AccountType, OmsType, OrderStatus, PositionSide, TrailingOffsetType, TriggerType
+from nautilus_trader.model.enums import (
+    AccountType, OmsType, OrderSide, OrderStatus, PositionSide, TimeInForce, TrailingOffsetType, TriggerType,
+)
 from nautilus_trader.model.events import (
     AccountState, OrderAccepted, OrderCanceled, OrderCancelRejected, OrderDenied, OrderEvent, OrderExpired,
     OrderFilled, OrderModifyRejected, OrderRejected, OrderTriggered, OrderUpdated,
 )
-from nautilus_trader.model.identifiers import AccountId, ClientOrderId, InstrumentId, TraderId, Venue, VenueOrderId
+from nautilus_trader.model.identifiers import (
+    AccountId, ClientOrderId, InstrumentId, PositionId, StrategyId, TraderId, Venue, VenueOrderId,
+)
 from nautilus_trader.model.instruments import Instrument
 from nautilus_trader.model.objects import Money, Quantity
-from nautilus_trader.model.orders import Order
+from nautilus_trader.model.orders import MarketOrder, Order
 from nautilus_trader.portfolio.portfolio import Portfolio
 
 from paper_venue.protocol import VENUE
@@ -60,6 +71,12 @@ PURGE_EVERY_NS = 60 * 1_000_000_000
 # What a node hears of: the order events a venue itself would send.
 _FORWARDED = (OrderAccepted, OrderRejected, OrderTriggered, OrderUpdated, OrderCanceled, OrderExpired, OrderFilled,
               OrderModifyRejected, OrderCancelRejected)
+# Whose a hand trade is: nobody's strategy (a person at the venue); its client order ids start "HAND-".
+HAND_TRADER, HAND_STRATEGY = TraderId("HAND-001"), StrategyId("HAND-001")
+
+
+class HandTradeRefused(ValueError):
+    """A hand trade that makes no sense (an unknown side or instrument, a bad quantity); says why."""
 
 
 class VenueAccount:
@@ -69,6 +86,7 @@ class VenueAccount:
         self.owner: str | None = None  # the trader id that last said hello
         self.owner_heard_at = 0.0  # its hello's time.monotonic()
         self._clock = TestClock()
+        self._latency = LatencyModel(0)  # the ack delay drill's (set_ack_delay), for the node's orders
         self._msgbus = MessageBus(TraderId(f"{VENUE}-VENUE"), self._clock)
         self._cache = Cache()
         portfolio = Portfolio(self._msgbus, self._cache, self._clock)
@@ -77,7 +95,7 @@ class VenueAccount:
             venue=Venue(VENUE), oms_type=oms_type, account_type=AccountType.MARGIN, starting_balances=balances,
             base_currency=None, default_leverage=Decimal(1), leverages={}, modules=[], portfolio=portfolio,
             msgbus=self._msgbus, cache=self._cache, clock=self._clock, fill_model=FillModel(),
-            fee_model=MakerTakerFeeModel(), latency_model=LatencyModel(0),
+            fee_model=MakerTakerFeeModel(), latency_model=self._latency,
             bar_execution=False, trade_execution=False,  # matching follows the quotes only (on_quote)
             use_random_ids=True,  # a restarted venue never hands out an id again
         )
@@ -104,6 +122,9 @@ class VenueAccount:
         if refusal is not None:
             return [self.rejected(o, refusal, ts) for o in orders]
         try:
+            if self.oms_type == OmsType.NETTING:
+                for order in orders:
+                    self._file_under_net_position(order, command)
             self._engine.execute(command)  # the orders are in the books now; the engine takes them at process()
             for order in orders:
                 # Known by its venue order id from the start, like a held OTO child, which the engine
@@ -114,6 +135,32 @@ class VenueAccount:
             logger.opt(exception=exc).error(f"{self.account_id}: carrying out {command} failed")
             reason = f"the paper venue failed to carry it out: {type(exc).__name__}: {exc}"
             return self._drain() + [self.rejected(o, reason, ts) for o in orders if self._not_yet_working(o)]
+
+    def hand_trade(self, side: str, instrument_id: str, quantity: str,
+                   ts: int) -> tuple[list[OrderEvent], list[OrderEvent]]:
+        """Someone trades on the account by hand at the venue (a trader on the broker's website): a market
+        order at the touch, of no node's strategy. On a NETTING account it moves the one net position the
+        node's orders trade too. The ack delay drill is the node's, not this order's: it reaches the
+        matching engine at once. Returns the hand order's events, and the events of other orders that
+        came due meanwhile; HandTradeRefused says why a hand trade makes no sense."""
+        order = self._hand_order(side, instrument_id, quantity, ts)
+        self._exchange.set_latency_model(LatencyModel(0))
+        try:
+            events = self.execute(SubmitOrder(HAND_TRADER, HAND_STRATEGY, order, UUID4(), ts), ts)
+        finally:
+            self._exchange.set_latency_model(self._latency)
+        mine = [e for e in events if e.client_order_id == order.client_order_id]
+        return mine, [e for e in events if e.client_order_id != order.client_order_id]
+
+    def _hand_order(self, side: str, instrument_id: str, quantity: str, ts: int) -> MarketOrder:
+        if side not in ("BUY", "SELL"):
+            raise HandTradeRefused(f"side {side!r} is neither BUY nor SELL")
+        instrument = next((i for i in self._cache.instruments() if str(i.id) == instrument_id), None)
+        if instrument is None:
+            raise HandTradeRefused(f"the venue does not list {instrument_id!r}")
+        # GTC, not IOC: a market order fills whole, its rest past the quoted size one tick worse.
+        return MarketOrder(HAND_TRADER, HAND_STRATEGY, instrument.id, ClientOrderId(f"HAND-{UUID4()}"), OrderSide[side],
+                           _hand_quantity(instrument, quantity), UUID4(), ts, TimeInForce.GTC)
 
     def on_quote(self, quote: QuoteTick, ts: int) -> list[OrderEvent]:
         """Matching follows the quotes only: a trade would reset the book's top to its own price and size."""
@@ -137,7 +184,8 @@ class VenueAccount:
         return [self._as_sent(e) for e in events if isinstance(e, (*_FORWARDED, OrderDenied))]
 
     def set_ack_delay(self, delay_ns: int) -> None:
-        self._exchange.set_latency_model(LatencyModel(base_latency_nanos=0, insert_latency_nanos=delay_ns))
+        self._latency = LatencyModel(base_latency_nanos=0, insert_latency_nanos=delay_ns)
+        self._exchange.set_latency_model(self._latency)
 
     def rejected(self, order: Order, reason: str, ts: int) -> OrderRejected:
         return OrderRejected(order.trader_id, order.strategy_id, order.instrument_id, order.client_order_id,
@@ -154,10 +202,20 @@ class VenueAccount:
             return f"duplicate client_order_id {order.client_order_id}"
         return None
 
+    def _file_under_net_position(self, order: Order, command: TradingCommand) -> None:
+        """Caches a new order under its instrument's net position. The engine caches an order (under the
+        command's position id, or none) only if it is not cached yet, so this comes first; then the
+        matching engine's reduce-only check and the engine's fills both go by the net position, whatever
+        the strategy (see the module's docstring)."""
+        self._cache.add_order(order, PositionId(f"{order.instrument_id}-NET"), command.client_id)
+
     def _as_sent(self, event: OrderEvent) -> OrderEvent:
         if isinstance(event, OrderDenied):
             return OrderRejected(event.trader_id, event.strategy_id, event.instrument_id, event.client_order_id,
                                  self.account_id, event.reason, UUID4(), event.ts_event, event.ts_init)
+        if isinstance(event, OrderFilled) and self.oms_type == OmsType.NETTING:
+            # A copy: the books keep their own.
+            return OrderFilled.from_dict(OrderFilled.to_dict(event) | {"position_id": None})
         return event
 
     # Ownership ---------------------------------------------------------------------------------------
@@ -207,20 +265,13 @@ class VenueAccount:
         ]
 
     def position_reports(self, ts: int, instrument_id: str | None = None) -> list[PositionStatusReport]:
-        """HEDGING: each open position, by its venue position id. NETTING: one net position per instrument
-        ever traded, FLAT included, whichever strategies traded it."""
+        """HEDGING: each open position, by its venue position id. NETTING: the net position of each
+        instrument ever traded (there is one, see execute), FLAT included, and no position id."""
         positions = [p for p in self._cache.positions() if instrument_id is None or str(p.instrument_id) == instrument_id]
-        if self.oms_type == OmsType.HEDGING:
-            return [self._position_report(p.instrument_id, p.signed_decimal_qty(), p.ts_last, ts, p.id, p.avg_px_open)
-                    for p in positions if p.is_open]
-        reports = []
-        for instrument in dict.fromkeys(p.instrument_id for p in positions):
-            mine = [p for p in positions if p.instrument_id == instrument and p.is_open]
-            net = sum((p.signed_decimal_qty() for p in mine), Decimal(0))
-            avg = mine[0].avg_px_open if len(mine) == 1 else None
-            last = max((p.ts_last for p in positions if p.instrument_id == instrument), default=ts)
-            reports.append(self._position_report(instrument, net, last, ts, None, avg))
-        return reports
+        hedging = self.oms_type == OmsType.HEDGING
+        return [self._position_report(p.instrument_id, p.signed_decimal_qty(), p.ts_last, ts, p.id if hedging else None,
+                                      p.avg_px_open)
+                for p in positions if p.is_open or not hedging]
 
     def _position_report(self, instrument_id: InstrumentId, net: Decimal, ts_last: int, ts: int, position_id,
                          avg_px_open) -> PositionStatusReport:
@@ -251,6 +302,26 @@ class VenueAccount:
             avg_px=Decimal(str(o.avg_px)) if o.filled_qty else None, display_qty=getattr(o, "display_qty", None),
             post_only=o.is_post_only, reduce_only=o.is_reduce_only,
         )
+
+
+def _hand_quantity(instrument: Instrument, text: str) -> Quantity:
+    """What a person could order: a positive multiple of the size increment, within the instrument's
+    limits (the matching engine itself checks neither limit)."""
+    step = instrument.size_increment.as_decimal()
+    try:
+        amount = Decimal(text)
+        whole = amount.is_finite() and amount > 0 and amount % step == 0
+    except InvalidOperation:  # not a number, or too large to divide
+        whole = False
+    if not whole:
+        raise HandTradeRefused(f"quantity {text!r} is not a positive multiple of {instrument.id}'s "
+                               f"size increment {step}")
+    least, most = instrument.min_quantity, instrument.max_quantity
+    if least is not None and amount < least.as_decimal():
+        raise HandTradeRefused(f"quantity {text} is below {instrument.id}'s minimum {least}")
+    if most is not None and amount > most.as_decimal():
+        raise HandTradeRefused(f"quantity {text} is above {instrument.id}'s maximum {most}")
+    return Quantity(amount, instrument.size_precision)
 
 
 def orders_of(command: TradingCommand) -> list[Order]:

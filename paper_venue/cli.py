@@ -86,22 +86,38 @@ def serve(argv: list[str]) -> int:
 
 
 def drill(argv: list[str] | None = None) -> int:
-    """Sends one SetFaults and prints the reply. Exit 0 ok, 1 refused, 3 no answer."""
+    """Sends one SetFaults, or one HandTrade, and prints the reply. Exit 0 ok, 1 refused, 2 bad options,
+    3 no answer."""
     on_off = {"on": True, "off": False}
-    parser = argparse.ArgumentParser(prog="python -m paper_venue drill", description="Switch the venue's drills.")
+    parser = argparse.ArgumentParser(prog="python -m paper_venue drill",
+                                     description="Switch the venue's drills, or trade by hand.")
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--reject-orders", choices=on_off)
     parser.add_argument("--ack-delay-ms", type=int)
     parser.add_argument("--reply-delay-ms", type=int)
     parser.add_argument("--drop-connection", action="store_true")
     parser.add_argument("--silent", choices=on_off)
+    hand = parser.add_argument_group("trading by hand", "instead of switching drills: a market order on the "
+                                                        "account, as a person at the venue would place it")
+    hand.add_argument("--hand-trade", metavar="SIDE:INSTRUMENT:QUANTITY", help="e.g. BUY:EUR/USD.SIM:100000")
+    hand.add_argument("--unseen", action="store_true", help="its events never reach the node")
+    hand.add_argument("--account", metavar="ID", help="which account (default: the venue's only one)")
     parser.add_argument("--timeout-secs", type=float, default=5.0)
     args = parser.parse_args(argv)
-    request = v.SetFaults(
-        request_id=1, reject_orders=on_off.get(args.reject_orders), ack_delay_ms=args.ack_delay_ms,
-        reply_delay_ms=args.reply_delay_ms, drop_connection=args.drop_connection or None,
-        silent=on_off.get(args.silent),
-    )
+    switched = args.drop_connection or any(x is not None for x in (args.reject_orders, args.ack_delay_ms,
+                                                                    args.reply_delay_ms, args.silent))
+    if args.hand_trade is not None:
+        if switched:
+            parser.error("--hand-trade goes alone: switch the drills in another call")
+        request = _hand_trade(parser, args)
+    elif args.unseen or args.account:
+        parser.error("--unseen and --account go with --hand-trade")
+    else:
+        request = v.SetFaults(
+            request_id=1, reject_orders=on_off.get(args.reject_orders), ack_delay_ms=args.ack_delay_ms,
+            reply_delay_ms=args.reply_delay_ms, drop_connection=args.drop_connection or None,
+            silent=on_off.get(args.silent),
+        )
     ctx = zmq.Context()
     socket = ctx.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
@@ -116,3 +132,14 @@ def drill(argv: list[str] | None = None) -> int:
         return 0 if isinstance(reply, v.Reply) and reply.ok else 1
     finally:
         ctx.destroy(linger=0)
+
+
+def _hand_trade(parser: argparse.ArgumentParser, args: argparse.Namespace) -> v.HandTrade:
+    """The form is checked here; whether the venue lists the instrument and takes the quantity, there."""
+    side, _, rest = args.hand_trade.partition(":")
+    instrument, _, quantity = rest.rpartition(":")
+    if side.upper() not in ("BUY", "SELL") or not instrument or not quantity:
+        parser.error(f"--hand-trade {args.hand_trade!r}: expected SIDE:INSTRUMENT:QUANTITY, "
+                     "e.g. BUY:EUR/USD.SIM:100000")
+    return v.HandTrade(request_id=1, instrument_id=instrument, side=side.upper(), quantity=quantity,
+                       seen=not args.unseen, account_id=args.account)

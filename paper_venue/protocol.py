@@ -95,8 +95,22 @@ class SetFaults(_Request, tag="set_faults"):
     silent: bool | None = None  # no market data, no events, no replies
 
 
+class HandTrade(_Request, tag="hand_trade"):
+    """A drill: someone trades on an account by hand at the venue (a trader on the broker's website), a
+    market order at the touch. Seen: its events go to the account's sessions as any order's do, and the
+    node learns of an order it never sent. Unseen: they are lost on the wire, and the venue holds what
+    the node does not know. On a NETTING account it moves the account's one net position, which the
+    node's own orders trade too. Answered at once, like SetFaults; ok=False says why not."""
+
+    instrument_id: str  # "EUR/USD.SIM"
+    side: str  # "BUY" or "SELL"
+    quantity: str  # a multiple of the instrument's size increment, e.g. "100000"
+    seen: bool = True
+    account_id: str | None = None  # None: the venue's only account (refused if it has several)
+
+
 Request = (Hello | Execute | QueryReports | QueryAccount | QueryInstruments | SubscribeBars | UnsubscribeBars
-           | RequestBars | SetFaults)
+           | RequestBars | SetFaults | HandTrade)
 
 
 class Reply(msgspec.Struct, frozen=True, tag="reply"):

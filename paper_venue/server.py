@@ -26,6 +26,11 @@ Drills, switched by SetFaults while running:
 - silent: no market data, no events, no replies; requests are dropped unread, as if lost on the wire.
   SetFaults is the one request still read and answered, so that SetFaults(silent=False) ends it. The
   market moves on meanwhile, and resting orders still fill: their events are lost.
+
+And one more drill, HandTrade: someone trades on an account by hand (VenueAccount.hand_trade), a
+market order. Answered at once, like SetFaults, whatever the drills; ok=False says why it makes no
+sense. Seen, its events go to the account's sessions as any order's would (none while silent);
+unseen, they are only logged, so the venue holds what the node does not know.
 """
 
 from __future__ import annotations
@@ -41,9 +46,10 @@ import zmq.asyncio
 from loguru import logger
 from nautilus_trader.model.data import Bar, BarType, QuoteTick, TradeTick
 from nautilus_trader.model.enums import OmsType
+from nautilus_trader.model.events import OrderRejected
 
 from paper_venue import protocol as v
-from paper_venue.account import VenueAccount, orders_of
+from paper_venue.account import HandTradeRefused, VenueAccount, orders_of
 from paper_venue.codec import Undecodable, dumps, loads
 from paper_venue.instruments import listings, starting_balances
 from paper_venue.market import Market, UnsupportedData
@@ -192,10 +198,13 @@ class Venue:
         except msgspec.MsgspecError as exc:
             await self._reply(identity, v.Reply(_request_id(frames[-1]), False, error=f"malformed request: {exc}"))
             return
-        if self.faults.silent and not isinstance(request, v.SetFaults):
-            return
         if isinstance(request, v.SetFaults):
             await self._set_faults(identity, request)
+            return
+        if isinstance(request, v.HandTrade):
+            await self._hand_trade(identity, request)
+            return
+        if self.faults.silent:
             return
         try:
             reply, then = self._answer(identity, request)
@@ -303,6 +312,31 @@ class Venue:
         if request.drop_connection and (self._dropping is None or self._dropping.done()):  # one drop at a time
             self._dropping = self._spawn(self._drop())
 
+    async def _hand_trade(self, identity: bytes, request: v.HandTrade) -> None:
+        """Answered at once, whatever the drills (reject_orders and ack_delay_ms are the node's); the hand
+        order's events are sent only if seen."""
+        try:
+            account_id = request.account_id or self._only_account()
+            account = self._account(account_id)
+            hand, others = account.hand_trade(request.side, request.instrument_id, request.quantity, time.time_ns())
+        except (_Refused, HandTradeRefused) as why:
+            await self._send(identity, v.Reply(request.request_id, False, error=f"hand trade refused: {why}"))
+            return
+        logger.warning(f"hand trade on {account_id}: {request.side} {request.quantity} {request.instrument_id}"
+                       f"{'' if request.seen else ', unseen'}")
+        rejected = next((e.reason for e in hand if isinstance(e, OrderRejected)), None)
+        await self._send(identity, v.Reply(request.request_id, rejected is None,
+                                           error=None if rejected is None else f"hand trade rejected: {rejected}"))
+        await self._push(account_id, others)  # the node's orders that came due meanwhile: it hears of them as ever
+        await self._push(account_id, hand, seen=request.seen)
+
+    def _only_account(self) -> str:
+        """The account a drill that names none means: the venue's only one. With several, guessing could
+        trade the wrong one."""
+        if len(self.accounts) > 1:
+            raise _Refused(f"the venue has accounts {', '.join(self.accounts)}: name one")
+        return next(iter(self.accounts))
+
     async def _drop(self) -> None:
         self._receiver.cancel()
         await asyncio.sleep(0.05)  # lets the drill's reply out
@@ -319,10 +353,13 @@ class Venue:
 
     # Sending ------------------------------------------------------------------------------------
 
-    async def _push(self, account_id: str, events: list) -> None:
+    async def _push(self, account_id: str, events: list, seen: bool = True) -> None:
+        """Logs the events and sends them to the account's sessions; unseen (the HandTrade drill), they are
+        only logged: lost on the wire."""
         for event in events:
-            logger.info(f"{account_id} {type(event).__name__} {event.client_order_id} {_detail(event)}")
-            if not self.faults.silent:
+            unseen = "" if seen else " (unseen: not sent)"
+            logger.info(f"{account_id} {type(event).__name__} {event.client_order_id} {_detail(event)}{unseen}")
+            if seen and not self.faults.silent:
                 message = v.OrderEvent(account_id, dumps(event))
                 for identity in [i for i, a in self.sessions.items() if a == account_id]:
                     await self._send(identity, message)

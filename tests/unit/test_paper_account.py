@@ -1,9 +1,10 @@
 """One paper venue account, in process: every order type, time in force and contingency the examples
 use, partial fills, NETTING and HEDGING positions, the reports reconciliation asks for, ownership,
-and the venue's own rules (unknown instrument, duplicate id, ack delay)."""
+the venue's own rules (unknown instrument, duplicate id, ack delay), and trading by hand."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pandas as pd
@@ -24,7 +25,7 @@ from nautilus_trader.model.events import (
 from nautilus_trader.model.identifiers import InstrumentId, PositionId, StrategyId, TraderId
 from nautilus_trader.model.objects import Price, Quantity
 
-from paper_venue.account import LEASE_SECS, VenueAccount
+from paper_venue.account import LEASE_SECS, HandTradeRefused, VenueAccount
 from paper_venue.instruments import instruments, starting_balances
 
 EUR = InstrumentId.from_str("EUR/USD.SIM")
@@ -290,6 +291,61 @@ def test_netting_reports_one_position_per_instrument_flat_included(account, orde
     submit(account, orders.market(EUR, OrderSide.SELL, qty(3000)))
     (report,) = account.position_reports(T0)
     assert report.position_side == PositionSide.FLAT
+
+
+def test_netting_is_one_position_per_instrument_whoever_trades_it(account, orders):
+    """As at a real venue, which knows no strategies: a hand trade moves the position the node's
+    strategy trades, and that strategy's reduce-only close reduces the one net position."""
+    close_mine = "EUR/USD.SIM-S-001"  # the position id the node's NETTING close names
+    submit(account, orders.market(EUR, OrderSide.BUY, qty(3000)))
+    (hand,), others = account.hand_trade("BUY", "EUR/USD.SIM", "2000", T0)
+    assert isinstance(hand, OrderFilled) and hand.client_order_id.value.startswith("HAND-") and others == []
+    (fill,) = submit(account, orders.market(EUR, OrderSide.SELL, qty(3000), reduce_only=True), position_id=close_mine)
+    assert isinstance(fill, OrderFilled) and fill.position_id is None  # a NETTING venue names no position
+    assert net(account) == 2000  # the hand trade's part is left
+    account.hand_trade("SELL", "EUR/USD.SIM", "2000", T0)
+    assert net(account) == 0
+    # A hand trade the node saw, and took for its strategy's (external_order_claims), is that strategy's to close.
+    account.hand_trade("SELL", "EUR/USD.SIM", "1000", T0)
+    close = orders.market(EUR, OrderSide.BUY, qty(1000), reduce_only=True)
+    assert kinds(submit(account, close, position_id=close_mine)) == ["OrderFilled"]
+    assert account.is_flat()
+    # Two strategies whose positions offset hold nothing at the venue: a reduce-only close has nothing to reduce.
+    submit(account, orders.market(EUR, OrderSide.BUY, qty(1000)))
+    submit(account, OrderFactory(TRADER, StrategyId("S-002"), TestClock()).market(EUR, OrderSide.SELL, qty(1000)))
+    close = orders.market(EUR, OrderSide.SELL, qty(1000), reduce_only=True)
+    (rejected,) = submit(account, close, position_id=close_mine)
+    assert isinstance(rejected, OrderRejected) and "would have increased position" in rejected.reason
+
+
+def test_a_hand_trade_skips_the_ack_delay_and_the_nodes_events_are_told_apart(account, orders):
+    account.set_ack_delay(2 * SEC)
+    held = orders.market(EUR, OrderSide.BUY, qty(1000))
+    assert submit(account, held) == []
+    hand, others = account.hand_trade("BUY", "EUR/USD.SIM", "1000", T0)  # the delay is the node's: not this order's
+    assert kinds(hand) == ["OrderFilled"] and others == [] and net(account) == 1000
+    hand, others = account.hand_trade("SELL", "EUR/USD.SIM", "5000", T0 + 2 * SEC)  # the node's came due meanwhile
+    assert kinds(hand) == ["OrderFilled"] and [e.client_order_id for e in others] == [held.client_order_id]
+    assert net(account) == -3000
+    assert kinds(submit(account, orders.market(EUR, OrderSide.BUY, qty(1000)), ts=T0 + 3 * SEC)) == []  # still delayed
+
+
+@pytest.mark.parametrize("side, instrument, quantity, says", [
+    ("HOLD", "EUR/USD.SIM", "1000", "side 'HOLD' is neither BUY nor SELL"),
+    ("BUY", "GBP/USD.SIM", "1000", "the venue does not list 'GBP/USD.SIM'"),
+    ("BUY", "EUR", "1000", "the venue does not list 'EUR'"),
+    ("BUY", "EUR/USD.SIM", "1.5", "not a positive multiple of EUR/USD.SIM's size increment 1"),
+    ("BUY", "EUR/USD.SIM", "-1000", "not a positive multiple"),
+    ("BUY", "EUR/USD.SIM", "lots", "not a positive multiple"),
+    ("BUY", "EUR/USD.SIM", "1e999999", "not a positive multiple"),
+    ("BUY", "EUR/USD.SIM", "999", "below EUR/USD.SIM's minimum 1000"),
+    ("SELL", "EUR/USD.SIM", "60000000", "above EUR/USD.SIM's maximum 50000000"),
+])
+def test_a_hand_trade_that_makes_no_sense_is_refused_without_touching_the_books(account, side, instrument, quantity,
+                                                                                 says):
+    with pytest.raises(HandTradeRefused, match=re.escape(says)):
+        account.hand_trade(side, instrument, quantity, T0)
+    assert account.order_reports(T0) == [] and account.position_reports(T0) == []
 
 
 def test_hedging_keeps_a_position_per_position_id(orders):

@@ -1,7 +1,7 @@
 """The paper venue as a process (paper_venue.launcher's VenueProcess) over real ZeroMQ on ipc, DEALERs
 and a SUB against it: hello and accounts, market data and bars, orders and their events, reports, the
-drills, garbage in, SIGTERM -> exit 0, and no task of the venue dies. One venue serves the module;
-each test trades an account of its own and leaves the drills off."""
+drills (trading by hand too), garbage in, SIGTERM -> exit 0, and no task of the venue dies. One venue
+serves the module; each test trades an account of its own and leaves the drills off."""
 
 from __future__ import annotations
 
@@ -32,10 +32,11 @@ from paper_venue.account import LEASE_SECS
 from paper_venue.codec import dumps, loads
 from paper_venue.launcher import VenueProcess, endpoints_in
 from paper_venue.server import build_venue
+from tests.unit.test_supervisor_is_light import imports_in_fresh_interpreter
 
 ROOT = Path(__file__).resolve().parents[2]
 EUR = InstrumentId.from_str("EUR/USD.SIM")
-ACCOUNTS = {f"SIM-{n:03d}": "NETTING" for n in range(1, 16)} | {"SIM-HEDGE": "HEDGING"}
+ACCOUNTS = {f"SIM-{n:03d}": "NETTING" for n in range(1, 21)} | {"SIM-HEDGE": "HEDGING"}
 _free_accounts = iter(a for a in ACCOUNTS if a != "SIM-HEDGE")
 
 
@@ -257,6 +258,56 @@ def test_reject_orders_drill_through_the_cli(venue):
     assert client.wait_events(client.buy(), 1) == ["OrderFilled"]
 
 
+@pytest.mark.parametrize("seen", [True, False])
+def test_a_hand_trade_fills_on_the_account_and_its_events_go_out_only_if_seen(venue, seen):
+    node = venue.client()
+    node.hello()
+    unseen = [] if seen else ["--unseen"]
+    done = venue.drill("--hand-trade", "SELL:EUR/USD.SIM:200000", "--account", node.account, *unseen)
+    assert done.returncode == 0 and '"ok":true' in done.stdout, done.stdout + done.stderr
+    (position,) = node.reports("positions")  # the venue's books hold it either way
+    assert (position.position_side.name, position.quantity) == ("SHORT", Quantity.from_int(200_000))
+    (order,) = node.reports("orders")
+    assert order.client_order_id.value.startswith("HAND-") and order.order_status.name == "FILLED"
+    node.receive(0.3)
+    assert [type(e).__name__ for e in node.events if e.client_order_id == order.client_order_id] == (
+        ["OrderFilled"] if seen else [])
+    not_sent = [line for line in venue.output().splitlines() if order.client_order_id.value in line and "not sent" in line]
+    assert bool(not_sent) != seen, "an unseen hand trade's events are logged as not sent"
+
+
+def test_a_hand_trade_is_answered_at_once_whatever_the_drills(venue):
+    node = venue.client()
+    node.hello()
+    every_drill = {"reject_orders": True, "ack_delay_ms": 1000, "reply_delay_ms": 1000, "silent": True}
+    assert venue.faults(node, **every_drill).ok
+    sent = time.monotonic()
+    reply = node.request(lambda i: v.HandTrade(request_id=i, account_id=node.account, instrument_id=str(EUR),
+                                               side="BUY", quantity="1000"), timeout=0.5)
+    assert reply.ok and time.monotonic() - sent < 0.5  # not rejected, not delayed: those drills are the node's
+    assert venue.faults(node, reject_orders=False, ack_delay_ms=0, reply_delay_ms=0, silent=False).ok
+    assert node.events == []  # seen, but the venue was silent: its events were lost
+    assert [p.quantity.as_double() for p in node.reports("positions")] == [1000]  # filled when it was answered
+
+
+def test_a_hand_trade_that_makes_no_sense_is_refused_with_the_reason(venue):
+    account = venue.client().account
+    for args, says in (
+        (["BUY:EUR/USD.SIM:1.5", "--account", account], "not a positive multiple of EUR/USD.SIM's size increment 1"),
+        (["BUY:EUR/USD.SIM:10", "--account", account], "below EUR/USD.SIM's minimum 1000"),
+        (["SELL:XAU/USD.SIM:1000", "--account", account], "the venue does not list 'XAU/USD.SIM'"),
+        (["BUY:EUR/USD.SIM:1000", "--account", "SIM-NOPE"], "unknown account 'SIM-NOPE'"),
+        (["BUY:EUR/USD.SIM:1000"], "the venue has accounts SIM-001, SIM-002"),  # several: which one is not guessed
+    ):
+        done = venue.drill("--hand-trade", *args)
+        assert done.returncode == 1 and '"ok":false' in done.stdout and says in done.stdout, (args, done.stdout)
+    assert venue.client(account).reports("orders") == []  # nothing reached the books
+    for args in (["--hand-trade", "HOLD:EUR/USD.SIM:1000"], ["--hand-trade", "BUY:1000"], ["--unseen"],
+                 ["--hand-trade", "BUY:EUR/USD.SIM:1000", "--silent", "on"]):
+        done = venue.drill(*args)  # usage errors: nothing is sent
+        assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+
+
 def test_ack_delay_holds_the_order_in_flight_but_known(venue):
     client = venue.client()
     client.hello()
@@ -394,3 +445,8 @@ def test_a_venue_task_that_dies_is_logged():
         logger.remove(sink)
         shutil.rmtree(directory, ignore_errors=True)
     assert any("venue task Venue._ticks died" in e and "the market broke" in e for e in errors), errors
+
+
+def test_the_drills_and_the_launcher_need_no_nautilus_trader():
+    loaded = imports_in_fresh_interpreter(["paper_venue.cli", "paper_venue.protocol", "paper_venue.launcher"])
+    assert "paper_venue.cli" in loaded and not [m for m in loaded if m.startswith("nautilus_trader")]
