@@ -28,7 +28,9 @@ Rules of ours, on top:
 - Ownership: the account belongs to the trader that last said hello to it. Another trader may take
   it over only once it is flat (no position, no open order) and its owner has been silent for
   LEASE_SECS: so two nodes never trade one account by accident, and a restarted node gets its own
-  account back.
+  account back. A shared account (declared so at the venue's start) has no owner: several traders
+  use it at once, as several processes use one real account through the same API key, and its
+  positions, orders and reports are the whole account's, whoever traded them.
 - Closed orders and positions are forgotten a day after they closed (checked at most once a minute).
 """
 
@@ -80,10 +82,12 @@ class HandTradeRefused(ValueError):
 
 
 class VenueAccount:
-    def __init__(self, account_id: str, oms_type: OmsType, instruments: list[Instrument], balances: list[Money]):
+    def __init__(self, account_id: str, oms_type: OmsType, instruments: list[Instrument], balances: list[Money],
+                 shared: bool = False):
         self.account_id = AccountId(account_id)
         self.oms_type = oms_type
-        self.owner: str | None = None  # the trader id that last said hello
+        self.shared = shared
+        self.owner: str | None = None  # the trader id that last said hello; None on a shared account
         self.owner_heard_at = 0.0  # its hello's time.monotonic()
         self._clock = TestClock()
         self._latency = LatencyModel(0)  # the ack delay drill's (set_ack_delay), for the node's orders
@@ -221,7 +225,9 @@ class VenueAccount:
     # Ownership ---------------------------------------------------------------------------------------
 
     def claim(self, trader_id: str, now: float) -> str | None:
-        """Hands the account to trader_id, or says why not."""
+        """Hands the account to trader_id, or says why not. A shared account is every trader's at once."""
+        if self.shared:
+            return None
         if self.owner not in (None, trader_id):
             if not self.is_flat():
                 return f"account {self.account_id} belongs to trader {self.owner} and is not flat"

@@ -32,10 +32,15 @@ def _endpoint(text: str) -> str:
     return text
 
 
-def _account(text: str) -> tuple[str, str]:
-    """"ID" or "ID:OMS"; build_venue says what is wrong with either."""
-    account_id, _, oms = text.partition(":")
-    return account_id, oms.upper() or "NETTING"
+def _account(text: str) -> tuple[str, str, bool]:
+    """"ID[:OMS][:shared]" -> (id, OMS, shared); build_venue says what is wrong with the id or the OMS."""
+    account_id, *rest = text.split(":")
+    shared = bool(rest) and rest[-1].lower() == "shared"
+    if shared:
+        rest.pop()
+    if len(rest) > 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ID[:OMS][:shared], e.g. {DEFAULT_ACCOUNT}:NETTING:shared")
+    return account_id, rest[0].upper() if rest and rest[0] else "NETTING", shared
 
 
 def serve(argv: list[str]) -> int:
@@ -47,8 +52,9 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--instruments", nargs="+", default=list(DEFAULT_INSTRUMENTS), metavar="SYMBOL",
                         help=f"what the venue lists (default {' '.join(DEFAULT_INSTRUMENTS)}); e.g. EUR/USD USD/JPY "
                              "BTCUSDT-PERP ETHUSDT-PERP AAPL MSFT")
-    parser.add_argument("--account", type=_account, action="append", metavar="ID[:OMS]",
-                        help=f"an account, NETTING (the default) or HEDGING; repeat for more (default {DEFAULT_ACCOUNT})")
+    parser.add_argument("--account", type=_account, action="append", metavar="ID[:OMS][:shared]",
+                        help=f"an account, NETTING (the default) or HEDGING, shared if several traders (nodes) use it "
+                             f"at once; repeat for more (default {DEFAULT_ACCOUNT})")
     parser.add_argument("--interval-ms", type=int, default=100, help="one market step every this many ms")
     parser.add_argument("--history-secs", type=int, default=3600, help="bar history kept, and made up at start")
     parser.add_argument("--seed", type=int)
@@ -70,9 +76,10 @@ def serve(argv: list[str]) -> int:
 
     logger.remove()
     logger.add(sys.stderr, level="INFO")
+    accounts = args.account or [(DEFAULT_ACCOUNT, "NETTING", False)]
     try:
-        venue = build_venue(args.instruments, dict(args.account or [(DEFAULT_ACCOUNT, "NETTING")]), endpoint,
-                            quotes_endpoint, args.interval_ms, args.seed, args.history_secs)
+        venue = build_venue(args.instruments, {a: oms for a, oms, _ in accounts}, endpoint, quotes_endpoint,
+                            args.interval_ms, args.seed, args.history_secs, frozenset(a for a, _, s in accounts if s))
     except ValueError as exc:
         print(f"paper venue: {exc}", file=sys.stderr)
         return 2

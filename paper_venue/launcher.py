@@ -28,8 +28,10 @@ def endpoints_in(directory: Path) -> tuple[str, str]:
 
 class VenueProcess:
     """A venue listening at endpoints_in(directory), logging to directory/venue.log (appended).
-    instruments: the symbols it lists; accounts: account id -> "NETTING" or "HEDGING"; interval_ms and
-    seed: the market's step and the random walk's seed (None: the venue's defaults for each)."""
+    instruments: the symbols it lists; accounts: account id -> what follows the id in `--account`:
+    "NETTING" or "HEDGING", with ":shared" for an account several traders use at once (e.g.
+    {"SIM-001": "NETTING:shared"}); interval_ms and seed: the market's step and the random walk's
+    seed (None: the venue's defaults for each)."""
 
     def __init__(self, directory: Path, interval_ms: int | None = None, seed: int | None = None,
                  instruments: list[str] | None = None, accounts: dict[str, str] | None = None,

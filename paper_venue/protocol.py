@@ -2,8 +2,9 @@
 launcher, `nsup demo`'s end report, the drills) read it without it.
 
 Two sockets. A ROUTER for requests (the adapter's DEALER sends, the venue answers each with a
-Reply carrying the same request_id) and for order events, which the venue pushes to every session
-that said Hello for the account. A PUB for market data: two frames, the topic ("quote.<instrument>",
+Reply carrying the same request_id) and for order events, which the venue pushes to the sessions
+that said Hello for the account as the order's trader (every session of the account, for an order of
+no trader connected: a hand trade). A PUB for market data: two frames, the topic ("quote.<instrument>",
 "trade.<instrument>", "bar.<bar type>") and the object.
 
 Trading payloads are NautilusTrader's own objects as their to_dict() JSON (a `type` field names the
@@ -27,8 +28,9 @@ class _Request(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", forb
 
 
 class Hello(_Request, tag="hello"):
-    """Claims the account for the trader (see paper_venue/account.py); the session then receives its
-    order events. Idempotent: the adapter says it every second."""
+    """Claims the account for the trader (see paper_venue/account.py; a shared account is every trader's
+    at once); the session then receives the events of the trader's orders, and of orders of no trader
+    connected (a hand trade). Idempotent: the adapter says it every second."""
 
     account_id: str  # "SIM-001"
     trader_id: str
@@ -97,8 +99,8 @@ class SetFaults(_Request, tag="set_faults"):
 
 class HandTrade(_Request, tag="hand_trade"):
     """A drill: someone trades on an account by hand at the venue (a trader on the broker's website), a
-    market order at the touch. Seen: its events go to the account's sessions as any order's do, and the
-    node learns of an order it never sent. Unseen: they are lost on the wire, and the venue holds what
+    market order at the touch. Seen: its events go to every session of the account, and each node
+    learns of an order it never sent. Unseen: they are lost on the wire, and the venue holds what
     the node does not know. On a NETTING account it moves the account's one net position, which the
     node's own orders trade too. Answered at once, like SetFaults; ok=False says why not."""
 

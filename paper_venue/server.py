@@ -5,7 +5,8 @@ A ROUTER answers every request with a Reply carrying its request_id; a request i
 ok=False (with its request_id when that much can be read, else 0), never a crash. An Execute is
 answered at once (ok means "received"; it needs a Hello for that account from that connection first,
 else the error protocol.NOT_GREETED); what the venue then does with it arrives as OrderEvents, pushed
-to every session that said Hello for the account. Events pushed while no session is connected are
+to the sessions that said Hello for the account as the order's trader (audience()): on a shared
+account each node hears only of its own orders. Events pushed while no session is connected are
 not queued: they are gone, and the adapter reconciles through QueryReports. A session the ROUTER can
 no longer reach (or that stops reading) is forgotten at the next push; saying Hello again is
 harmless. A PUB publishes, every interval, a quote per instrument, a trade now and then, and the
@@ -29,8 +30,8 @@ Drills, switched by SetFaults while running:
 
 And one more drill, HandTrade: someone trades on an account by hand (VenueAccount.hand_trade), a
 market order. Answered at once, like SetFaults, whatever the drills; ok=False says why it makes no
-sense. Seen, its events go to the account's sessions as any order's would (none while silent);
-unseen, they are only logged, so the venue holds what the node does not know.
+sense. Seen, its events go to every session of the account, as an order from outside would (none
+while silent); unseen, they are only logged, so the venue holds what the node does not know.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import asyncio
 import signal
 import time
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import msgspec
 import zmq
@@ -67,6 +69,21 @@ class Faults:
     silent: bool = False
 
 
+class Session(NamedTuple):
+    """What a ROUTER identity said Hello for."""
+
+    account_id: str
+    trader_id: str
+
+
+def audience(sessions: dict[bytes, Session], account_id: str, trader_id: str) -> list[bytes]:
+    """The sessions an order event of trader_id's on the account goes to: that trader's. An order of no
+    trader connected to the account (a hand trade) is news to all of them, as an order from outside is.
+    On an account that is not shared every session is its owner's, so all of them hear of everything."""
+    on_account = [(identity, s.trader_id) for identity, s in sessions.items() if s.account_id == account_id]
+    return [i for i, t in on_account if t == trader_id] or [i for i, _ in on_account]
+
+
 class _RequestId(msgspec.Struct):
     request_id: int = 0
 
@@ -83,8 +100,9 @@ class _Refused(Exception):
 
 
 def build_venue(symbols, accounts: dict[str, str], endpoint: str, quotes_endpoint: str, interval_ms: int,
-                seed: int | None = None, history_secs: int = 3600) -> Venue:
-    """accounts: account id -> "NETTING" or "HEDGING". ValueError names what is wrong."""
+                seed: int | None = None, history_secs: int = 3600, shared: frozenset[str] = frozenset()) -> Venue:
+    """accounts: account id -> "NETTING" or "HEDGING"; shared: the ids of those several traders use at
+    once. ValueError names what is wrong."""
     listed = listings(symbols)
     instruments = [listing.instrument for listing in listed]
     for account_id, oms in accounts.items():
@@ -93,7 +111,7 @@ def build_venue(symbols, accounts: dict[str, str], endpoint: str, quotes_endpoin
         if not account_id.startswith(f"{v.VENUE}-") or len(account_id) <= len(v.VENUE) + 1:
             raise ValueError(f"account {account_id!r}: an account id is {v.VENUE}-<name>, e.g. {v.VENUE}-001")
     balances = starting_balances(instruments)
-    books = {a: VenueAccount(a, OmsType[oms], instruments, balances) for a, oms in accounts.items()}
+    books = {a: VenueAccount(a, OmsType[oms], instruments, balances, a in shared) for a, oms in accounts.items()}
     market = Market(listed, seed, history_secs, time.time_ns(), start_epoch())
     return Venue(market, books, endpoint, quotes_endpoint, interval_ms)
 
@@ -105,7 +123,7 @@ class Venue:
         self.endpoint, self.quotes_endpoint = endpoint, quotes_endpoint
         self.interval = interval_ms / 1000
         self.faults = Faults()
-        self.sessions: dict[bytes, str] = {}  # ROUTER identity -> the account it said Hello for
+        self.sessions: dict[bytes, Session] = {}  # by ROUTER identity
         self.ctx = zmq.asyncio.Context()
         self.router: zmq.asyncio.Socket | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -117,7 +135,7 @@ class Venue:
         self.pub.bind(self.quotes_endpoint)
         self._bind_router()
         self._spawn(self._ticks())
-        accounts = ", ".join(f"{a} ({b.oms_type.name})" for a, b in self.accounts.items())
+        accounts = ", ".join(f"{a} ({b.oms_type.name}{', shared' if b.shared else ''})" for a, b in self.accounts.items())
         logger.info(f"paper venue up: requests {self.endpoint}, market data {self.quotes_endpoint}; "
                     f"instruments {', '.join(str(i.id) for i in self.market.instruments)}; accounts {accounts}")
         try:
@@ -228,14 +246,15 @@ class Venue:
                     raise _Refused(why)
                 if previous not in (None, request.trader_id):  # the old owner's sessions trade no more
                     logger.warning(f"account {request.account_id} passes from trader {previous} to {request.trader_id}")
-                    for other in [i for i, a in self.sessions.items() if a == request.account_id]:
+                    for other in [i for i, s in self.sessions.items() if s.account_id == request.account_id]:
                         del self.sessions[other]
-                if self.sessions.get(identity) != request.account_id:
+                session = Session(request.account_id, request.trader_id)
+                if self.sessions.get(identity) != session:
                     logger.info(f"session {identity.hex()} said hello for {request.account_id} ({request.trader_id})")
-                    self.sessions[identity] = request.account_id
+                    self.sessions[identity] = session
                 return v.Reply(rid, True, quotes_endpoint=self.quotes_endpoint), None
             case v.Execute():
-                if self.sessions.get(identity) != request.account_id:
+                if identity not in self.sessions or self.sessions[identity].account_id != request.account_id:
                     raise _Refused(v.NOT_GREETED)
                 command, account = loads(request.command), self._account(request.account_id)
                 return v.Reply(rid, True), lambda: self._execute(request.account_id, account, command, now)
@@ -354,14 +373,14 @@ class Venue:
     # Sending ------------------------------------------------------------------------------------
 
     async def _push(self, account_id: str, events: list, seen: bool = True) -> None:
-        """Logs the events and sends them to the account's sessions; unseen (the HandTrade drill), they are
-        only logged: lost on the wire."""
+        """Logs the events and sends each to its audience(); unseen (the HandTrade drill), they are only
+        logged: lost on the wire."""
         for event in events:
             unseen = "" if seen else " (unseen: not sent)"
             logger.info(f"{account_id} {type(event).__name__} {event.client_order_id} {_detail(event)}{unseen}")
             if seen and not self.faults.silent:
                 message = v.OrderEvent(account_id, dumps(event))
-                for identity in [i for i, a in self.sessions.items() if a == account_id]:
+                for identity in audience(self.sessions, account_id, event.trader_id.value):
                     await self._send(identity, message)
 
     async def _send(self, identity: bytes, message) -> None:

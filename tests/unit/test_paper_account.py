@@ -1,6 +1,6 @@
 """One paper venue account, in process: every order type, time in force and contingency the examples
-use, partial fills, NETTING and HEDGING positions, the reports reconciliation asks for, ownership,
-the venue's own rules (unknown instrument, duplicate id, ack delay), and trading by hand."""
+use, partial fills, NETTING and HEDGING positions, the reports reconciliation asks for, ownership
+(shared accounts too), the venue's own rules (unknown instrument, duplicate id, ack delay), and trading by hand."""
 
 from __future__ import annotations
 
@@ -39,9 +39,9 @@ def orders() -> OrderFactory:
     return OrderFactory(TRADER, STRATEGY, TestClock())
 
 
-def make_account(oms: str = "NETTING") -> VenueAccount:
+def make_account(oms: str = "NETTING", shared: bool = False) -> VenueAccount:
     listed = instruments(["EUR/USD", "AAPL"])
-    return VenueAccount("SIM-001", OmsType[oms], listed, starting_balances(listed))
+    return VenueAccount("SIM-001", OmsType[oms], listed, starting_balances(listed), shared)
 
 
 @pytest.fixture
@@ -405,6 +405,15 @@ def test_an_account_is_its_traders_until_flat_and_silent(account, orders):
     assert "not flat" in account.claim("B-001", now=200.0)
     submit(account, orders.market(EUR, OrderSide.SELL, qty(1000)))
     assert account.claim("B-001", now=100.5 + LEASE_SECS) is None and account.owner == "B-001"
+
+
+def test_a_shared_account_is_every_traders_at_once(orders):
+    account = make_account(shared=True)
+    quote(account, "1.10000", "1.10002")
+    assert account.claim("A-001", now=100.0) is None
+    submit(account, orders.market(EUR, OrderSide.BUY, qty(1000)))
+    assert account.claim("B-001", now=100.5) is None  # A is still heard from, and the account is not flat
+    assert account.claim("A-001", now=101.0) is None and account.owner is None
 
 
 def test_an_order_the_engine_fails_on_is_rejected_not_left_in_flight(account, orders):

@@ -1,6 +1,7 @@
 """The paper venue as a process (paper_venue.launcher's VenueProcess) over real ZeroMQ on ipc, DEALERs
-and a SUB against it: hello and accounts, market data and bars, orders and their events, reports, the
-drills (trading by hand too), garbage in, SIGTERM -> exit 0, and no task of the venue dies. One venue
+and a SUB against it: hello and accounts (shared ones too), market data and bars, orders and their
+events and whom they go to, reports, the drills (trading by hand too), garbage in, SIGTERM -> exit 0,
+and no task of the venue dies. One venue
 serves the module; each test trades an account of its own and leaves the drills off."""
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ from paper_venue import protocol as v
 from paper_venue.account import LEASE_SECS
 from paper_venue.codec import dumps, loads
 from paper_venue.launcher import VenueProcess, endpoints_in
-from paper_venue.server import build_venue
+from paper_venue.cli import _account
+from paper_venue.server import Session, audience, build_venue
 from tests.unit.test_supervisor_is_light import imports_in_fresh_interpreter
 
 ROOT = Path(__file__).resolve().parents[2]
 EUR = InstrumentId.from_str("EUR/USD.SIM")
-ACCOUNTS = {f"SIM-{n:03d}": "NETTING" for n in range(1, 21)} | {"SIM-HEDGE": "HEDGING"}
-_free_accounts = iter(a for a in ACCOUNTS if a != "SIM-HEDGE")
+ACCOUNTS = {f"SIM-{n:03d}": "NETTING" for n in range(1, 21)} | {"SIM-HEDGE": "HEDGING", "SIM-TEAM": "NETTING:shared"}
+_free_accounts = iter(a for a, spec in ACCOUNTS.items() if spec == "NETTING")
 
 
 class Client:
@@ -246,6 +248,34 @@ def test_orders_need_a_hello_for_the_account_and_an_account_is_one_traders(venue
     assert "in use by trader OTHER-001" in client.hello(oms_type="HEDGING").error
 
 
+def test_a_shared_account_takes_several_traders_and_tells_each_of_its_own_orders(venue):
+    alpha = Client(venue.ctx, venue.endpoint, "SIM-TEAM", "ALPHA-001")
+    beta = Client(venue.ctx, venue.endpoint, "SIM-TEAM", "BETA-002")
+    assert alpha.hello().ok and beta.hello().ok
+    alphas, betas = alpha.buy(), beta.buy()  # one instrument: whose an event is goes by trader
+    assert alpha.wait_events(alphas, 1) == beta.wait_events(betas, 1) == ["OrderFilled"]
+    assert venue.drill("--hand-trade", "SELL:EUR/USD.SIM:200000", "--account", "SIM-TEAM").returncode == 0
+    for client, own in ((alpha, alphas), (beta, betas)):
+        client.receive(2.0)  # the next event each hears of is the hand trade's: nobody's order, so everybody's
+        own_fill, hand_fill = client.events  # and none of the other trader's
+        assert own_fill.client_order_id == own.client_order_id and hand_fill.client_order_id.value.startswith("HAND-")
+    assert [p.position_side.name for p in alpha.reports("positions")] == ["FLAT"]
+
+
+def test_an_order_event_goes_to_its_traders_sessions_or_if_none_to_every_session_of_the_account():
+    sessions = {b"a1": Session("SIM-T", "A-001"), b"b": Session("SIM-T", "B-001"), b"a2": Session("SIM-T", "A-001"),
+                b"elsewhere": Session("SIM-X", "A-001")}
+    assert audience(sessions, "SIM-T", "A-001") == [b"a1", b"a2"]
+    assert audience(sessions, "SIM-T", "B-001") == [b"b"]
+    assert audience(sessions, "SIM-T", "HAND-001") == [b"a1", b"b", b"a2"]  # a hand trade, or a trader gone
+    assert audience(sessions, "SIM-Y", "A-001") == []
+
+
+def test_account_options():
+    assert [_account(text) for text in ("SIM-1", "SIM-1:hedging", "SIM-1:NETTING:shared", "SIM-1:shared")] == [
+        ("SIM-1", "NETTING", False), ("SIM-1", "HEDGING", False), ("SIM-1", "NETTING", True), ("SIM-1", "NETTING", True)]
+
+
 def test_reject_orders_drill_through_the_cli(venue):
     client = venue.client()
     client.hello()
@@ -417,7 +447,8 @@ def test_garbage_gets_ok_false_or_is_dropped_and_the_venue_lives_on(venue):
 def test_bad_options_get_one_line_and_exit_2():
     for args, says in ((["--instruments", "EUR/USD", "XAU/USD"], "unknown instrument(s) XAU/USD"),
                        (["--account", "SIM-001:SPREAD"], "OMS type 'SPREAD' is not one of NETTING, HEDGING"),
-                       (["--account", "ACC"], "an account id is SIM-<name>")):
+                       (["--account", "ACC"], "an account id is SIM-<name>"),
+                       (["--account", "SIM-001:NETTING:shard"], "expected ID[:OMS][:shared]")):
         done = subprocess.run([sys.executable, "-m", "paper_venue", "serve", "--dir", tempfile.mkdtemp(), *args],
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
