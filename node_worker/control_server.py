@@ -17,9 +17,11 @@ from loguru import logger
 from nautilus_trader.live.node import TradingNode
 from nautilus_trader.model.enums import TradingState
 
+from node_worker.closer import RECONCILE_TIMEOUT_SECS, close_everything, users_strategies
 from node_worker.entry_gate import EntryGate
 from node_worker.faults import FaultWatch
 from node_worker.node_status import read_status
+from node_worker.shutdown_guard import ShutdownGuard
 from node_worker.venue_check import venue_counts
 from supervisor import protocol as p
 
@@ -41,6 +43,8 @@ class ControlServer:
         self._stopped = asyncio.Event()
         EntryGate(node).install()
         self._faults = FaultWatch(node.kernel.msgbus, node.get_event_loop(), self.notice)
+        self._shutdown_guard = ShutdownGuard(node, self._node_asks_to_stop)
+        self._answering: set[asyncio.Task] = set()  # requests being answered (strong references)
 
     async def serve(self) -> None:
         """Runs until the supervisor's StopNode has been carried out (or has failed: either way the
@@ -59,8 +63,8 @@ class ControlServer:
             task.cancel()
         self._socket.close(linger=2000)
 
-    def _status(self, venues=None):
-        return read_status(self._node, venues, self._faults.recent())
+    def _status(self, venues=None, unavailable=None):
+        return read_status(self._node, venues, self._faults.recent(), unavailable)
 
     def notice(self, text: str) -> None:
         logger.warning(text)
@@ -68,6 +72,11 @@ class ControlServer:
 
     async def _send(self, message) -> None:
         await self._socket.send(p.encode(message))
+
+    def _node_asks_to_stop(self, component: str, reason: str) -> None:
+        """The node wanted to stop itself: nsup is asked instead (from any thread: timers run on Rust's)."""
+        request = p.StopRequested(component=component, reason=reason)
+        self._node.get_event_loop().call_soon_threadsafe(lambda: asyncio.ensure_future(self._send(request)))
 
     async def _heartbeat(self) -> None:
         while True:
@@ -111,27 +120,38 @@ class ControlServer:
             self._heard_supervisor()
             if isinstance(request, p.Ping):
                 continue
-            try:
-                await self._send(await self._handle(request))
-            except Exception:
-                logger.exception("could not answer request {}", request.request_id)
+            # Each request is answered by a task of its own: a long one (RunNode, CloseAll) must not keep
+            # this loop from hearing nsup's heartbeats, or the worker would think nsup gone.
+            answering = asyncio.ensure_future(self._answer(request))
+            self._answering.add(answering)
+            answering.add_done_callback(self._answering.discard)
+
+    async def _answer(self, request: p.Request) -> None:
+        try:
+            await self._send(await self._handle(request))
+        except Exception:
+            logger.exception("could not answer request {}", request.request_id)
 
     async def _handle(self, request: p.Request) -> p.Reply:
         command = request.command
         logger.info("command {}", command)
-        venues = None
+        venues, unavailable, actions, error = None, None, [], None
         try:
-            if isinstance(command, p.CheckVenues):
-                venues = await venue_counts(self._node)
-                error = None
-            else:
-                error = await self._execute(command)
+            match command:
+                case p.CheckVenues():
+                    venues, unavailable = await venue_counts(self._node)
+                case p.CloseAll():
+                    actions = await close_everything(self._node)
+                    for action in actions:
+                        logger.warning("nsup's closer: {}", action)
+                case _:
+                    error = await self._execute(command)
         except Exception as exc:  # the node or a venue raised: answer, do not die
             logger.exception("command {} failed", command)
             error = f"{type(exc).__name__}: {exc}"
-        status = self._status(venues)
+        status = self._status(venues, unavailable)
         if error is None:
-            return p.Reply(request.request_id, ok=True, status=status)
+            return p.Reply(request.request_id, ok=True, status=status, actions=actions)
         return p.Reply(request.request_id, ok=False, status=status, error=error, code=p.ErrorCode.NODE_ERROR)
 
     async def _execute(self, command: p.Command) -> str | None:
@@ -147,11 +167,14 @@ class ControlServer:
                 self._node.kernel.risk_engine.set_trading_state(TradingState[name])
                 return None
             case p.MarketExit():
-                for strategy in self._node.trader.strategies():
+                for strategy in users_strategies(self._node):
                     strategy.market_exit()
                 return None
+            case p.Reconcile():
+                reconciled = await self._node.kernel.exec_engine.reconcile_execution_state(timeout_secs=RECONCILE_TIMEOUT_SECS)
+                return None if reconciled else "reconciliation with the venues did not complete; see worker.log"
             case p.StopNode(require_flat=require_flat):
-                return self._begin_stop(require_flat)
+                return await self._begin_stop(require_flat)
         return f"unknown command {command!r}"
 
     async def _run_node(self, timeout: float) -> str | None:
@@ -171,15 +194,20 @@ class ControlServer:
         self._node.kernel.risk_engine.set_trading_state(TradingState.HALTED)
         return f"{reason}; trading state set to HALTED; see worker.log"
 
-    def _begin_stop(self, require_flat: bool) -> str | None:
+    async def _begin_stop(self, require_flat: bool) -> str | None:
         if self._stop_task is not None:
             return None  # already stopping: a repeated StopNode is answered, not carried out twice
         risk_engine = self._node.kernel.risk_engine
         if require_flat:
-            # HALTED first, then the check, with no await between: nothing can open after it.
+            # HALTED first, then the check: nothing can open after it. A cache that still shows
+            # positions with nothing open is judged by the venues (a disagreement, not exposure).
             before = risk_engine.trading_state
             risk_engine.set_trading_state(TradingState.HALTED)
-            if not self._status().is_flat():
+            status = self._status()
+            if not status.is_flat() and status.is_settled():
+                venues, unavailable = await venue_counts(self._node)
+                status = self._status(venues, unavailable)
+            if not (status.is_flat() or (status.is_settled() and status.venue_says_flat())):
                 risk_engine.set_trading_state(before)
                 return "refused to stop: not flat, and no operator approval"
         self._stop_task = asyncio.ensure_future(self._stop_node())
@@ -189,7 +217,8 @@ class ControlServer:
         """Runs beside the receive loop, so that status requests are still answered while stopping."""
         try:
             logger.info("stopping the node")
-            await self._node.stop_async()
+            with self._shutdown_guard.allowed():
+                await self._node.stop_async()
             if self._run_task is not None:
                 await asyncio.wait([self._run_task], timeout=5)
         except Exception:

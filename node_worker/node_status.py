@@ -8,18 +8,24 @@ from nautilus_trader.live.node import TradingNode
 from nautilus_trader.model.enums import PositionSide
 from nautilus_trader.model.position import Position
 
-from supervisor.protocol import Counts, NodeStatus, PositionView, StrategyView
+from node_worker.closer import open_orders, owner
+from supervisor.protocol import Counts, NodeStatus, OrderView, PositionView, StrategyView
 
 
-def read_status(node: TradingNode, venue_counts: Counts | None = None, faults: list[str] | None = None) -> NodeStatus:
+def read_status(node: TradingNode, venue_counts: Counts | None = None, faults: list[str] | None = None,
+                venue_unavailable: list[str] | None = None) -> NodeStatus:
+    """Counts: the node's own positions, orders in flight, and every other order that may still trade
+    (open at a venue, emulated, held by an execution algorithm)."""
     cache = node.kernel.cache
+    orders = open_orders(cache)
+    inflight = cache.orders_inflight_count()
     return NodeStatus(
         node_state=node.trader.state.name,
         trading_state=node.kernel.risk_engine.trading_state.name,
         counts=Counts(
             positions_open=cache.positions_open_count(),
-            orders_inflight=cache.orders_inflight_count(),
-            orders_open=cache.orders_open_count(),
+            orders_inflight=inflight,
+            orders_open=len(orders) - inflight,
         ),
         strategies=[
             StrategyView(strategy_id=str(s.id), state=s.state.name, is_exiting=s.is_exiting())
@@ -32,6 +38,9 @@ def read_status(node: TradingNode, venue_counts: Counts | None = None, faults: l
         clients={str(c.id): c.is_connected for engine in (node.kernel.data_engine, node.kernel.exec_engine)
                  for c in engine._clients.values()},
         faults=faults or [],
+        venue_unavailable=venue_unavailable or [],
+        orders=[OrderView(str(o.client_order_id), str(o.instrument_id), o.side_string(), str(o.leaves_qty),
+                          o.type_string(), o.status_string(), owner(o)) for o in orders],
     )
 
 

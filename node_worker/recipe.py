@@ -34,14 +34,21 @@ class NodeRecipe:
     actors: list[Actor] = field(default_factory=list)
 
 
-def build_node(recipe: NodeRecipe, timeout_post_stop: float | None, cache_database: dict | None = None):
+def build_node(recipe: NodeRecipe, timeout_post_stop: float | None, cache_database: dict | None = None,
+               scope: list[str] = ()):
     """A built TradingNode from a recipe, on the calling (main) thread, as NautilusTrader requires.
     `timeout_post_stop`: the kernel's fixed sleep in stop; None keeps the recipe's own.
     `cache_database`: DatabaseConfig fields to keep the node's cache in (nsup's [redis] node_cache),
-    with bounded timeouts; the recipe's other cache settings stay."""
+    with bounded timeouts; the recipe's other cache settings stay.
+    `scope`: nsup's [node] scope, the node's instruments on a shared account. It becomes the exec
+    engine's reconciliation_instrument_ids, NautilusTrader's own list of what the node reconciles,
+    which the venue check and the closer then read: the one place the scope lives in the worker."""
     import msgspec
-    from nautilus_trader.config import CacheConfig, DatabaseConfig
+    from nautilus_trader.config import CacheConfig, DatabaseConfig, LiveExecEngineConfig
     from nautilus_trader.live.node import TradingNode
+    from nautilus_trader.model.identifiers import InstrumentId
+
+    from node_worker.closer import NsupCloser
 
     config = recipe.config
     if timeout_post_stop is not None:
@@ -52,6 +59,15 @@ def build_node(recipe: NodeRecipe, timeout_post_stop: float | None, cache_databa
                              "would replace it: set one of the two")
         cache = msgspec.structs.replace(config.cache or CacheConfig(), database=DatabaseConfig(**cache_database))
         config = msgspec.structs.replace(config, cache=cache)
+    if scope:
+        exec_engine = config.exec_engine or LiveExecEngineConfig()
+        own = exec_engine.reconciliation_instrument_ids
+        instruments = [InstrumentId.from_str(text) for text in scope]
+        if own and set(own) != set(instruments):
+            raise ValueError(f"the recipe reconciles {sorted(map(str, own))} and nsup's [node] scope says "
+                             f"{sorted(scope)}: set one of the two")
+        exec_engine = msgspec.structs.replace(exec_engine, reconciliation_instrument_ids=instruments)
+        config = msgspec.structs.replace(config, exec_engine=exec_engine)
     node = TradingNode(config=config)
     for name, factory in recipe.data_client_factories.items():
         node.add_data_client_factory(name, factory)
@@ -64,6 +80,7 @@ def build_node(recipe: NodeRecipe, timeout_post_stop: float | None, cache_databa
         node.trader.add_exec_algorithm(exec_algorithm)
     for strategy in recipe.strategies:
         node.trader.add_strategy(strategy)
+    node.trader.add_strategy(NsupCloser())  # nsup's own: cancels and closes what the strategies leave
     node.build()
     return node
 

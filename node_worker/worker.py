@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.remove()
     logger.add(sys.stderr, format="{time:YYYY-MM-DDTHH:mm:ss.SSS!UTC}Z [nsup-worker] {level} {message}")
     if args.check:
-        return _check(args.factory, args.spec_file)
+        return _check(args.factory, args.spec_file, args.facts_file)
     try:
         lock = _hold_worker_lock(Path(args.lock))  # noqa: F841 (held for the life of the process)
         spec = json.loads(Path(args.spec_file).read_text())
@@ -90,6 +90,7 @@ def _redis_answers(database: dict) -> bool:
 def _parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m node_worker")
     parser.add_argument("--check", action="store_true", help="import the factory, build the node, dispose it, exit")
+    parser.add_argument("--facts-file", help="with --check: where to write what preflight should know of the node")
     parser.add_argument("--link", help="the supervisor's worker endpoint")
     parser.add_argument("--factory", required=True, help="module:function returning a NodeRecipe")
     parser.add_argument("--spec-file", required=True,
@@ -101,10 +102,15 @@ def _parse_args(argv):
     return parser.parse_args(argv)
 
 
-def _check(factory: str, spec_file: str) -> int:
-    """For `nsup preflight`: does the factory import and the node build? Nothing connects, nothing runs."""
+def _check(factory: str, spec_file: str, facts_file: str | None) -> int:
+    """For `nsup preflight`: does the factory import and the node build? Nothing connects, nothing runs.
+    What preflight warns of in a node that builds goes to facts_file as JSON (node_worker.node_facts)."""
+    from node_worker.node_facts import facts_of
+
     try:
         node = _build_node(factory, json.loads(Path(spec_file).read_text()))
+        if facts_file:
+            Path(facts_file).write_text(json.dumps(facts_of(node)))
         node.dispose()
     except Exception as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
@@ -130,7 +136,7 @@ def _build_node(factory_spec: str, spec: dict):
     recipe = load_factory(factory_spec)(**spec["params"])
     if not isinstance(recipe, NodeRecipe):
         raise TypeError(f"factory {factory_spec} returned {type(recipe).__name__}, expected NodeRecipe")
-    return build_node(recipe, TIMEOUT_POST_STOP_SECS, spec.get("cache_database"))
+    return build_node(recipe, TIMEOUT_POST_STOP_SECS, spec.get("cache_database"), spec.get("scope") or [])
 
 
 def _take_over_signals(loop, server) -> None:

@@ -51,7 +51,7 @@ from nautilus_trader.model.enums import OmsType
 from nautilus_trader.model.events import OrderRejected
 
 from paper_venue import protocol as v
-from paper_venue.account import HandTradeRefused, VenueAccount, orders_of
+from paper_venue.account import HAND_TRADER, HandTradeRefused, VenueAccount, orders_of
 from paper_venue.codec import Undecodable, dumps, loads
 from paper_venue.instruments import listings, starting_balances
 from paper_venue.market import Market, UnsupportedData
@@ -76,12 +76,16 @@ class Session(NamedTuple):
     trader_id: str
 
 
-def audience(sessions: dict[bytes, Session], account_id: str, trader_id: str) -> list[bytes]:
-    """The sessions an order event of trader_id's on the account goes to: that trader's. An order of no
-    trader connected to the account (a hand trade) is news to all of them, as an order from outside is.
-    On an account that is not shared every session is its owner's, so all of them hear of everything."""
+def audience(sessions: dict[bytes, Session], account_id: str, trader_id: str, shared: bool) -> list[bytes]:
+    """The sessions an order event of trader_id's on the account goes to. An account that is not shared
+    is its owner's: its sessions hear of everything on it, as a real venue's account stream does. On a
+    shared one, a trader hears of its own orders only, also while it is away (its node catches up by
+    reconciling when it is back; another node must not take its fills for its own); a hand trade is
+    nobody's, so news to every node on the account, as an order from outside is."""
     on_account = [(identity, s.trader_id) for identity, s in sessions.items() if s.account_id == account_id]
-    return [i for i, t in on_account if t == trader_id] or [i for i, _ in on_account]
+    if not shared or trader_id == HAND_TRADER.value:
+        return [i for i, _ in on_account]
+    return [i for i, t in on_account if t == trader_id]
 
 
 class _RequestId(msgspec.Struct):
@@ -380,7 +384,7 @@ class Venue:
             logger.info(f"{account_id} {type(event).__name__} {event.client_order_id} {_detail(event)}{unseen}")
             if seen and not self.faults.silent:
                 message = v.OrderEvent(account_id, dumps(event))
-                for identity in audience(self.sessions, account_id, event.trader_id.value):
+                for identity in audience(self.sessions, account_id, event.trader_id.value, self.accounts[account_id].shared):
                     await self._send(identity, message)
 
     async def _send(self, identity: bytes, message) -> None:

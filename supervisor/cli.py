@@ -125,7 +125,9 @@ def _demo_config(args) -> NsupConfig:
     else:  # the paper venue the caller names, or the one main() starts in the state dir
         endpoint, quotes = (args.venue_endpoint, args.quotes_endpoint) if args.venue_endpoint else endpoints_in(state_dir)
         params = {"venue": "paper", "venue_endpoint": endpoint, "quotes_endpoint": quotes}
-    raw = {"node": {"factory": DEMO_FACTORY, "params": params}, "supervisor": {"state_dir": str(state_dir)}}
+    # The sandbox cannot say what it holds (its reports are the node's own cache): the demo takes the cache's word.
+    checks = {"venue_check": "trust_cache"} if params["venue"] == "sandbox" else {}
+    raw = {"node": {"factory": DEMO_FACTORY, "params": params}, "supervisor": {"state_dir": str(state_dir), **checks}}
     if args.redis or args.node_cache:
         raw["redis"] = {"url": args.redis, "name": "demo", "node_cache": args.node_cache}
     return parse_config(raw, source="nsup demo")

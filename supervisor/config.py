@@ -3,6 +3,7 @@
     [node]
     factory = "node_worker.demo.node:demo_node"   # module:function returning a NodeRecipe
     params = { hold_secs = 4.0 }                   # keyword arguments for the factory
+    scope = ["EUR/USD.PAPER"]                      # optional: this node's instruments on an account it shares
 
     [supervisor]
     state_dir = "/var/lib/nsup/demo"               # journal.jsonl, worker.log
@@ -21,6 +22,8 @@
     hang_after_missed_heartbeats = 5               # silent this long: hung (flat: replaced; else: operator)
     reduce_after_supervisor_lost_secs = 0.0        # a worker without nsup this long goes closing-only (0: never)
     feed_silent_after_secs = 10.0                  # no market data this long: health feed_silent (an alert only)
+    venue_check = "required"                       # or "trust_cache": a venue that cannot say is the cache's word
+    fail_on_reconciliation_mismatch = false        # true: a start that finds what nobody left stays closing-only
 
     [control]                                      # optional; ipc in run_dir is always on
     group = "traders"                              # control.sock 0660 for this group (else 0600)
@@ -44,7 +47,7 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -57,9 +60,15 @@ PositiveSecs = Annotated[float, msgspec.Meta(gt=0, le=86_400)]  # finite: inf wo
 FACTORY_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 
+InstrumentIdText = Annotated[str, msgspec.Meta(pattern=r"^\S+\.\S+$")]
+
+
 class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     factory: Annotated[str, msgspec.Meta(pattern=FACTORY_PATTERN)]
     params: dict[str, Any] = {}
+    # The instruments that are this node's on a venue account another node also trades: its flat is
+    # judged, and its closer acts, on these only. Empty: everything on its accounts is its own.
+    scope: list[InstrumentIdText] = []
 
 
 class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -79,6 +88,12 @@ class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     hang_after_missed_heartbeats: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 5
     reduce_after_supervisor_lost_secs: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 0.0
     feed_silent_after_secs: PositiveSecs = 10.0
+    # A venue whose adapter cannot say what it holds (NautilusTrader's sandbox; a query that fails) is
+    # never flat: "required". "trust_cache" takes the node's cache's word there, journaled each time.
+    venue_check: Literal["required", "trust_cache"] = "required"
+    # At a start, the node found positions or orders the last session did not leave (supervisor/holdings.py):
+    # always journaled and alerted; with this, the node also starts closing-only until an operator resumes it.
+    fail_on_reconciliation_mismatch: bool = False
 
     @property
     def state_path(self) -> Path:
@@ -150,13 +165,14 @@ class NsupConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     def worker_spec(self) -> dict:
         """What the worker builds its node from (written to a 0600 file: it may hold secrets)."""
-        return {"params": self.node.params, "cache_database": node_cache_database(self.redis)}
+        return {"params": self.node.params, "scope": self.node.scope, "cache_database": node_cache_database(self.redis)}
 
 
 PATTERN_HINTS = {
     "webhook_url": "expected an http:// or https:// URL",
     "listen": "expected HOST:PORT (or PORT, on 127.0.0.1), e.g. 127.0.0.1:9464",
     "factory": "expected 'module:function', e.g. node_worker.demo.node:demo_node",
+    "scope": "expected instrument ids as NautilusTrader writes them, e.g. EUR/USD.PAPER",
     "tcp_endpoint": "expected tcp://HOST:PORT",
     "events_tcp_endpoint": "expected tcp://HOST:PORT",
     "name": "expected letters, digits and _ . @ - (at most 100)",

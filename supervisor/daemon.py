@@ -21,10 +21,11 @@ from loguru import logger
 
 from supervisor import protocol as p
 from supervisor.config import NsupConfig
+from supervisor.holdings import MISMATCH, SESSION_END, Holdings, differences, ended_with
 from supervisor.intent import Approval, Refused, StopRequest
-from supervisor.journal import Journal, count_fields
+from supervisor.journal import Journal, count_fields, read_journal
 from supervisor.lifecycle import (ABORTED, ABORTING, ANSWERING, BUILT, CREATED, FLAT, HALTING, RECOVERING, RESTARTING,
-                                  RUNNING, STOPPED, STOPPING, STUCK, FlatReads, Lifecycle, Outcome)
+                                  RUNNING, STOPPED, STOPPING, STUCK, FlatReads, Lifecycle, Outcome, nothing_is_held)
 from supervisor.persisted_state import PersistedState, StateStore, WorkerIdentity
 from supervisor.restart_policy import RestartPolicy
 from supervisor.sd_notify import SdNotifier, keep_alive, messages_for_transition, status_text
@@ -37,6 +38,11 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
 
 STUCK_REMINDER_SECS = 60.0
 ABORT_KILL_AFTER_SECS = 5.0  # an approved abort's worker that has not exited by then is killed, under the approval
+
+def carried_on_at(state: str) -> str:
+    """Where a new nsup goes on from the state a crashed one left: busy states begin again from their start."""
+    return {RESTARTING: RUNNING, ABORTING: HALTING, STUCK: HALTING}.get(state, state)
+
 
 StatusListener = Callable[[str, p.NodeStatus, bool], None]  # lifecycle state, the worker's status, heartbeat?
 
@@ -52,7 +58,7 @@ class Supervisor:
         self._carry_on_from = carry_on_from
         self._state_store = state_store or config.state_store()
         s = config.supervisor
-        self.lifecycle = Lifecycle(s.flat_confirm_secs, self._on_transition)
+        self.lifecycle = Lifecycle(s.flat_confirm_secs, self._on_transition, trust_cache=s.venue_check == "trust_cache")
         self._restart_policy = RestartPolicy(s.max_restarts, s.restart_window_secs, s.restart_backoff_secs,
                                              s.restart_backoff_max_secs, s.stable_after_secs)
         self._stop: StopRequest | None = None
@@ -68,6 +74,12 @@ class Supervisor:
         self._activity: asyncio.Task | None = None
         self._moved: list[asyncio.Future] = []  # who waits for the next change of state
         self._status_listeners: list[StatusListener] = []
+        self._stop_askers: list[Callable[[str, str], None]] = []
+        journal_path = config.journal_path
+        self._ended_with = ended_with(read_journal(journal_path) if journal_path.exists() else [])
+        self._mismatch: list[str] = []  # this start's reconciliation report, if it found a mismatch
+        # Whether a node of this nsup may have run: a carried-on session's, unless it never got past CREATED.
+        self._node_ran = carry_on_from is not None and carry_on_from.state != CREATED
 
     # What the outside sees ---------------------------------------------------------------------
 
@@ -82,12 +94,17 @@ class Supervisor:
             worker_alive=alive, worker_uptime_secs=round(now - session.started_at, 3) if alive else None,
             supervisor_pid=os.getpid(), supervisor_uptime_secs=round(now - self._started_at, 3),
             heartbeat_age_secs=round(now - heard, 3) if heard else None, restarts=self._restarts,
-            last_transition=self._last_transition,
+            last_transition=self._last_transition, reconciliation_mismatch=self._mismatch,
         )
 
     def on_status(self, listener: StatusListener) -> None:
         """`listener(state, status, is_heartbeat)` hears every status the worker sends."""
         self._status_listeners.append(listener)
+
+    def on_node_stop_request(self, listener: Callable[[str, str], None]) -> None:
+        """`listener(actor, reason)` hears the node ask to stop itself ("node:<component>"): whoever
+        carries out stop requests (control/server/operators.py) treats it as one."""
+        self._stop_askers.append(listener)
 
     def counts(self) -> dict:
         return count_fields(self._session.last_status if self._session else None)
@@ -104,8 +121,7 @@ class Supervisor:
             code = await self._drive()
         finally:
             keepalive.cancel()
-            if self._session is not None:
-                self._session.close()
+            self._end_session()
         self.journal.record("supervisor_exit", code=code, state=self.lifecycle.state)
         return code
 
@@ -150,12 +166,17 @@ class Supervisor:
         )
         self.persist()
         self.sd.send(*messages_for_transition(source, dest, self.counts(), resumable=self._resumable))
-        if self._activity is not None and asyncio.current_task() is not self._activity:
-            self._activity.cancel()  # an operator (or a signal) moved the machine: this state's work is over
+        self._interrupt_activity()  # an operator (or a signal) moved the machine: this state's work is over
         for waiter in self._moved:
             if not waiter.done():
                 waiter.set_result(dest)
         self._moved.clear()
+
+    def _interrupt_activity(self) -> None:
+        """The current state's work is cancelled (unless it is the caller); `_drive` then runs the
+        activity of the state the machine is in now."""
+        if self._activity is not None and asyncio.current_task() is not self._activity:
+            self._activity.cancel()
 
     @property
     def _resumable(self) -> bool:
@@ -164,6 +185,8 @@ class Supervisor:
     # The activities: one per state, each ends by leaving it ----------------------------------------
 
     async def _created(self) -> None:
+        if await self._abandoned():
+            return
         if self._carry_on_from is not None:
             await self._carry_on(self._carry_on_from)
         else:
@@ -172,6 +195,8 @@ class Supervisor:
     async def _recovering(self) -> None:
         """Replace the worker: an operator's restart (the old one is verified flat and alive: it is
         stopped first, and the restart bound is not spent on it) or a lost worker (within the bound)."""
+        if await self._abandoned():
+            return
         old = self._session
         if old is not None and old.process.alive():
             await old.end_when_allowed(EndAction.STOP_COMMAND)
@@ -190,13 +215,35 @@ class Supervisor:
         await self._start_session()
 
     async def _built(self) -> None:
-        """BUILT -> RUNNING: closing-only first when a stop or a pause is pending."""
+        """BUILT -> RUNNING: closing-only first when a stop or a pause is pending (or until the
+        reconciliation report is read, where a mismatch is to hold the node closing-only)."""
+        if await self._abandoned():
+            return
+        hold = self.config.supervisor.fail_on_reconciliation_mismatch
         try:
-            await self._session.run_node(reducing=self._stop is not None or self._paused)
+            await self._session.run_node(reducing=self._stop is not None or self._paused or hold)
         except LinkError as exc:
             await self._failed_start(str(exc))
         self._restart_policy.worker_up()
+        self._node_ran = True
+        if self._report_reconciliation() and hold:
+            self.intend_paused(True)
+            logger.warning("the node stays closing-only until an operator resumes it (fail_on_reconciliation_mismatch)")
+        elif hold and self._stop is None and not self._paused:
+            await self._session.insist(p.SetTradingState("ACTIVE"))
         self._fire("run")
+
+    def _report_reconciliation(self) -> bool:
+        """The node, reconciled, against what the last session ended with (supervisor/holdings.py):
+        a mismatch is journaled with both views and shown in status. True if there is one."""
+        found = Holdings.of(self._session.last_status)
+        self._mismatch = differences(self._ended_with, found)
+        if self._mismatch:
+            ended = self._ended_with.as_record() if self._ended_with is not None else None
+            self.journal.record(MISMATCH, ended_with=ended, found=found.as_record(), differences=self._mismatch,
+                                held_closing_only=self.config.supervisor.fail_on_reconciliation_mismatch)
+            logger.warning("reconciliation mismatch: {}", "; ".join(self._mismatch))
+        return bool(self._mismatch)
 
     async def _running(self) -> None:
         if self._stop is not None:  # asked for while starting, or through a replacement
@@ -207,40 +254,46 @@ class Supervisor:
         await self._session.while_alive(asyncio.get_running_loop().create_future())  # until the worker is lost
 
     async def _halting(self) -> None:
-        """REDUCING, market_exit in bounded rounds, FLAT once verified; else STUCK, never a stop."""
+        """REDUCING, then bounded rounds: the strategies' market_exit, nsup's closer for what they
+        leave (whoever owns it), a wait for flat. FLAT once verified; else STUCK, never a stop."""
         s = self.config.supervisor
         await self._session.insist(p.SetTradingState("REDUCING"))
         for round_no in range(1, s.flatten_rounds + 1):
             await self._session.insist(p.MarketExit(), round=round_no)
-            evidence = await self._session.wait_for_flat(s.flatten_round_wait_secs)
-            if evidence and await self._enter_flat(evidence):
+            await self.close_all()
+            if await self._flat_within(s.flatten_round_wait_secs):
                 return
             self.journal.record("flatten_round", round=round_no, of=s.flatten_rounds, flat=False, **self.counts())
         status = self._session.last_status
-        reason = (f"not flat after {s.flatten_rounds} market_exit rounds: {describe_exposure(status)}. "
+        reason = (f"not flat after {s.flatten_rounds} rounds of market_exit and nsup's closer: {describe_exposure(status)}. "
                   "nsup stays STUCK and will not stop or signal the worker; it goes on by itself once flat")
-        self.journal.record("halt_stuck", reason=reason, positions=status.positions, **self.counts())
+        self.journal.record("halt_stuck", reason=reason, positions=status.positions, orders=status.orders, **self.counts())
         self._fire("stuck", reason=reason)
         self.sd.status(status_text(STUCK, self.counts(), f"not flat after {s.flatten_rounds} rounds"))
 
     async def _stuck(self) -> None:
-        """Still trying: goes on by itself once flat (e.g. positions closed by hand at the venue)."""
+        """Still trying, a round at a time: nsup's closer, and a wait for flat. It goes on by itself once
+        flat (e.g. positions closed by hand at the venue)."""
+        s = self.config.supervisor
         reminded = time.monotonic()
-        while True:
-            evidence = await self._session.wait_for_flat(self.config.supervisor.heartbeat_interval_secs)
-            if evidence and await self._enter_flat(evidence):
-                return
+        while not await self._flat_within(s.flatten_round_wait_secs):
+            await self.close_all()
             if time.monotonic() - reminded > STUCK_REMINDER_SECS:
                 reminded = time.monotonic()
                 logger.critical("still STUCK and not flat: {}", self._session.describe_exposure())
+
+    async def _flat_within(self, budget_secs: float) -> bool:
+        """Two flat reads within the budget, then HALTED, the venues asked and `flat` fired: True if
+        the machine moved (the state's activity then ends)."""
+        evidence = await self._session.wait_for_flat(budget_secs)
+        return evidence is not None and await self._enter_flat(evidence)
 
     async def _restarting(self) -> None:
         """An operator's restart: closing-only while flat is verified, HALTED once it is; then the
         old worker goes (RECOVERING). Anything short of flat puts trading back as it was (not_flat)."""
         s = self.config.supervisor
         await self._session.insist(p.SetTradingState("REDUCING"))
-        evidence = await self._session.wait_for_flat(2 * s.flat_confirm_secs + s.heartbeat_interval_secs)
-        if evidence and await self._enter_flat(evidence):
+        if await self._flat_within(2 * s.flat_confirm_secs + s.heartbeat_interval_secs):
             return
         self._fire("not_flat", reason=f"restart only when flat, at the venues too: {self._session.describe_exposure()}")
 
@@ -264,10 +317,24 @@ class Supervisor:
 
     # Shared steps -----------------------------------------------------------------------------
 
+    def _end_session(self) -> None:
+        """The session's last holdings on record (`session_end`): what the next start compares its
+        reconciliation with. Unknown if its node ran and was never heard."""
+        session = self._session
+        if session is None:
+            return
+        status = session.last_status
+        held = Holdings.of(status) if status is not None else (None if session.ever_ran else Holdings())
+        self.journal.record(SESSION_END, pid=session.pid, state=self.lifecycle.state,
+                            **(held.as_record() if held is not None else {"positions": None, "orders": None}))
+        self._ended_with = held
+        session.close()
+        self._session = None
+
     def _new_session(self, adopt: WorkerIdentity | None = None) -> WorkerSession:
-        if self._session is not None:
-            self._session.close()
-        self._session = WorkerSession(self.config, self.journal, self._heard, self._expects_answers, adopt)
+        self._end_session()
+        self._session = WorkerSession(self.config, self.journal, self._heard, self._node_asks_to_stop,
+                                      self._expects_answers, adopt)
         self.persist()
         return self._session
 
@@ -284,13 +351,31 @@ class Supervisor:
         self._fire("build")
 
     async def _failed_start(self, reason: str) -> None:
-        session = self._session
+        reason += self._session.cause()
         self.journal.record("fault", reason=f"start-up failed in {self.lifecycle.state}: {reason}")
-        build_failure = session.link.build_failure
-        if build_failure is None and session.process.alive():
-            # The gate decides: a node never run may be ended; one that ran must be flat.
+        code = await self._end_unstarted_worker()
+        raise WorkerLost(code, self._session.link.build_failure or reason)
+
+    async def _end_unstarted_worker(self) -> int | None:
+        """Ends a worker whose node is not (yet) RUNNING, through the gate: a node never run may be
+        ended; one that ran must be flat."""
+        session = self._session
+        if session.link.build_failure is None and session.process.alive():
             await session.end_when_allowed(EndAction.STOP_COMMAND if session.link.hello.done() else EndAction.SIGKILL)
-        raise WorkerLost(await session.exit_code(), build_failure or reason)
+        return await session.exit_code()
+
+    def _may_abandon(self) -> bool:
+        return self._stop is not None and nothing_is_held(self._node_ran, self._ended_with)
+
+    async def _abandoned(self) -> bool:
+        """A stop asked for before any node of this nsup ran, the last session flat: the start is given
+        up (its worker ended through the gate) and nsup is STOPPED. False, and nothing done, otherwise."""
+        if not (self._may_abandon() and self.lifecycle.allows("abandon")):
+            return False
+        code = await self._end_unstarted_worker() if self._session is not None else None
+        self._end_session()
+        return self._fire("abandon", actor=self._stop.actor, node_ran=self._node_ran, ended_with=self._ended_with,
+                          reason=f"stopped before the node ever ran (the worker exited: {code}); the last session ended flat").ok
 
     async def _carry_on(self, was: PersistedState) -> None:
         """After a supervisor crash: re-attach to the worker if it is still the one we spawned (pid,
@@ -298,7 +383,7 @@ class Supervisor:
         lost worker and the restart policy applies. A stop goes on from its first round (STUCK too: a new
         nsup tries the flatten again before it calls the node stuck); an interrupted restart goes back to
         RUNNING, and an interrupted abort to HALTING: the operator asks again, under a new approval."""
-        self.lifecycle.resume_at({RESTARTING: RUNNING, ABORTING: HALTING, STUCK: HALTING}.get(was.state, was.state))
+        self.lifecycle.resume_at(carried_on_at(was.state))
         self._trader_id, self._paused, self._restarts, self._stop = was.trader_id, was.paused, was.restarts, was.stop
         if not was.vouches_for_a_live_worker(self.config.worker_lock_path):
             self.journal.record("reattach", result="the worker died while nsup was down", state=was.state)
@@ -328,7 +413,7 @@ class Supervisor:
     def _worker_lost(self, lost: WorkerLost) -> None:
         session = self._session
         self._last_loss = lost.reason or session.link.build_failure or (
-            f"the worker exited with code {lost.exit_code} in {self.lifecycle.state}")
+            f"the worker exited with code {lost.exit_code} in {self.lifecycle.state}{session.cause()}")
         self.journal.record("fault", reason=self._last_loss, exit_code=lost.exit_code, **self.counts())
         if self.lifecycle.state == ABORTING:
             return  # the abort's own ending: its activity sees the exit too
@@ -338,6 +423,10 @@ class Supervisor:
     def _heard(self, status: p.NodeStatus, is_heartbeat: bool) -> None:
         for listener in self._status_listeners:
             listener(self.lifecycle.state, status, is_heartbeat)
+
+    def _node_asks_to_stop(self, actor: str, reason: str) -> None:
+        for listener in self._stop_askers:
+            listener(actor, reason)
 
     def _expects_answers(self) -> bool:
         return self.lifecycle.state in ANSWERING
@@ -371,6 +460,10 @@ class Supervisor:
                 self._fire("halt", actor=actor)
             else:
                 self.persist()
+                if self._may_abandon() and self.lifecycle.allows("abandon"):
+                    self._interrupt_activity()  # the state's work begins again, and gives the start up
+                elif self.lifecycle.allows("abandon"):  # refused, and journaled with why: the stop waits for a node
+                    self._fire("abandon", actor=actor, node_ran=self._node_ran, ended_with=self._ended_with)
             return "graceful stop requested"
         if final and not self._stop.final:
             self._stop = StopRequest(actor, final=True)
@@ -390,6 +483,14 @@ class Supervisor:
         self._paused = paused
         self.persist()
         return self._intended_trading_state
+
+    async def close_all(self, actor: str = "nsup") -> list[str]:
+        """nsup's closer in the worker: cancels and closes what the strategies leave, whoever owns it
+        (node_worker/closer.py); what it sent is journaled, and returned."""
+        reply = await self._session.insist(p.CloseAll(), actor=actor, timeout=p.CloseAll.ANSWER_SECS)
+        if reply.actions:
+            self.journal.record("closer", actor=actor, actions=reply.actions, **self.counts())
+        return reply.actions
 
     async def fresh_status(self) -> p.NodeStatus | None:
         return await self._session.fresh_status() if self._session else None

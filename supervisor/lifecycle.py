@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from transitions import Machine, MachineError
 
+from supervisor.holdings import Holdings
 from supervisor.intent import Approval, StopRequest
 from supervisor.protocol import NodeStatus
 
@@ -52,6 +53,7 @@ TRANSITIONS = [
     ("recover",    ANSWERING,               None,        ["worker_is_hung", "recover_is_approved"]),  # a hung worker killed, to be replaced
     ("worker_lost", WITH_WORKER,            RECOVERING,  None),                                   # exit, crash, kill, failed start
     ("give_up",    RECOVERING,              ABORTED,     None),                                   # the restart bound is spent
+    ("abandon",    list(STARTING),          STOPPED,     "nothing_is_held"),                      # a stop before the node ever ran
 ]
 
 
@@ -70,15 +72,29 @@ class Outcome:
     reason: str = ""
 
 
-def verified_flat(evidence: FlatReads | None, min_interval_secs: float) -> bool:
-    """DESIGN.md: all three counts zero and no strategy exiting, in two reads some interval apart;
-    HALTED set on the last read, so that nothing can open once nsup has called it flat; and on that
-    last read the venues themselves asked and holding nothing (the node's cache can be wrong)."""
-    if evidence is None or len(evidence.reads) < 2 or not all(r.is_flat() for r in evidence.reads):
+def verified_flat(evidence: FlatReads | None, min_interval_secs: float, trust_cache: bool = False) -> bool:
+    """docs/design.md, "Verified flat": two or more reads some interval apart (on nsup's clock), none
+    with an order open or in flight or a strategy exiting; HALTED on the last, so that nothing can open
+    once nsup has called it flat; and on that last read the venues asked. If every venue answered and
+    holds nothing, a position the node's cache still shows is a disagreement, not exposure (the venue
+    is the judge). If a venue could not say, the cache must be flat too, and a venue that cannot say
+    is taken on the cache's word only where the config trusts it (`trust_cache`)."""
+    if evidence is None or len(evidence.reads) < 2 or not all(r.is_settled() for r in evidence.reads):
         return False
     last = evidence.reads[-1]
-    venues_flat = last.venue_counts is not None and last.venue_counts.all_zero()
-    return evidence.span_secs >= min_interval_secs and last.trading_state == "HALTED" and venues_flat
+    if last.trading_state != "HALTED" or last.venue_counts is None or not last.venue_counts.all_zero():
+        return False
+    if last.venue_unavailable and not (trust_cache and all(r.is_flat() for r in evidence.reads)):
+        return False
+    return evidence.span_secs >= min_interval_secs
+
+
+def nothing_is_held(node_ran, ended_with) -> bool:
+    """A start may be given up without a flatten only if no node of this nsup ever ran and the last
+    session ended flat: then nothing nsup opened can be open. Where exposure may exist (the last
+    session ended with positions, or its end is unknown; a node that ran and was lost), the stop
+    waits for a node that can flatten and verify."""
+    return node_ran is False and isinstance(ended_with, Holdings) and ended_with.is_flat()
 
 
 def sources(trigger: str) -> list[str]:
@@ -90,8 +106,12 @@ def sources(trigger: str) -> list[str]:
 
 
 class Lifecycle:
-    def __init__(self, flat_interval_secs: float, on_transition: Callable[[str, str, str, dict], None]):
+    def __init__(self, flat_interval_secs: float, on_transition: Callable[[str, str, str, dict], None],
+                 trust_cache: bool = False):
+        """`trust_cache`: a venue that cannot say what it holds is taken on the node's cache's word
+        (config: venue_check = "trust_cache"); never by default."""
         self._flat_interval_secs = flat_interval_secs
+        self._trust_cache = trust_cache
         self._on_transition = on_transition
         self.state: str = CREATED
         self._machine = Machine(
@@ -137,7 +157,7 @@ class Lifecycle:
 
     # Guards: each reads only the evidence fired with the trigger.
     def flat_is_verified(self, event) -> bool:
-        return verified_flat(event.kwargs.get("evidence"), self._flat_interval_secs)
+        return verified_flat(event.kwargs.get("evidence"), self._flat_interval_secs, self._trust_cache)
 
     def abort_is_approved(self, event) -> bool:
         return _approved(event, "abort")
@@ -152,6 +172,9 @@ class Lifecycle:
         stop = event.kwargs.get("stop")
         return isinstance(stop, StopRequest) and not stop.final
 
+    def nothing_is_held(self, event) -> bool:
+        return nothing_is_held(event.kwargs.get("node_ran"), event.kwargs.get("ended_with"))
+
     def worker_exited_cleanly(self, event) -> bool:
         return event.kwargs.get("exit_code") == 0
 
@@ -164,6 +187,9 @@ class Lifecycle:
 def _explained(guard, evidence: dict) -> str:
     """Why, where a guard's name alone would leave an operator guessing."""
     stop = evidence.get("stop")
+    if guard == "nothing_is_held":
+        return (": a node of this nsup ran, or the last session did not end flat; the stop waits for a node that "
+                "can flatten and verify")
     if guard == "stop_is_resumable" and isinstance(stop, StopRequest):
         return (f": this stop came from {stop.actor} (the service manager or a terminal), which expects nsup to exit; "
                 "only a stop asked for with nsupctl can be resumed")

@@ -37,7 +37,7 @@ def preflight(config_path: Path, stop_timeout_secs: float | None) -> list[Check]
     return [
         Check("config", "PASS", f"{config_path} is valid"),
         *_directories(config),
-        _node_builds(config),
+        *_node_builds(config),
         _no_stranger_worker(config),
         _last_session(config),
         _stop_timeout(config, stop_timeout_secs),
@@ -63,21 +63,42 @@ def _directories(config: NsupConfig) -> list[Check]:
     return checks
 
 
-def _node_builds(config: NsupConfig) -> Check:
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as spec:  # 0600, like the worker's own
-        json.dump(config.worker_spec(), spec)
-        spec.flush()
+def _node_builds(config: NsupConfig) -> list[Check]:
+    """The node builds, and what it is built of is safe under nsup (node_worker.node_facts)."""
+    with tempfile.TemporaryDirectory() as scratch:  # 0700: the spec may hold secrets
+        spec, facts = Path(scratch) / "spec.json", Path(scratch) / "facts.json"
+        spec.write_text(json.dumps(config.worker_spec()))
         try:
             done = subprocess.run(
-                [sys.executable, "-m", "node_worker", "--check", "--factory", config.node.factory, "--spec-file", spec.name],
+                [sys.executable, "-m", "node_worker", "--check", "--factory", config.node.factory,
+                 "--spec-file", str(spec), "--facts-file", str(facts)],
                 capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECS,
             )
         except subprocess.TimeoutExpired:
-            return Check("node", "FAIL", f"building the node took over {BUILD_TIMEOUT_SECS:g}s (an unreachable cache database?)")
-    if done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or ["no reason given"])[-1]
-        return Check("node", "FAIL", f"{config.node.factory} does not build: {reason}")
-    return Check("node", "PASS", f"{config.node.factory} imports and builds")
+            return [Check("node", "FAIL", f"building the node took over {BUILD_TIMEOUT_SECS:g}s (an unreachable cache database?)")]
+        if done.returncode != 0:
+            reason = (done.stderr.strip().splitlines() or ["no reason given"])[-1]
+            return [Check("node", "FAIL", f"{config.node.factory} does not build: {reason}")]
+        found = json.loads(facts.read_text())
+    return [Check("node", "PASS", f"{config.node.factory} imports and builds"),
+            _strategies(found["manage_stop"]), _venue_check(config, found["cannot_say"])]
+
+
+def _strategies(manage_stop: list[str]) -> Check:
+    if manage_stop:
+        return Check("strategies", "WARN", f"{', '.join(manage_stop)} set manage_stop=True: their own market exit runs "
+                     "beside nsup's flatten at a stop; nsup's is enough (leave it False)")
+    return Check("strategies", "PASS", "no strategy runs a market exit of its own at a stop")
+
+
+def _venue_check(config: NsupConfig, cannot_say: list[str]) -> Check:
+    if not cannot_say:
+        return Check("venue check", "PASS", "every venue can say what it holds")
+    if config.supervisor.venue_check == "trust_cache":
+        return Check("venue check", "WARN", f"{'; '.join(cannot_say)}; venue_check = \"trust_cache\" takes the node's "
+                     "cache's word there")
+    return Check("venue check", "WARN", f"{'; '.join(cannot_say)}: nsup will not call the node flat there, so a stop "
+                 "with positions ends STUCK until an operator acts (venue_check = \"trust_cache\" takes the cache's word)")
 
 
 def _no_stranger_worker(config: NsupConfig) -> Check:

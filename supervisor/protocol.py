@@ -33,6 +33,16 @@ class PositionView(msgspec.Struct, frozen=True):
     unrealized_pnl: str
 
 
+class OrderView(msgspec.Struct, frozen=True):
+    client_order_id: str
+    instrument_id: str
+    side: str
+    quantity: str  # what is left of it
+    order_type: str
+    status: str
+    owner: str  # the strategy (EXTERNAL: found at the venue, no strategy claims it), and its exec algorithm
+
+
 class StrategyView(msgspec.Struct, frozen=True):
     strategy_id: str
     state: str
@@ -47,13 +57,25 @@ class NodeStatus(msgspec.Struct, frozen=True):
     positions: list[PositionView]
     ts: float  # worker's wall clock, seconds since the epoch
     venue_counts: Counts | None = None  # what the venues themselves report; only in a CheckVenues reply
+    venue_unavailable: list[str] = []  # in a CheckVenues reply: each venue that could not say what it holds, and why
     data_age_secs: float | None = None  # since the newest quote the node has; None before the first
     clients: dict[str, bool] = {}  # data and execution client ids: connected?
     faults: list[str] = []  # recent faults the worker saw (rejected orders, unsupported requests), oldest first
+    orders: list[OrderView] = []  # open and in-flight orders: with `positions`, what keeps the node from flat
 
     def is_flat(self) -> bool:
-        """One read that says flat; DESIGN.md requires two of these some interval apart."""
-        return self.counts.all_zero() and not any(s.is_exiting for s in self.strategies)
+        """One read that says flat; docs/design.md requires two of these some interval apart."""
+        return self.counts.all_zero() and self.is_settled()
+
+    def is_settled(self) -> bool:
+        """No order open or in flight and no strategy exiting: nothing left that could still trade. A
+        position the node's cache shows then is the venue's to confirm (docs/design.md, disagreement)."""
+        c = self.counts
+        return c.orders_inflight == 0 and c.orders_open == 0 and not any(s.is_exiting for s in self.strategies)
+
+    def venue_says_flat(self) -> bool:
+        """In a CheckVenues reply: every venue answered, and none holds anything."""
+        return self.venue_counts is not None and self.venue_counts.all_zero() and not self.venue_unavailable
 
     def health(self, feed_silent_after_secs: float) -> str:
         """Beyond liveness: a live worker can still be blind or cut off. None of these restarts anything."""
@@ -84,7 +106,26 @@ class MarketExit(msgspec.Struct, frozen=True, tag="market_exit"):
 
 
 class CheckVenues(msgspec.Struct, frozen=True, tag="check_venues"):
-    """Ask every venue what is open there; the reply's status carries venue_counts."""
+    """Ask every venue what is open there; the reply's status carries venue_counts (and
+    venue_unavailable, for a venue that could not say)."""
+
+
+class CloseAll(msgspec.Struct, frozen=True, tag="close_all"):
+    """nsup's closer: cancel every open order of the node, whoever owns it (emulated, held by an
+    execution algorithm, contingent, found at reconciliation), and close every position no strategy
+    closed, with reduce-only orders, at the venue's granularity (the net on a NETTING account, each
+    position on a HEDGING one). The node reconciles with the venues first, so that what only they
+    hold is closed too. The reply's `actions` say what was sent, with order and position ids.
+    Answered within ANSWER_SECS: a reconciliation (at most 10 s), then passes of at most 5 s."""
+
+    ANSWER_SECS = 20.0
+
+
+class Reconcile(msgspec.Struct, frozen=True, tag="reconcile"):
+    """Reconcile the node's cache with the venues now (what they hold, open and filled); answered
+    within ANSWER_SECS."""
+
+    ANSWER_SECS = 15.0
 
 
 class StopNode(msgspec.Struct, frozen=True, tag="stop"):
@@ -96,7 +137,7 @@ class StopNode(msgspec.Struct, frozen=True, tag="stop"):
     require_flat: bool = True
 
 
-Command = GetStatus | RunNode | SetTradingState | MarketExit | CheckVenues | StopNode
+Command = GetStatus | RunNode | SetTradingState | MarketExit | CheckVenues | CloseAll | Reconcile | StopNode
 
 
 class Request(msgspec.Struct, frozen=True, tag="request"):
@@ -135,6 +176,14 @@ class Notice(msgspec.Struct, frozen=True, tag="notice"):
     text: str
 
 
+class StopRequested(msgspec.Struct, frozen=True, tag="stop_requested"):
+    """The node tried to stop itself (a component's shutdown_system(), or a stop() called on it): the
+    worker did not let it, and asks nsup for the graceful stop instead."""
+
+    component: str
+    reason: str
+
+
 class ErrorCode(enum.IntEnum):
     BAD_FRAME = 1  # not JSON, not an object, wrong types, too large
     UNKNOWN_COMMAND = 2
@@ -147,9 +196,10 @@ class Reply(msgspec.Struct, frozen=True, tag="reply"):
     status: NodeStatus | None = None
     error: str | None = None
     code: ErrorCode | None = None
+    actions: list[str] = []  # what a CloseAll sent
 
 
-WorkerMessage = Hello | BuildFailed | Heartbeat | Notice | Reply
+WorkerMessage = Hello | BuildFailed | Heartbeat | Notice | StopRequested | Reply
 SupervisorMessage = Request | Ping
 
 _encoder = msgspec.json.Encoder()

@@ -14,6 +14,7 @@ import asyncio
 import json
 import secrets
 import time
+from pathlib import Path
 from collections.abc import Callable
 
 from loguru import logger
@@ -26,6 +27,7 @@ from supervisor.lifecycle import FlatReads
 from supervisor.persisted_state import WorkerIdentity
 from supervisor.stop_gate import Decision, EndAction, StopGate, describe_exposure
 from supervisor.worker_link import LinkError, WorkerLink
+from supervisor.worker_log import cause_of, log_size
 from supervisor.worker_process import WorkerProcess
 
 FLAT_POLL_SECS = 0.05
@@ -34,6 +36,7 @@ MISSED_HEARTBEATS_ALERT = 3
 REFUSAL_RETRY_HEARTBEATS = 10  # a refused end is asked for again this many heartbeats later
 
 StatusListener = Callable[[p.NodeStatus, bool], None]  # every status the worker sends, and whether a heartbeat
+StopListener = Callable[[str, str], None]  # the node asked to stop: (actor "node:<component>", reason)
 
 
 class WorkerLost(Exception):
@@ -45,9 +48,21 @@ class WorkerLost(Exception):
         self.reason = reason
 
 
+def _disagreement(status: p.NodeStatus) -> str | None:
+    """What the venues and the node's cache disagree about, if they do, said the way an operator reads it."""
+    venue, node = status.venue_counts, status.counts
+    if status.is_flat() and not venue.all_zero():
+        return ("the node's cache is flat but the venues hold open positions or orders: exposure the node does not "
+                "know of; nsup's closer reconciles and closes it")
+    if status.is_settled() and not status.is_flat() and status.venue_says_flat():
+        return (f"the node's cache shows {node.positions_open} open position(s) that no venue holds, and no order is "
+                "open: a disagreement, not exposure; nsup asks the node to reconcile, and goes by the venues")
+    return None
+
+
 class WorkerSession:
-    def __init__(self, config: NsupConfig, journal: Journal, on_status: StatusListener, watching: Callable[[], bool],
-                 adopt: WorkerIdentity | None = None):
+    def __init__(self, config: NsupConfig, journal: Journal, on_status: StatusListener, on_stop_request: StopListener,
+                 watching: Callable[[], bool], adopt: WorkerIdentity | None = None):
         """Spawns a worker, or with `adopt` takes the worker of an nsup that crashed (its identity
         verified): that one reconnects to the link it was spawned with, and its first heartbeat
         (carrying its pid) stands for a hello. `watching()`: whether silence is a hang now (the
@@ -56,9 +71,11 @@ class WorkerSession:
         self._config = config
         self._journal = journal
         self._on_status = on_status
+        self._on_stop_request = on_stop_request
         self._watching = watching
         endpoint = adopt.link_endpoint if adopt else f"ipc://{s.run_path / f'worker-{secrets.token_hex(3)}.sock'}"
-        self.link = WorkerLink(endpoint, self._notice, self._heard, adopt_pid=adopt.pid if adopt else None)
+        self.link = WorkerLink(endpoint, self._said, self._heard, adopt_pid=adopt.pid if adopt else None)
+        self._log_from = log_size(self.log_path)
         self.process = WorkerProcess.attach(adopt.pid) if adopt else self._spawn()
         self.identity = adopt or WorkerIdentity.of(self.process.pid)
         self.gate = StopGate(self.process, self.link, journal, self.answer_timeout)
@@ -67,9 +84,10 @@ class WorkerSession:
         self.ever_ran = adopt is not None  # RunNode was sent: its node may hold what it reconciled
         self.hung = False  # silent past hang_after_missed_heartbeats, and not answering since
         self.health: str | None = None
+        self._venues_unavailable: list[str] = []  # as last journaled: said once, not on every check
         self._watch = asyncio.ensure_future(self._watch_heartbeats())
         if adopt is None:
-            journal.record("worker_spawned", pid=self.process.pid, log=str(s.state_path / "worker.log"))
+            journal.record("worker_spawned", pid=self.process.pid, log=str(self.log_path))
 
     def _spawn(self) -> WorkerProcess:
         s = self._config.supervisor
@@ -85,8 +103,16 @@ class WorkerSession:
                 "--heartbeat-secs", str(s.heartbeat_interval_secs),
                 "--reduce-after-supervisor-lost-secs", str(s.reduce_after_supervisor_lost_secs),
             ],
-            log_path=s.state_path / "worker.log",
+            log_path=self.log_path,
         )
+
+    @property
+    def log_path(self) -> Path:
+        return self._config.supervisor.state_path / "worker.log"
+
+    def cause(self) -> str:
+        """What the worker's node last logged as an error, for a fault's reason ('' if nothing)."""
+        return cause_of(self.log_path, self._log_from)
 
     @property
     def pid(self) -> int:
@@ -161,32 +187,49 @@ class WorkerSession:
             return self.link.last_status
 
     async def wait_for_flat(self, budget_secs: float) -> FlatReads | None:
-        """Two flat reads `flat_confirm_secs` apart within the budget, or None. Raises WorkerLost."""
+        """Two reads `flat_confirm_secs` apart within the budget that may be flat, or None. A read may
+        be flat when nothing can trade any more (no order, no strategy exiting) and the node's cache
+        holds no position, or holds only positions the venues, asked once here, do not hold: the node
+        is then asked to reconcile (docs/design.md, disagreement). Raises WorkerLost."""
         confirm = self._config.supervisor.flat_confirm_secs
         deadline = time.monotonic() + budget_secs
+        venues_asked, venues_flat = False, False
         while time.monotonic() < deadline:
             first = (await self.insist(p.GetStatus())).status
-            if first.is_flat():
+            if first.is_settled() and not first.is_flat() and not venues_asked:
+                venues_asked = True
+                venues = await self.ask_venues()
+                venues_flat = venues is not None and venues.venue_says_flat()
+                if venues_flat:
+                    first = (await self.insist(p.Reconcile(), timeout=p.Reconcile.ANSWER_SECS)).status
+            if first.is_flat() or (first.is_settled() and venues_flat):
                 first_at = time.monotonic()
                 self._journal.record("flat_seen", confirm_in_secs=confirm)
                 await asyncio.sleep(confirm)
                 second = (await self.insist(p.GetStatus())).status
-                if second.is_flat():
+                if second.is_flat() or (second.is_settled() and venues_flat):
                     return FlatReads((first, second), time.monotonic() - first_at)
             await asyncio.sleep(FLAT_POLL_SECS)
         return None
 
     async def ask_venues(self) -> p.NodeStatus | None:
-        """The node's status with what the venues themselves hold; a disagreement is journaled loudly.
-        None if a venue cannot say: unknown is never flat. Raises WorkerLost."""
+        """The node's status with what the venues themselves hold; where they and the node's cache
+        disagree, or a venue cannot say, it is journaled with both views. None if the venues could not
+        be asked at all: unknown is never flat. Raises WorkerLost."""
         try:
             status = (await self.while_alive(self.command(p.CheckVenues()))).status
         except LinkError as exc:
             self._journal.record("fault", reason=f"the venues could not be asked what they hold: {exc}", **self.counts())
             return None
-        if not status.venue_counts.all_zero() and status.is_flat():
-            self._journal.record("venue_disagrees", node=status.counts, venue=status.venue_counts, reason=(
-                "the node's cache is flat but the venue holds open positions or orders; nsup stays HALTING"))
+        disagreement = _disagreement(status)
+        if disagreement:
+            self._journal.record("venue_disagrees", node=status.counts, venue=status.venue_counts, positions=status.positions,
+                                 reason=disagreement)
+        if status.venue_unavailable and status.venue_unavailable != self._venues_unavailable:
+            self._journal.record("venue_check_unavailable", venues=status.venue_unavailable, reason=(
+                "these venues cannot say what they hold: flat there is the node's cache's word, which nsup takes "
+                "only with venue_check = \"trust_cache\""))
+        self._venues_unavailable = status.venue_unavailable
         return status
 
     # Endings: only through the gate ---------------------------------------------------------
@@ -230,8 +273,12 @@ class WorkerSession:
 
     # What the worker says, and its silence --------------------------------------------------
 
-    def _notice(self, text: str) -> None:
-        self._journal.record("worker_notice", text=text)
+    def _said(self, message: p.Notice | p.StopRequested) -> None:
+        match message:
+            case p.Notice(text=text):
+                self._journal.record("worker_notice", text=text)
+            case p.StopRequested(component=component, reason=reason):
+                self._on_stop_request(f"node:{component}", reason)
 
     def _heard(self, status: p.NodeStatus, is_heartbeat: bool) -> None:
         health = status.health(self._config.supervisor.feed_silent_after_secs)

@@ -30,6 +30,7 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_age_secs: float | None
     restarts: int
     last_transition: dict | None
+    reconciliation_mismatch: list[str] = []  # this start's: what the node found that the last session did not leave
 
     def count_fields(self) -> dict:
         """positions_open, orders_inflight, orders_open: as the journal and systemd's STATUS carry them."""
@@ -45,6 +46,8 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
             "trading_state": node.trading_state if node else None,
             **self.count_fields(),
             "positions": node.positions if node else [],
+            "orders": node.orders if node else [],
+            "reconciliation_mismatch": self.reconciliation_mismatch,
             "strategies": node.strategies if node else [],
             "stuck": self.state == "STUCK",
             "hung": self.hung,

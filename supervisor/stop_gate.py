@@ -50,6 +50,9 @@ def decide(
     if fresh_status is not None:
         if fresh_status.is_flat():
             return Decision(True, "the worker's fresh status is flat")
+        if fresh_status.is_settled() and fresh_status.venue_says_flat():
+            return Decision(True, "nothing is open and the venues hold nothing: the positions the node's cache "
+                                  "shows are a disagreement, not exposure")
         return Decision(False, f"not flat: {describe_exposure(fresh_status)}")
     if not node_ever_ran:
         return Decision(True, "no status, but the node was never run by nsup, so it trades nothing")
@@ -61,12 +64,17 @@ def decide(
 
 
 def describe_exposure(status: p.NodeStatus) -> str:
+    """The counts, and what keeps the node from flat by name: positions, orders (with their owners),
+    strategies still exiting."""
     c, v = status.counts, status.venue_counts
     exiting = [s.strategy_id for s in status.strategies if s.is_exiting]
     text = f"positions_open={c.positions_open} orders_inflight={c.orders_inflight} orders_open={c.orders_open}"
     if v is not None:
         text += f" (at the venues: positions_open={v.positions_open} orders_open={v.orders_open})"
-    return text + (f" exiting={','.join(exiting)}" if exiting else "")
+    named = [f"{p.instrument_id} {p.side} {p.quantity}" for p in status.positions]
+    named += [f"order {o.client_order_id} {o.instrument_id} {o.side} {o.quantity} {o.order_type} {o.status} ({o.owner})"
+              for o in status.orders]
+    return text + (f" exiting={','.join(exiting)}" if exiting else "") + (f": {'; '.join(named)}" if named else "")
 
 
 class StopGate:
@@ -104,9 +112,14 @@ class StopGate:
         return decision
 
     async def _fresh_status(self) -> p.NodeStatus | None:
+        """The worker's status now; where nothing can trade but its cache still shows positions, with
+        what the venues hold (the judge, docs/design.md)."""
         if not self._process.alive():
             return None
         try:
-            return (await self._link.request(p.GetStatus(), self._status_timeout_secs)).status
+            status = (await self._link.request(p.GetStatus(), self._status_timeout_secs)).status
+            if status.is_settled() and not status.is_flat():
+                status = (await self._link.request(p.CheckVenues(), self._status_timeout_secs)).status
+            return status
         except (NoAnswer, WorkerRefused):
             return None

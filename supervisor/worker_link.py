@@ -2,7 +2,7 @@
 
 It owns the conversation with one worker (a session's: each worker gets a link, and a socket, of its
 own), not the decisions: it matches replies to requests, keeps the last status and when it was
-heard, and hands notices to whoever listens. It never sends StopNode on its own;
+heard, and hands what the worker says unasked to whoever listens. It never sends StopNode on its own;
 supervisor.stop_gate does, through `request`. Nothing a peer sends can end its reading.
 """
 
@@ -34,13 +34,14 @@ class WorkerRefused(LinkError):
 
 
 class WorkerLink:
-    def __init__(self, endpoint: str, on_notice: Callable[[str], None], on_status: Callable[[p.NodeStatus, bool], None],
-                 adopt_pid: int | None = None):
-        """`on_status(status, is_heartbeat)` hears every status: heartbeats and replies alike.
+    def __init__(self, endpoint: str, on_said: Callable[[p.Notice | p.StopRequested], None],
+                 on_status: Callable[[p.NodeStatus, bool], None], adopt_pid: int | None = None):
+        """`on_said(message)` hears what the worker says unasked (a notice, a stop it asks for);
+        `on_status(status, is_heartbeat)` hears every status: heartbeats and replies alike.
         `adopt_pid`: the worker of an earlier nsup, whose first heartbeat (carrying this pid) stands
         for a hello; None for a new worker, which says hello first."""
         self.endpoint = endpoint
-        self._on_notice = on_notice
+        self._on_said = on_said
         self._on_status = on_status
         self._socket = zmq.asyncio.Context.instance().socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
@@ -137,8 +138,8 @@ class WorkerLink:
                     logger.warning("a late reply to request {} arrived after its timeout (ok={})", request_id, message.ok)
                 elif not future.done():
                     future.set_result(message)
-            case p.Notice(text=text):
-                self._on_notice(text)
+            case p.Notice() | p.StopRequested():
+                self._on_said(message)
             case _:
                 logger.warning("ignored an unexpected {} from the worker", type(message).__name__)
 

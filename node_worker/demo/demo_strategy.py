@@ -26,6 +26,7 @@ class DemoStrategyConfig(StrategyConfig, frozen=True, kw_only=True):
     hold_secs: float = 4.0
     flat_secs: float = 1.0
     seed: int | None = None
+    side: str | None = None  # "BUY" or "SELL" every time; None: a random side each time
 
 
 class DemoStrategy(Strategy):
@@ -60,7 +61,7 @@ class DemoStrategy(Strategy):
 
     def _open(self, instrument_id: InstrumentId) -> None:
         instrument = self.cache.instrument(instrument_id)
-        side = self._rng.choice((OrderSide.BUY, OrderSide.SELL))
+        side = OrderSide[self.config.side] if self.config.side else self._rng.choice((OrderSide.BUY, OrderSide.SELL))
         order = self.order_factory.market(instrument_id, side, instrument.make_qty(self.config.trade_size))
         self.submit_order(order)
 

@@ -30,6 +30,8 @@ def demo_node(
     seed: int | None = None,
     trader_id: str = "DEMO-001",
     log_level: str = "INFO",
+    account_id: str = "SIM-001",
+    oms_type: str = "NETTING",
 ) -> NodeRecipe:
     instrument_ids = tuple(f"{s}.{DEMO_VENUE}" for s in symbols)
     if venue == "paper":
@@ -37,7 +39,7 @@ def demo_node(
             raise ValueError("venue 'paper' needs venue_endpoint and quotes_endpoint")
         data = {"PAPER": PaperDataClientConfig(endpoint=venue_endpoint, quotes_endpoint=quotes_endpoint)}
         data_factories = {"PAPER": PaperDataClientFactory}
-        execution = {DEMO_VENUE: PaperExecClientConfig(endpoint=venue_endpoint)}
+        execution = {DEMO_VENUE: PaperExecClientConfig(endpoint=venue_endpoint, account_id=account_id, oms_type=oms_type)}
         exec_factories = {DEMO_VENUE: PaperExecClientFactory}
     elif venue == "sandbox":
         data = {"SYNTH": SyntheticFeedConfig(symbols=tuple(symbols), interval_ms=quote_interval_ms, seed=seed)}

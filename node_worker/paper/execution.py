@@ -9,7 +9,8 @@ OrderModifyRejected, OrderCancelRejected) and reported to nsup as a fault.
 
 The client trades one account (`account_id`, "SIM-001" by default) whose OMS type at the venue
 must be the `oms_type` configured here; the venue gives the account to this node's trader id, and
-refuses another node while this one uses it or the account is not flat.
+refuses another node while this one uses it or the account is not flat, unless the account was
+declared shared at the venue (several nodes, each with its own instruments: nsup's [node] scope).
 """
 
 from __future__ import annotations

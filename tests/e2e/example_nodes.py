@@ -26,11 +26,13 @@ from node_worker.paper.execution import PaperExecClientConfig, PaperExecClientFa
 from node_worker.recipe import NodeRecipe
 
 
-def _strategies(example: str, instrument: str, bar: str, size: str, bracket_distance_atr: float):
+def _strategies(example: str, instrument: str, bar: str, size: str, bracket_distance_atr: float, claim_external: bool,
+                twap_horizon_secs: float):
     instrument_id, bar_type, trade_size = InstrumentId.from_str(instrument), BarType.from_str(bar), Decimal(size)
-    # What reconciliation finds at the venue after a crash is the strategy's to manage and to flatten.
+    # What reconciliation finds at the venue after a crash is the strategy's to manage and to flatten;
+    # without the claim it is nobody's, and nsup's closer's.
     common = {"instrument_id": instrument_id, "bar_type": bar_type, "trade_size": trade_size,
-              "external_order_claims": [instrument_id]}
+              "external_order_claims": [instrument_id] if claim_external else None}
     match example:
         case "ema_cross":
             return [EMACross(EMACrossConfig(**common))], []
@@ -39,7 +41,7 @@ def _strategies(example: str, instrument: str, bar: str, size: str, bracket_dist
         case "volatility_market_maker":
             return [VolatilityMarketMaker(VolatilityMarketMakerConfig(**common, atr_period=10, atr_multiple=0.2))], []
         case "ema_cross_twap":
-            config = EMACrossTWAPConfig(**common, twap_horizon_secs=2.0, twap_interval_secs=0.5)
+            config = EMACrossTWAPConfig(**common, twap_horizon_secs=twap_horizon_secs, twap_interval_secs=0.5)
             return [EMACrossTWAP(config)], [TWAPExecAlgorithm()]
         case "ema_cross_hedge_mode":
             return [EMACrossHedgeMode(EMACrossHedgeModeConfig(**common))], []
@@ -51,8 +53,10 @@ def _strategies(example: str, instrument: str, bar: str, size: str, bracket_dist
 
 
 def example_node(example: str, venue_endpoint: str, account_id: str, instrument: str, bar_type: str, trade_size: str,
-                 oms_type: str = "NETTING", trader_id: str = "EXAMPLE-001", bracket_distance_atr: float = 3.0) -> NodeRecipe:
-    strategies, exec_algorithms = _strategies(example, instrument, bar_type, trade_size, bracket_distance_atr)
+                 oms_type: str = "NETTING", trader_id: str = "EXAMPLE-001", bracket_distance_atr: float = 3.0,
+                 claim_external: bool = True, twap_horizon_secs: float = 2.0) -> NodeRecipe:
+    strategies, exec_algorithms = _strategies(example, instrument, bar_type, trade_size, bracket_distance_atr,
+                                              claim_external, twap_horizon_secs)
     config = TradingNodeConfig(
         trader_id=trader_id,
         logging=LoggingConfig(log_level="INFO", log_colors=False),

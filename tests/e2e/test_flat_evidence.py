@@ -13,6 +13,7 @@ import zmq
 
 from paper_venue import protocol as v
 from tests.e2e.conftest import pid_alive
+from tests.e2e.test_example_strategies import journal_time
 from tests.e2e.test_paper_venue import ALWAYS_IN, on_venue, venue, venue_book  # noqa: F401 (venue: a fixture)
 
 pytestmark = pytest.mark.e2e
@@ -55,24 +56,22 @@ def test_a_trade_seen_between_the_two_flat_reads_is_not_taken_for_flat(nsup_run,
     assert venue_book(venue) == {}, "the hand trade was flattened with the rest"
 
 
-def test_what_the_venue_holds_unseen_keeps_nsup_halting_until_it_is_gone(nsup_run, venue):
+def test_what_the_venue_holds_unseen_is_found_and_closed_before_the_stop(nsup_run, venue):
+    """The node's cache is flat, the venue is not: exposure, never flat. nsup says so with both views,
+    and its closer (which reconciles the node first) closes what only the venue held."""
     run = nsup_run(on_venue(venue, **ALWAYS_IN), {"flatten_rounds": 1, "flatten_round_wait_secs": 1.0})
     run.wait_for_state("RUNNING")
     status = run.wait_for_positions(2)
     held = next(p for p in status["positions"] if p["instrument_id"] == "EUR/USD.SIM")
-    grow, undo = ("BUY", "SELL") if held["side"] == "LONG" else ("SELL", "BUY")
+    grow = "BUY" if held["side"] == "LONG" else "SELL"
     hand_trade(venue, grow, "EUR/USD.SIM", held["quantity"], seen=False)  # the node never hears of it
     run.signal(signal.SIGTERM)
 
     disagrees = run.wait_for(lambda: run.records("venue_disagrees"), what="venue_disagrees")[0]
     assert disagrees["venue"]["positions_open"] == 1 and disagrees["node"]["positions_open"] == 0
-    run.wait_for(lambda: run.records("halt_stuck"), what="halt_stuck")
-    time.sleep(1.0)
-    assert run.process.poll() is None and pid_alive(run.worker_pid), "nsup stays STUCK, and the worker lives"
-    assert run.records("worker_end") == [] and run.transitions()[-1] == ("HALTING", "STUCK")
-    assert venue_book(venue) == {"EUR/USD.SIM": (held["side"], held["quantity"])}
-
-    hand_trade(venue, undo, "EUR/USD.SIM", held["quantity"], seen=False)  # closed by hand at the venue
     assert run.exit_code() == 0
-    assert run.transitions()[-2:] == [("STUCK", "FLAT"), ("FLAT", "STOPPED")]
+    closes = [a for r in run.records("closer") for a in r["actions"] if a.startswith("close ") and "EUR/USD.SIM" in a]
+    assert closes, "the closer closed what only the venue held"
+    ended = run.records("worker_end")[0]
+    assert ended["reason"] == "the worker's fresh status is flat" and journal_time(ended) > journal_time(disagrees)
     assert venue_book(venue) == {}

@@ -28,7 +28,7 @@ def test_a_good_config_passes_every_check(tmp_path):
     config.write_text(f'[node]\nfactory = "node_worker.demo.node:demo_node"\n[supervisor]\nstate_dir = "{tmp_path}/s"\n')
     result = preflight(config, "--strict", "--stop-timeout-secs", "300")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "FAIL" not in result.stdout and "all 8 checks passed" in result.stdout
+    assert "FAIL" not in result.stdout and "all 10 checks passed" in result.stdout
 
 
 def test_failures_are_named_and_strict_refuses(tmp_path):

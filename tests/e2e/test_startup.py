@@ -17,20 +17,6 @@ pytestmark = pytest.mark.e2e
 SLOW = "tests.e2e.factories:slow_demo_node"
 
 
-def test_stop_requested_during_build_starts_the_node_reducing(nsup_run):
-    run = nsup_run({"build_delay_secs": 1.5, "hold_secs": 3600.0, "flat_secs": 0.0}, factory=SLOW)
-    run.wait_for(lambda: run.records("worker_spawned"), what="spawn")
-    run.signal(signal.SIGTERM)
-
-    assert run.exit_code() == 0
-    commands = [r["command"] for r in run.records("worker_command")]
-    assert commands[:2] == [{"type": "set_trading_state", "trading_state": "REDUCING"}, {"type": "run", "timeout_secs": 60.0}]
-    assert run.records("transition")[2]["dest"] == "HALTING"
-    assert run.records("transition")[2]["positions_open"] == 0, "no entry may open once a stop is pending"
-    assert "would open risk" in (run.state_dir / "worker.log").read_text()  # the strategy tried, and was denied
-    assert run.transitions()[-1] == ("FLAT", "STOPPED")
-
-
 def test_worker_that_never_says_hello_is_killed_as_never_run(nsup_run):
     run = nsup_run({"build_delay_secs": 30.0}, {"startup_timeout_secs": 1.0, "max_restarts": 0}, factory=SLOW)
 

@@ -41,7 +41,7 @@ from supervisor import protocol as p
 from supervisor.config import NsupConfig
 from supervisor.control import protocol as c
 from supervisor.control.server.operators import Operators
-from supervisor.daemon import Supervisor
+from supervisor.daemon import Supervisor, carried_on_at
 from supervisor.journal import Journal
 from supervisor.lifecycle import ABORTED, ABORTING, CREATED, FLAT, RECOVERING, STARTING, STOPPED
 from supervisor.persisted_state import PersistedState
@@ -80,13 +80,14 @@ class Venue:
 class Truth:
     """What was true at one moment, by the simulation's ground truth, not by what nsup was told."""
 
-    cache_flat: bool
-    venue_flat: bool
+    cache_settled: bool  # no order open or in flight, no strategy exiting: nothing of the node's can trade
+    venue_flat: bool  # the venue holds nothing of the node's (what the node knows of and what it does not)
     at: float = field(default_factory=time.monotonic)
 
     @property
     def flat(self) -> bool:
-        return self.cache_flat and self.venue_flat
+        """Flat as docs/design.md means it: a position the cache alone shows is not exposure."""
+        return self.cache_settled and self.venue_flat
 
 
 class SimNode:
@@ -114,7 +115,7 @@ class SimNode:
         self.residual = 0  # positions in this node's cache that the venue does not hold
         self.inflight = 0  # orders sent to the venue and not yet answered
         self.exits_running = 0
-        self.flat_reads: list[float] = []  # times of the flat GetStatus replies since the last one that was not
+        self.flat_reads: list[float] = []  # times of the flat reads (docs/design.md) since the last one that was not
         self.venue_check: Truth | None = None  # the truth when it last answered CheckVenues
         self.last_sent: p.NodeStatus | None = None  # the status nsup last heard from it (any message)
         self.heard_at_receipt: p.NodeStatus | None = None  # ... when the request being handled arrived
@@ -145,7 +146,12 @@ class SimNode:
         )
 
     def truth(self) -> Truth:
-        return Truth(self.status().is_flat(), self.venue.counts().all_zero())
+        return Truth(self.status().is_settled(), self.venue.counts().all_zero())
+
+    def truth_as_the_worker_checks(self) -> bool:
+        """node_worker/control_server.py's StopNode check: flat, or nothing open and the venue flat."""
+        status = self.status()
+        return status.is_flat() or (status.is_settled() and self.venue.counts().all_zero())
 
     @property
     def gone(self) -> bool:
@@ -204,6 +210,12 @@ class SimNode:
 
     def unhang(self) -> None:
         self._unhung.set()
+
+    def ask_to_stop(self, component: str, reason: str) -> None:
+        """A component calls shutdown_system() (or an engine does, on an exception): the worker's
+        shutdown guard asks nsup instead of stopping the node (node_worker/shutdown_guard.py)."""
+        if not self.gone and self.said_hello:
+            self._spawn(self._send(p.StopRequested(component=component, reason=reason)))
 
     def crash(self, how: str) -> None:
         """The worker dies on its own: kill -9, or an exit with code 1."""
@@ -277,14 +289,17 @@ class SimNode:
             if not isinstance(request, p.Request):
                 continue  # nsup's own heartbeat (Ping): nothing to answer
             self.heard_at_receipt = heard
+            held = self.venue.counts()
             error = self._execute(request.command)
+            # What the closer sent, as the worker names it: one action per position and order it found.
+            actions = [f"close or cancel ({held})"] if isinstance(request.command, p.CloseAll) and not held.all_zero() else []
             status = self.status(with_venues=isinstance(request.command, p.CheckVenues))
             if isinstance(request.command, p.CheckVenues):
                 self.venue_check = self.truth()
-            if isinstance(request.command, p.GetStatus):
-                self.flat_reads = [*self.flat_reads, time.monotonic()] if status.is_flat() else []
+            if isinstance(request.command, p.GetStatus | p.Reconcile):  # the reads nsup takes flat from
+                self.flat_reads = [*self.flat_reads, time.monotonic()] if self.truth_as_the_worker_checks() else []
             if error is None:
-                await self._send(p.Reply(request.request_id, ok=True, status=status))
+                await self._send(p.Reply(request.request_id, ok=True, status=status, actions=actions))
             else:
                 await self._send(p.Reply(request.request_id, ok=False, status=status, error=error,
                                          code=p.ErrorCode.NODE_ERROR))
@@ -300,6 +315,15 @@ class SimNode:
         self.commands.append(type(command).__name__ + detail)
         match command:
             case p.GetStatus() | p.CheckVenues():
+                return None
+            case p.Reconcile():
+                self.venue.learn_everything()  # a residual is the kind reconciliation does not clear (split netting)
+                return None
+            case p.CloseAll():
+                if self.ran:
+                    if not self.inflight:  # as node_worker/closer.py: it reconciles only with nothing in flight
+                        self.venue.learn_everything()
+                    self._spawn(self._market_exit(denied=self.trading_state == "HALTED"))
                 return None
             case p.RunNode():
                 self.world.referee.on_run(self)
@@ -325,7 +349,7 @@ class SimNode:
                 self.world.referee.on_stop_node(self, require_flat)
                 if self.stopping:
                     return None
-                if require_flat and not self.status().is_flat():  # the worker's own check, as control_server does
+                if require_flat and not self.truth_as_the_worker_checks():  # the worker's own check, as control_server does
                     return "refused to stop: not flat, and no operator approval"
                 self.trading_state, self.stopping, self.node_state = "HALTED", True, "STOPPING"
                 if not self.stop_hangs:
@@ -409,7 +433,7 @@ class Referee:
         elif state == RECOVERING and self._verified_flat(sim, "restart"):
             pass
         elif state in STARTING:  # a start-up failure: the gate may end it if it never ran, or on a fresh flat status
-            if sim.ran and not (sim.heard_at_receipt is not None and sim.heard_at_receipt.is_flat()):
+            if sim.ran and not (sim.heard_at_receipt is not None and heard_as_flat(sim.heard_at_receipt)):
                 self.violation("guard", f"StopNode to pid {sim.pid}, which failed to start after reconciling, "
                                         f"without a fresh flat status (last heard {sim.heard_at_receipt and sim.heard_at_receipt.counts})")
         else:
@@ -423,7 +447,7 @@ class Referee:
         record = self._end_record(sim, "sigkill")
         if record is None:
             self.violation("guard", f"signal {sig} to pid {sim.pid} with no worker_end on record")
-        heard_flat = sim.last_sent is not None and sim.last_sent.is_flat()
+        heard_flat = sim.last_sent is not None and heard_as_flat(sim.last_sent)
         stop_rightly_sent = sim.stopping and any(pid == sim.pid for pid, _ in self.stops)
         if not (sim.gone or not sim.ran or heard_flat or stop_rightly_sent
                 or self._approved(sim, record, ("abort", "recover"))):
@@ -626,7 +650,7 @@ class World:
                 sim.adopted_silent = sim.hung and not sim.said_hello
                 sim.must_start_reducing = sim.must_start_reducing or was.stop is not None or was.paused
         self._open_journal()
-        self.session_starts.append(was.state)
+        self.session_starts.append(carried_on_at(was.state))
         self._start_supervisor(was)
         await asyncio.sleep(0.005)  # as in `nsup run`, nothing reaches the new nsup before its carry-on has begun
 
@@ -701,6 +725,11 @@ class World:
         if self.journal is not None:
             self.journal.close()
             self.journal = None
+
+
+def heard_as_flat(status: p.NodeStatus) -> bool:
+    """The gate's rule for a fresh status: flat, or nothing open and the venues (asked) holding nothing."""
+    return status.is_flat() or (status.is_settled() and status.venue_says_flat())
 
 
 def _pid_of_pidfd(fd: int) -> int | None:

@@ -103,14 +103,14 @@ def nearly_flat_reads(draw, interval: float) -> FlatReads | None:
     evidence = draw(verified_flat_reads(interval))
     reads, span = list(evidence.reads), evidence.span_secs
     spoil = draw(st.sampled_from(["not_halted", "too_short", "count", "exiting", "one_read", "nan_span", "none",
-                                  "venue_unasked", "venue_holds"]))
+                                  "venue_unasked", "venue_holds", "venue_cannot_say"]))
     i = draw(st.integers(0, len(reads) - 1))
     if spoil == "not_halted":
         reads[-1] = msgspec.structs.replace(reads[-1], trading_state=draw(st.sampled_from(["ACTIVE", "REDUCING"])))
     elif spoil == "too_short":
         span = interval * draw(st.floats(min_value=-1, max_value=0.999))
-    elif spoil == "count":
-        field = draw(st.sampled_from(["positions_open", "orders_inflight", "orders_open"]))
+    elif spoil == "count":  # an order still open or in flight (a position alone is the venue's to judge)
+        field = draw(st.sampled_from(["orders_inflight", "orders_open"]))
         reads[i] = msgspec.structs.replace(reads[i], counts=msgspec.structs.replace(reads[i].counts, **{field: 1}))
     elif spoil == "exiting":
         reads[i] = msgspec.structs.replace(reads[i], strategies=[p.StrategyView("S-009", "RUNNING", True)])
@@ -120,6 +120,8 @@ def nearly_flat_reads(draw, interval: float) -> FlatReads | None:
         span = math.nan
     elif spoil == "venue_unasked":
         reads[-1] = msgspec.structs.replace(reads[-1], venue_counts=None)
+    elif spoil == "venue_cannot_say":
+        reads[-1] = msgspec.structs.replace(reads[-1], venue_unavailable=["SIM: the query failed"])
     elif spoil == "venue_holds":
         field = draw(st.sampled_from(["positions_open", "orders_open"]))
         reads[-1] = msgspec.structs.replace(reads[-1], venue_counts=msgspec.structs.replace(VENUES_FLAT, **{field: 1}))
@@ -136,14 +138,25 @@ def is_flat_oracle(read: p.NodeStatus) -> bool:
     )
 
 
-def verified_flat_oracle(evidence: FlatReads | None, interval: float) -> bool:
-    """DESIGN.md: counts zero and no strategy exiting in two (or more) reads, the first and last at
-    least `interval` apart; HALTED set on the last read."""
+def is_settled_oracle(read: p.NodeStatus) -> bool:
+    """Nothing of the node's can still trade: no order open or in flight, no strategy exiting."""
+    c = read.counts
+    return (c.orders_inflight, c.orders_open) == (0, 0) and all(s.is_exiting is False for s in read.strategies)
+
+
+def verified_flat_oracle(evidence: FlatReads | None, interval: float, trust_cache: bool = False) -> bool:
+    """docs/design.md: two (or more) reads, the first and last at least `interval` apart, in which
+    nothing can trade; HALTED and the venues asked on the last. The venues all answering and holding
+    nothing settles the positions: the cache's are then a disagreement. A venue that cannot say leaves
+    it to the cache, which must then be flat, and only where the config trusts it."""
     if not isinstance(evidence, FlatReads) or len(evidence.reads) < 2:
         return False
-    if any(not is_flat_oracle(r) for r in evidence.reads):
+    if any(not is_settled_oracle(r) for r in evidence.reads):
         return False
-    venues = evidence.reads[-1].venue_counts  # and the venues themselves, asked last, hold nothing
+    last = evidence.reads[-1]
+    venues = last.venue_counts
     if venues is None or (venues.positions_open, venues.orders_inflight, venues.orders_open) != (0, 0, 0):
         return False
-    return evidence.reads[-1].trading_state == "HALTED" and not (evidence.span_secs < interval or math.isnan(evidence.span_secs))
+    if last.venue_unavailable and not (trust_cache and all(is_flat_oracle(r) for r in evidence.reads)):
+        return False
+    return last.trading_state == "HALTED" and not (evidence.span_secs < interval or math.isnan(evidence.span_secs))

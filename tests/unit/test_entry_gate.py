@@ -19,12 +19,12 @@ from nautilus_trader.common.component import TestClock
 from nautilus_trader.common.factories import OrderFactory
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.execution.messages import CancelAllOrders, SubmitOrder, SubmitOrderList
-from nautilus_trader.model.enums import OrderSide, TradingState
-from nautilus_trader.model.identifiers import InstrumentId, OrderListId, StrategyId, TraderId
+from nautilus_trader.model.enums import OmsType, OrderSide, TradingState
+from nautilus_trader.model.identifiers import InstrumentId, OrderListId, PositionId, StrategyId, TraderId
 from nautilus_trader.model.objects import Quantity
 from nautilus_trader.model.orders import OrderList
 
-from node_worker.entry_gate import RISK_ENDPOINT, EntryGate
+from node_worker.entry_gate import EMULATOR_ENDPOINT, RISK_ENDPOINT, EntryGate
 
 TRADER = TraderId("TESTER-001")
 STRATEGY = StrategyId("Gate-001")
@@ -55,8 +55,11 @@ class FakePortfolio:
 
 
 class FakeCache:
-    def __init__(self, open_orders: list, inflight: list):
-        self._open, self._inflight = open_orders, inflight
+    def __init__(self, open_orders: list, inflight: list, positions: list = ()):
+        self._open, self._inflight, self._positions = open_orders, inflight, {p.id: p for p in positions}
+
+    def position(self, position_id):
+        return self._positions.get(position_id)
 
     def orders_open(self, instrument_id=None):
         return [o for o in self._open if o.instrument_id == instrument_id]
@@ -65,9 +68,28 @@ class FakeCache:
         return [o for o in self._inflight if o.instrument_id == instrument_id]
 
 
+class Door:
+    """The OrderEmulator's or an execution algorithm's endpoint: what reaches it, in order."""
+
+    def __init__(self, name: str):
+        self.id, self.received = name, []
+
+    def execute(self, command) -> None:
+        self.received.append(command)
+
+
+class FakeTrader:
+    def __init__(self, algorithms: list[Door]):
+        self._algorithms = algorithms
+
+    def exec_algorithms(self) -> list[Door]:
+        return self._algorithms
+
+
 class FakeMsgBus:
-    def __init__(self, risk_engine: FakeRiskEngine):
-        self.endpoints = {RISK_ENDPOINT: risk_engine.execute}
+    def __init__(self, risk_engine: FakeRiskEngine, emulator: Door, algorithms: list[Door]):
+        self.endpoints = {RISK_ENDPOINT: risk_engine.execute, EMULATOR_ENDPOINT: emulator.execute,
+                          **{f"{a.id}.execute": a.execute for a in algorithms}}
 
     def deregister(self, endpoint, handler) -> None:
         assert self.endpoints.get(endpoint) == handler, "the gate must take the engine's own endpoint"
@@ -78,16 +100,30 @@ class FakeMsgBus:
         self.endpoints[endpoint] = handler
 
 
+class Client:
+    def __init__(self, oms_type: OmsType):
+        self.oms_type = oms_type
+
+
+class FakeExecEngine:
+    def __init__(self, oms_type: OmsType):
+        self._routing_map = {EURUSD.venue: Client(oms_type)}
+
+
 class Kernel:
-    def __init__(self, risk_engine, cache, msgbus):
-        self.risk_engine, self.cache, self.msgbus = risk_engine, cache, msgbus
+    def __init__(self, risk_engine, cache, msgbus, emulator, oms_type=OmsType.NETTING):
+        self.risk_engine, self.cache, self.msgbus, self.emulator = risk_engine, cache, msgbus, emulator
+        self.exec_engine = FakeExecEngine(oms_type)
 
 
 class Node:
-    def __init__(self, trading_state, net=None, open_orders=(), inflight=()):
+    def __init__(self, trading_state, net=None, open_orders=(), inflight=(), oms_type=OmsType.NETTING, positions=()):
         self.risk_engine = FakeRiskEngine(trading_state)
-        self.msgbus = FakeMsgBus(self.risk_engine)
-        self.kernel = Kernel(self.risk_engine, FakeCache(list(open_orders), list(inflight)), self.msgbus)
+        self.emulator, self.twap = Door("OrderEmulator"), Door("TWAP")
+        self.trader = FakeTrader([self.twap])
+        self.msgbus = FakeMsgBus(self.risk_engine, self.emulator, [self.twap])
+        self.kernel = Kernel(self.risk_engine, FakeCache(list(open_orders), list(inflight), list(positions)), self.msgbus,
+                             self.emulator, oms_type)
         self.portfolio = FakePortfolio(net or {})
         self.gate = EntryGate(self)
         self.gate.install()
@@ -122,9 +158,11 @@ NOT_ACTIVE = [TradingState.REDUCING, TradingState.HALTED]
 BUY, SELL = OrderSide.BUY, OrderSide.SELL
 
 
-def test_install_puts_the_gate_in_front_of_the_risk_engine():
-    node = Node(TradingState.REDUCING)
-    assert node.msgbus.endpoints[RISK_ENDPOINT] == node.gate.execute
+def test_install_puts_the_gate_in_front_of_every_door():
+    node = Node(TradingState.ACTIVE)
+    doors = {RISK_ENDPOINT: node.risk_engine.execute, EMULATOR_ENDPOINT: node.emulator.execute,
+             "TWAP.execute": node.twap.execute}
+    assert all(node.msgbus.endpoints[endpoint] != handler for endpoint, handler in doors.items())
 
 
 @pytest.mark.parametrize("side", [BUY, SELL])
@@ -251,3 +289,43 @@ def test_the_gate_is_exactly_the_rule(state, net, working, submitted, as_list):
     command = submit_list(orders) if as_list or len(orders) > 1 else submit(orders[0])
     node.send(command)
     assert node.passed(command) == oracle_passes(state, net, working, submitted)
+
+
+@pytest.mark.parametrize("door", [EMULATOR_ENDPOINT, "TWAP.execute"])
+def test_the_emulator_and_an_execution_algorithm_are_gated_too(door):
+    """A TWAP parent or an emulated order reaches the risk engine only later (as slices, or released):
+    an opening one is denied whole at its own door, a closing one goes on to that door."""
+    node = Node(TradingState.REDUCING, net={EURUSD: Decimal(2 * UNIT)})
+    handler = {EMULATOR_ENDPOINT: node.emulator, "TWAP.execute": node.twap}[door]
+    opening, closing = submit(order(OrderSide.BUY, 1)), submit(order(OrderSide.SELL, 2))
+    node.msgbus.endpoints[door](opening)
+    node.msgbus.endpoints[door](closing)
+    assert [c for c, _ in node.risk_engine.denied] == [opening] and handler.received == [closing]
+    assert node.risk_engine.executed == [], "nothing skipped its own door"
+
+    active = Node(TradingState.ACTIVE)
+    command = submit(order(OrderSide.BUY, 5))
+    active.msgbus.endpoints[door](command)
+    assert {EMULATOR_ENDPOINT: active.emulator, "TWAP.execute": active.twap}[door].received == [command]
+
+
+class HeldPosition:
+    def __init__(self, position_id: str, side: OrderSide, units: int):
+        self.id, self.instrument_id, self.is_open = PositionId(position_id), EURUSD, True
+        self.is_long, self.quantity = side == OrderSide.BUY, Quantity.from_int(units * UNIT)
+
+
+@pytest.mark.parametrize("state", NOT_ACTIVE)
+def test_on_a_hedging_account_an_order_opens_unless_it_closes_the_position_it_names(state):
+    """On HEDGING every order opens its own position, whatever it does to the net: a SELL against a net
+    long is a new short there. It passes only as reduce-only, or naming the long it closes."""
+    long = HeldPosition("P-LONG", OrderSide.BUY, 2)
+    node = Node(state, net={EURUSD: Decimal(2 * UNIT)}, oms_type=OmsType.HEDGING, positions=[long])
+    unnamed, reduce_only = submit(order(OrderSide.SELL, 1)), submit(order(OrderSide.SELL, 1, reduce_only=True))
+    closing = SubmitOrder(trader_id=TRADER, strategy_id=STRATEGY, order=order(OrderSide.SELL, 2), command_id=UUID4(),
+                          ts_init=0, position_id=long.id)
+    too_big = SubmitOrder(trader_id=TRADER, strategy_id=STRATEGY, order=order(OrderSide.SELL, 3), command_id=UUID4(),
+                          ts_init=0, position_id=long.id)
+    for command in (unnamed, reduce_only, closing, too_big):
+        node.send(command)
+    assert [node.passed(c) for c in (unnamed, reduce_only, closing, too_big)] == [False, True, True, False]

@@ -51,6 +51,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from _sim_node import World
+from supervisor import protocol as p
 from supervisor.config import parse_config
 from supervisor.daemon import EXIT_ABORTED, EXIT_OK
 from supervisor.lifecycle import ABORTED, CREATED, RUNNING, STOPPED, TRANSITIONS
@@ -196,6 +197,14 @@ class GuardMachine(RuleBasedStateMachine):
         """Someone closes everything at the venue by hand; the node hears of what it knew of."""
         venue = self.world.venue
         venue.positions = venue.orders = venue.hidden_positions = venue.hidden_orders = 0
+        self.then(pause)
+
+    @rule(pause=PAUSES)
+    @step
+    def node_asks_to_stop(self, pause):
+        """A strategy gives up (shutdown_system()): a stop request to nsup, never the node's own stop."""
+        if self.sim:
+            self.sim.ask_to_stop("DemoStrategy-000", "the strategy gave up")
         self.then(pause)
 
     @rule(fail=st.sampled_from([True, True, False]))
@@ -467,15 +476,19 @@ def test_a_plain_graceful_stop_ends_stopped_with_the_venue_flat():
 def test_a_trade_at_the_venue_the_node_never_saw_is_found_by_asking_the_venue():
     m = play(setup(exposure=1), ("trade_at_the_venue_unseen", {"what": "position", "pause": 0.0}), op("stop"),
              sleep(), sleep())
-    disagreements = [r for r in m.world.records if r["kind"] == "venue_disagrees"]
-    assert disagreements, "the venue held a position the node's cache did not: venue_disagrees must be on record"
+    found = [r for r in m.world.records if r["kind"] in ("venue_disagrees", "closer")]
+    assert found, "the venue held a position the node's cache did not: asking the venue, or the closer's reconciliation, finds it"
     assert m.exit_code == EXIT_OK and m.world.session_ends[-1] == STOPPED  # once the hand trade was closed, at the end
 
 
-def test_a_residual_in_the_cache_keeps_nsup_halting_until_reconciled():
+def test_a_residual_in_the_cache_is_a_disagreement_the_venue_settles():
+    """The cache holds a position no venue holds, nothing is open: nsup journals both views, asks the
+    node to reconcile, and goes by the venue (docs/design.md)."""
     m = play(setup(exposure=0), ("residual_in_the_cache", {"pause": 0.0}), op("stop"), sleep(), sleep())
-    assert any(r["kind"] == "halt_stuck" for r in m.world.records)
-    assert m.exit_code == EXIT_OK
+    disagreements = [r["reason"] for r in m.world.records if r["kind"] == "venue_disagrees"]
+    assert disagreements and "no venue holds" in disagreements[0]
+    assert any(r["kind"] == "worker_command" and isinstance(r["command"], p.Reconcile) for r in m.world.records)
+    assert m.exit_code == EXIT_OK and not any(r["kind"] == "halt_stuck" for r in m.world.records)
 
 
 def test_an_approved_abort_ends_aborted_with_the_approval_on_record():
@@ -557,3 +570,12 @@ def test_a_silent_reattached_worker_does_not_crash_nsup():
              sleep(), sleep(), sleep(), sleep())
     assert any(s.adopted_silent for s in m.world.sims), "the scenario missed its window"
     assert m.world.session_ends[-1] == STOPPED
+
+
+def test_a_node_that_asks_to_stop_with_exposure_gets_the_graceful_stop():
+    m = play(setup(exposure=2, resting=1), ("node_asks_to_stop", {"pause": 0.05}), sleep(), sleep(), sleep())
+    asked = [r for r in m.world.records if r["kind"] == "command" and r.get("actor", "").startswith("node:")]
+    assert asked and asked[0]["reason"] == "the strategy gave up"
+    halting = next(r for r in m.world.records if r["kind"] == "transition" and r["dest"] == "HALTING")
+    assert halting["actor"] == "node:DemoStrategy-000"
+    assert m.exit_code == EXIT_OK and m.world.session_ends[-1] == STOPPED and m.world.venue.counts().all_zero()

@@ -19,8 +19,9 @@ from _statuses import (
 )
 from supervisor import lifecycle as lc
 from supervisor import protocol as p
+from supervisor.holdings import Holdings
 from supervisor.intent import StopRequest
-from supervisor.lifecycle import Approval, FlatReads, Lifecycle, Outcome, verified_flat
+from supervisor.lifecycle import Approval, FlatReads, Lifecycle, Outcome, nothing_is_held, verified_flat
 
 INTERVAL = 0.5
 
@@ -53,10 +54,12 @@ EXPECTED_TRANSITIONS = {
     *(("recover", s, None) for s in ["BUILT", "RUNNING", "RESTARTING", "HALTING", "STUCK"]),
     *(("worker_lost", s, "RECOVERING") for s in WITH_WORKER),
     ("give_up", "RECOVERING", "ABORTED"),
+    *(("abandon", s, "STOPPED") for s in ["CREATED", "BUILT", "RECOVERING"]),  # a stop before any node ran
 }
 EXPECTED_GUARDS = {
     "flat": {"flat_is_verified"}, "abort": {"abort_is_approved"}, "stop": {"worker_exited_cleanly"},
     "resume": {"stop_is_resumable"}, "recover": {"worker_is_hung", "recover_is_approved"},
+    "abandon": {"nothing_is_held"},
 }
 EXPECTED_STATES = ["CREATED", "BUILT", "RUNNING", "RESTARTING", "HALTING", "STUCK", "FLAT", "ABORTING", "STOPPED",
                    "ABORTED", "RECOVERING"]
@@ -91,7 +94,7 @@ TERMINAL = {"STOPPED", "ABORTED"}
 def full_evidence(trigger: str = "abort") -> dict:
     """Evidence that satisfies every guard of `trigger`, so only the table decides."""
     return {"actor": "test", "evidence": flat_reads(INTERVAL), "approval": RECOVER_OK if trigger == "recover" else ABORT_OK,
-            "exit_code": 0, "stop": RESUMABLE, "hung": True}
+            "exit_code": 0, "stop": RESUMABLE, "hung": True, "node_ran": False, "ended_with": Holdings()}
 
 
 def destinations(trigger: str) -> dict:
@@ -258,11 +261,12 @@ REFUSED_CASES = [
     (flat_reads(INTERVAL, last="ACTIVE"), "last ACTIVE", flat_reads(INTERVAL)),
     (_reads(status(), status(exiting=True)), "a strategy still exiting (last read)", _reads(*VERIFIED)),
     (_reads(status(exiting=True), status()), "a strategy exiting (first read)", _reads(*VERIFIED)),
-    (_reads(status(positions=1), status()), "position open in the first read", _reads(*VERIFIED)),
-    (_reads(status(), status(positions=1)), "position open", _reads(*VERIFIED)),
+    (FlatReads((status(positions=1), status()), 1.0), "a position in the cache, the venues never asked", _reads(*VERIFIED)),
+    (_reads(status(), msgspec.structs.replace(status(positions=1, venue_counts=VENUES_FLAT), venue_unavailable=["SIM: sandbox"])),
+     "a position in the cache, and a venue that cannot say", _reads(*VERIFIED)),
     (_reads(status(), status(inflight=1)), "order in flight", _reads(*VERIFIED)),
     (_reads(status(), status(open_=1)), "order open", _reads(*VERIFIED)),
-    (_reads(status(), status(positions=2), status()), "exposure between two flat reads", _reads(status(), status(), status())),
+    (_reads(status(), status(open_=2), status()), "orders open between two flat reads", _reads(status(), status(), status())),
     (FlatReads(VERIFIED, 1.0), "the venues never asked", _reads(*VERIFIED)),
     (_reads(status(), status(venue_counts=p.Counts(1, 0, 0))), "a position open at the venue", _reads(*VERIFIED)),
     (_reads(status(), status(venue_counts=p.Counts(0, 0, 1))), "an order open at the venue", _reads(*VERIFIED)),
@@ -282,6 +286,22 @@ def test_flat_refused_without_verified_flat_evidence(evidence, why, unspoiled):
 @pytest.mark.parametrize("evidence, why, unspoiled", REFUSED_CASES, ids=[case[1] for case in REFUSED_CASES])
 def test_each_refused_case_is_accepted_without_its_spoil(evidence, why, unspoiled):
     assert verified_flat(unspoiled, INTERVAL), f"{why}: the control case must be verified flat"
+
+
+def test_a_position_only_the_cache_shows_is_a_disagreement_the_venues_settle():
+    """docs/design.md: nothing open, nothing exiting, every venue answered and holds nothing: the
+    cache's positions are not exposure (two strategies netting to zero on a NETTING venue, say)."""
+    life, _ = machine("STUCK")
+    assert life.fire("flat", evidence=_reads(status(positions=2), status(positions=2))).ok
+
+
+@pytest.mark.parametrize("trust_cache, cache_positions, ok", [(False, 0, False), (True, 0, True), (True, 1, False)])
+def test_a_venue_that_cannot_say_is_flat_only_on_a_flat_cache_and_only_where_trusted(trust_cache, cache_positions, ok):
+    cannot_say = status(positions=cache_positions, venue_counts=p.Counts(0, 0, 0))
+    cannot_say = msgspec.structs.replace(cannot_say, venue_unavailable=["SIM: its reports come from the node's own cache"])
+    life = Lifecycle(INTERVAL, Recorder(), trust_cache=trust_cache)
+    life.resume_at("HALTING")
+    assert life.fire("flat", evidence=FlatReads((status(positions=cache_positions), cannot_say), 1.0)).ok is ok
 
 
 def test_flat_ignores_evidence_under_another_name():
@@ -491,3 +511,37 @@ TestLifecycleStateful = LifecycleMachine.TestCase
 TestLifecycleStateful.settings = settings(
     max_examples=100, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+def _position(side: str, quantity: str, instrument: str = "EUR/USD.SIM") -> p.PositionView:
+    return p.PositionView(instrument_id=instrument, side=side, quantity=quantity, unrealized_pnl="0 USD")
+
+
+_RESTING = p.OrderView(client_order_id="O-1", instrument_id="EUR/USD.SIM", side="BUY", quantity="1", order_type="LIMIT",
+                       status="ACCEPTED", owner="EXTERNAL")
+ABANDON_REFUSED = [
+    # (node_ran, ended_with, why): a start is given up without a flatten only with nothing possibly held
+    (True, Holdings(), "a node of this nsup ran"),
+    (None, Holdings(), "whether a node ran is unknown"),
+    (False, None, "the last session's end is not on record"),
+    (False, Holdings(positions=[_position("LONG", "100000")]), "the last session ended with a position"),
+    (False, Holdings(orders=[_RESTING]), "the last session ended with an order open"),
+]
+
+
+@pytest.mark.parametrize("state", ["CREATED", "BUILT", "RECOVERING"])
+@pytest.mark.parametrize("node_ran, ended_with, why", ABANDON_REFUSED, ids=[case[2] for case in ABANDON_REFUSED])
+def test_a_start_is_given_up_only_when_nothing_can_be_held(state, node_ran, ended_with, why):
+    life, rec = machine(state)
+    outcome = life.fire("abandon", actor="signal:SIGTERM", node_ran=node_ran, ended_with=ended_with)
+    assert not outcome.ok and "nothing_is_held" in outcome.reason and "flatten and verify" in outcome.reason, why
+    assert life.state == state and rec.calls == []
+    assert life.fire("abandon", actor="signal:SIGTERM", node_ran=False, ended_with=Holdings()).ok  # the unspoiled twin
+    assert life.state == "STOPPED"
+
+
+def test_two_strategies_netted_to_nothing_ended_flat():
+    """Flat is the net per instrument, as the venue keeps it, with no order open."""
+    netted = Holdings(positions=[_position("LONG", "100000"), _position("SHORT", "100000")])
+    assert netted.is_flat() and nothing_is_held(False, netted)
+    assert not Holdings(positions=[_position("LONG", "100000"), _position("SHORT", "50000")]).is_flat()

@@ -262,13 +262,19 @@ def test_a_shared_account_takes_several_traders_and_tells_each_of_its_own_orders
     assert [p.position_side.name for p in alpha.reports("positions")] == ["FLAT"]
 
 
-def test_an_order_event_goes_to_its_traders_sessions_or_if_none_to_every_session_of_the_account():
+def test_on_a_shared_account_an_order_event_goes_to_its_traders_sessions_and_a_hand_trade_to_all():
     sessions = {b"a1": Session("SIM-T", "A-001"), b"b": Session("SIM-T", "B-001"), b"a2": Session("SIM-T", "A-001"),
                 b"elsewhere": Session("SIM-X", "A-001")}
-    assert audience(sessions, "SIM-T", "A-001") == [b"a1", b"a2"]
-    assert audience(sessions, "SIM-T", "B-001") == [b"b"]
-    assert audience(sessions, "SIM-T", "HAND-001") == [b"a1", b"b", b"a2"]  # a hand trade, or a trader gone
-    assert audience(sessions, "SIM-Y", "A-001") == []
+    assert audience(sessions, "SIM-T", "A-001", shared=True) == [b"a1", b"a2"]
+    assert audience(sessions, "SIM-T", "B-001", shared=True) == [b"b"]
+    assert audience(sessions, "SIM-T", "C-001", shared=True) == [], "a trader away is not heard by the others"
+    assert audience(sessions, "SIM-T", "HAND-001", shared=True) == [b"a1", b"b", b"a2"]
+    assert audience(sessions, "SIM-Y", "A-001", shared=True) == []
+
+
+def test_on_an_account_not_shared_every_session_hears_of_everything():
+    sessions = {b"a": Session("SIM-T", "A-001"), b"elsewhere": Session("SIM-X", "A-001")}
+    assert audience(sessions, "SIM-T", "OLD-001", shared=False) == [b"a"]  # the last owner's resting order, filled
 
 
 def test_account_options():

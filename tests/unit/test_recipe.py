@@ -12,6 +12,7 @@ from nautilus_trader.examples.algorithms.twap import TWAPExecAlgorithm
 from nautilus_trader.examples.strategies.blank import MyStrategy, MyStrategyConfig
 from nautilus_trader.model.identifiers import InstrumentId
 
+from node_worker.closer import users_strategies
 from node_worker.recipe import NodeRecipe, build_node
 
 
@@ -28,7 +29,8 @@ def test_actors_exec_algorithms_and_strategies_all_reach_the_trader():
     try:
         assert [type(a).__name__ for a in node.trader.actors()] == ["Actor"]
         assert [str(a.id) for a in node.trader.exec_algorithms()] == ["TWAP"]
-        assert node.trader.strategies() == [strategy]
+        assert users_strategies(node) == [strategy]
+        assert [type(s).__name__ for s in node.trader.strategies()] == ["MyStrategy", "NsupCloser"]  # nsup's own
     finally:
         node.dispose()
         asyncio.set_event_loop(None)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from _statuses import is_flat_oracle, node_statuses, status
+from _statuses import is_flat_oracle, is_settled_oracle, node_statuses, status
 from supervisor import protocol as p
 from supervisor.journal import Journal, read_journal
 from supervisor.lifecycle import Approval
@@ -45,13 +45,18 @@ approvals = st.none() | st.builds(
 
 
 def rule_allows(fresh_status, appr, worker_alive, node_ever_ran, last_known=None) -> bool:
-    """DESIGN.md: the last fresh status says flat, or an operator approval to end it is on record, or
-    the worker is already gone; a hung worker (no fresh status) that was flat when last heard; and
-    (nsup's own rule) a node nsup never ran, when it cannot say."""
+    """docs/design.md: the last fresh status says flat (or nothing is open and every venue answered that
+    it holds nothing), or an operator approval to end it is on record, or the worker is already gone;
+    a hung worker (no fresh status) that was flat when last heard; and (nsup's own rule) a node nsup
+    never ran, when it cannot say."""
+    venues_flat = fresh_status is not None and fresh_status.venue_counts is not None and not fresh_status.venue_unavailable \
+        and (fresh_status.venue_counts.positions_open, fresh_status.venue_counts.orders_open) == (0, 0) \
+        and fresh_status.venue_counts.orders_inflight == 0
     return (
         not worker_alive
         or (appr is not None and appr.action in ENDING_APPROVALS)
         or (fresh_status is not None and is_flat_oracle(fresh_status))
+        or (fresh_status is not None and is_settled_oracle(fresh_status) and venues_flat)
         or (fresh_status is None and not node_ever_ran)
         or (fresh_status is None and last_known is not None and is_flat_oracle(last_known))
     )

@@ -114,3 +114,33 @@ def test_an_approved_stop_goes_ahead_with_a_position_open(worker):
     assert worker.execute(p.StopNode(require_flat=False)) is None
     assert worker.stop_carried_out()
     assert worker.cache.positions_open_count() == 1
+
+
+def test_the_node_cannot_stop_itself_it_asks_nsup_instead():
+    """shutdown_system() (any component's, the engines' on an exception) and a stop() called on the node
+    or its kernel become requests to nsup; only inside allowed() (nsup's StopNode) does the stop run."""
+    from nautilus_trader.common.messages import ShutdownSystem
+    from nautilus_trader.core.uuid import UUID4
+    from nautilus_trader.model.identifiers import ComponentId
+
+    from node_worker.shutdown_guard import SHUTDOWN_TOPIC, ShutdownGuard
+
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    node = build_node(demo_node(venue="sandbox", log_level="ERROR"), timeout_post_stop=0.1)
+    asked = []
+    guard = ShutdownGuard(node, lambda component, reason: asked.append((component, reason)))
+    loop = node.get_event_loop()
+    try:
+        for _ in range(2):  # told to nsup once per reason
+            command = ShutdownSystem(node.trader_id, ComponentId("RiskEngine"), UUID4(), 0, reason="queue exception")
+            node.kernel.msgbus.publish(SHUTDOWN_TOPIC, command)
+        node.stop()
+        loop.run_until_complete(node.kernel.stop_async())
+        assert asked == [("RiskEngine", "queue exception"), ("node", "TradingNode.stop() was called on the node"),
+                         ("node", "NautilusKernel.stop_async() was called on the node")]
+        assert not node.kernel._is_stopping and node.trader.state.name == "READY"  # untouched
+        with guard.allowed():
+            loop.run_until_complete(node.stop_async())  # nsup's StopNode: the real stop runs
+        assert len(asked) == 3
+    finally:
+        node.dispose()

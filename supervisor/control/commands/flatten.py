@@ -1,4 +1,5 @@
-"""`flatten`: market_exit() on every strategy now, without stopping."""
+"""`flatten`: market_exit() on every strategy now, then nsup's closer for what they leave, without
+stopping."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ from supervisor.control.commands.base import Command, Context
 class FlattenCommand(Command):
     name = "flatten"
     requests = (c.Flatten,)
-    help = "market_exit() on every strategy, without stopping"
+    help = "market_exit() on every strategy, then nsup's closer for what they leave, without stopping"
 
     async def run(self, ctx: Context, request, actor: str) -> dict:
         ctx.nsup.allow("flatten", actor)
-        return {"counts": (await ctx.nsup.worker().command(p.MarketExit(), actor=actor)).status.counts}
+        await ctx.nsup.worker().command(p.MarketExit(), actor=actor)
+        actions = await ctx.nsup.close_all(actor)
+        return {"counts": ctx.nsup.worker().last_status.counts, "actions": actions}
+
+    def render(self, data: dict) -> str:
+        c = data["counts"]
+        lines = [f"counts         positions={c['positions_open']} inflight={c['orders_inflight']} open={c['orders_open']}"]
+        return "\n".join([*lines, *(f"closer         {action}" for action in data["actions"])])

@@ -32,6 +32,9 @@ class StatusCommand(Command):
             lines.append(f"last           {t['source']} -> {t['dest']} ({t['trigger']}) at {t['ts']}")
         lines += [f"position       {p['instrument_id']} {p['side']} {p['quantity']} unrealized {p['unrealized_pnl']}"
                   for p in data["positions"]]
+        lines += [f"order          {o['client_order_id']} {o['instrument_id']} {o['side']} {o['quantity']} {o['order_type']} "
+                  f"{o['status']} ({o['owner']})" for o in data.get("orders", [])]
+        lines += [f"mismatch       {line}" for line in data.get("reconciliation_mismatch", [])]
         return "\n".join(lines)
 
     def add_arguments(self, parser) -> None:

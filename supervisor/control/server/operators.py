@@ -24,6 +24,7 @@ class Operators:
     def __init__(self, nsup: Supervisor, events_endpoints: list[str]):
         self._nsup = nsup
         self._context = Context(nsup, Challenges(nsup.config.supervisor.abort_challenge_ttl_secs), events_endpoints)
+        nsup.on_node_stop_request(lambda actor, reason: self.stop(actor, reason=reason))
 
     async def handle(self, request: c.Request, client_key: str | None = None) -> c.Reply:
         """A request from the control socket (`client_key`: the CURVE key it came with, over TCP)."""
@@ -41,10 +42,11 @@ class Operators:
             self._record("command", command=tag, actor=actor, **command.record(data))
         return c.ok(request.id, **data)
 
-    def stop(self, actor: str, final: bool = False) -> str:
-        """A stop asked for in-process: `nsup demo --duration`, or a signal (final: no resume)."""
+    def stop(self, actor: str, final: bool = False, reason: str | None = None) -> str:
+        """A stop asked for in-process: `nsup demo --duration`, a signal (final: no resume), or the node
+        itself ("node:<component>", with its reason)."""
         result = self._nsup.request_stop(actor, final)
-        self._record("command", command="stop", actor=actor, result=result)
+        self._record("command", command="stop", actor=actor, result=result, **({"reason": reason} if reason else {}))
         return result
 
     def on_signal(self, sig: signal.Signals) -> None:
