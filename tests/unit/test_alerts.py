@@ -316,7 +316,8 @@ def test_the_config_section():
     section = msgspec.convert({"webhook_url": "https://hooks.example.com/x", "kinds": ["fault"]}, AlertsSection)
     assert section.enabled and section.kinds == ("fault",) and section.retries == 3
     assert set(AlertsSection().kinds) == {"transition", "fault", "refusal", "approval", "halt_stuck", "hung",
-                                          "hung_with_exposure", "venue_disagrees", "health", "redis"}
+                                          "hung_with_exposure", "venue_disagrees", "health", "redis", "journal_degraded",
+                                              "journal_replaced", "state_not_durable"}
     for bad, says in [
         ({"webhook_url": "ftp://x"}, "webhook_url"),
         ({"command": "pager 'unclosed"}, "cannot be split"),

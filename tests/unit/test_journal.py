@@ -13,6 +13,7 @@ import pytest
 
 from supervisor import journal as journal_module
 from supervisor import protocol as p
+from _disk import Disk
 from supervisor.journal import Journal, NotDurable, read_journal
 
 
@@ -184,36 +185,17 @@ def test_an_id_floor_puts_new_ids_above_it(tmp_path):
 # A disk that will not take the journal: nothing fails the caller, nothing is lost without a record ------
 
 
-class Disk:
-    """The journal's writes fail while `error` is set (only the journal's: its fd), and may land part of
-    the bytes first, as ENOSPC does."""
-
-    def __init__(self, monkeypatch, journal: Journal):
-        self.journal, self.error, self.partial = journal, None, False
-        real_write, real_fsync = os.write, os.fsync
-
-        def write(fd, data):
-            if fd == self.journal._fd and self.error is not None:
-                if self.partial:
-                    real_write(fd, bytes(data)[: len(data) // 2])
-                raise OSError(self.error, os.strerror(self.error))
-            return real_write(fd, data)
-
-        def fsync(fd):
-            if fd == self.journal._fd and self.error == errno.EIO:
-                raise OSError(errno.EIO, os.strerror(errno.EIO))
-            return real_fsync(fd)
-
-        monkeypatch.setattr(journal_module.os, "write", write)
-        monkeypatch.setattr(journal_module.os, "fsync", fsync)
+@pytest.fixture
+def disk(tmp_path):
+    with Disk(tmp_path).installed() as disk:
+        yield disk
 
 
-def test_a_full_disk_holds_records_in_memory_and_writes_them_in_order_when_it_takes_them(tmp_path, monkeypatch):
+def test_a_full_disk_holds_records_in_memory_and_writes_them_in_order_when_it_takes_them(tmp_path, disk):
     path = tmp_path / "journal.jsonl"
     j = Journal(path)
     heard = []
     j.listen(heard.append)
-    disk = Disk(monkeypatch, j)
     before = j.record("transition", trigger="run")
     disk.error, disk.partial = errno.ENOSPC, True
     held = [j.record("command", command="pause", n=i) for i in range(3)]
@@ -234,11 +216,10 @@ def test_a_full_disk_holds_records_in_memory_and_writes_them_in_order_when_it_ta
     j.close()
 
 
-def test_a_failed_fsync_cuts_the_record_back_and_holds_it(tmp_path, monkeypatch):
+def test_a_failed_fsync_cuts_the_record_back_and_holds_it(tmp_path, disk):
     path = tmp_path / "journal.jsonl"
     j = Journal(path)
-    disk = Disk(monkeypatch, j)
-    disk.error = errno.EIO
+    disk.error, disk.writes_too = errno.EIO, False  # the write lands, the fsync fails: the bytes may not be on disk
     j.record("x")
     assert path.read_bytes() == b"" and j.problem.startswith("EIO")
     disk.error = None
@@ -247,12 +228,11 @@ def test_a_failed_fsync_cuts_the_record_back_and_holds_it(tmp_path, monkeypatch)
     j.close()
 
 
-def test_an_approval_must_be_on_file_first(tmp_path, monkeypatch):
+def test_an_approval_must_be_on_file_first(tmp_path, disk):
     path = tmp_path / "journal.jsonl"
     j = Journal(path)
     heard = []
     j.listen(heard.append)
-    disk = Disk(monkeypatch, j)
     disk.error = errno.EROFS
     with pytest.raises(NotDurable, match="EROFS"):
         j.record_durably("approval", action="abort")
@@ -267,11 +247,10 @@ def test_an_approval_must_be_on_file_first(tmp_path, monkeypatch):
     j.close()
 
 
-def test_held_records_are_bounded_and_what_was_dropped_is_named(tmp_path, monkeypatch):
+def test_held_records_are_bounded_and_what_was_dropped_is_named(tmp_path, disk, monkeypatch):
     monkeypatch.setattr(journal_module, "HELD_MAX_RECORDS", 5)
     path = tmp_path / "journal.jsonl"
     j = Journal(path)
-    disk = Disk(monkeypatch, j)
     disk.error = errno.ENOSPC
     ids = [j.record("n", i=i)["id"] for i in range(10)]
     assert j.held == 5
@@ -284,9 +263,9 @@ def test_held_records_are_bounded_and_what_was_dropped_is_named(tmp_path, monkey
     j.close()
 
 
-def test_held_lines_are_listed_for_the_redis_mirror(tmp_path, monkeypatch):
+def test_held_lines_are_listed_for_the_redis_mirror(tmp_path, disk):
     j = Journal(tmp_path / "journal.jsonl")
-    Disk(monkeypatch, j).error = errno.ENOSPC
+    disk.error = errno.ENOSPC
     x = j.record("x")
     lines = j.held_lines()
     assert [record_id for record_id, _ in lines][0] == x["id"] and len(lines) == 2
