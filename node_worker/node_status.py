@@ -11,7 +11,8 @@ from nautilus_trader.model.position import Position
 from supervisor.protocol import Counts, NodeStatus, PositionView, StrategyView
 
 
-def read_status(node: TradingNode, venue_counts: Counts | None = None, faults: list[str] | None = None) -> NodeStatus:
+def read_status(node: TradingNode, venue_counts: Counts | None = None, faults: list[str] | None = None,
+                log_problem: str | None = None) -> NodeStatus:
     cache = node.kernel.cache
     return NodeStatus(
         node_state=node.trader.state.name,
@@ -32,6 +33,7 @@ def read_status(node: TradingNode, venue_counts: Counts | None = None, faults: l
         clients={str(c.id): c.is_connected for engine in (node.kernel.data_engine, node.kernel.exec_engine)
                  for c in engine._clients.values()},
         faults=faults or [],
+        log_problem=log_problem,
     )
 
 

@@ -50,6 +50,7 @@ class NodeStatus(msgspec.Struct, frozen=True):
     data_age_secs: float | None = None  # since the newest quote the node has; None before the first
     clients: dict[str, bool] = {}  # data and execution client ids: connected?
     faults: list[str] = []  # recent faults the worker saw (rejected orders, unsupported requests), oldest first
+    log_problem: str | None = None  # worker.log cannot be written: why, and how much of the log was dropped
 
     def is_flat(self) -> bool:
         """One read that says flat; DESIGN.md requires two of these some interval apart."""

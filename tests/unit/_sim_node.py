@@ -510,7 +510,7 @@ class World:
         real_timeout, real_abort_kill = session.WORKER_EXIT_TIMEOUT_SECS, daemon.ABORT_KILL_AFTER_SECS
         real_answer = session.WorkerSession.__dict__["answer_timeout"]
 
-        def spawn(cls, args: list[str], log_path: Path) -> WorkerProcess:
+        def spawn(cls, args: list[str], log_path: Path, spec: bytes = b"") -> WorkerProcess:
             return world._spawn_sim(cls, args)
 
         def attach(cls, pid: int) -> WorkerProcess:
