@@ -14,7 +14,7 @@ class StatusCommand(Command):
     help = "state, trading state, counts, positions, pids, heartbeat age, restarts"
     changes = False
 
-    async def run(self, ctx: Context, request, actor: str) -> dict:
+    def read(self, ctx: Context, request) -> dict:
         return {**ctx.nsup.snapshot().status(), "events_endpoints": ctx.events_endpoints}
 
     def render(self, data: dict) -> str:
