@@ -77,7 +77,7 @@ class RedisSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.@-]{1,100}$")] | None = None
     timeout_secs: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
     node_cache: bool = False
-    stream_max_records: Annotated[int, msgspec.Meta(ge=1000)] = 1_000_000
+    stream_max_records: Annotated[int, msgspec.Meta(ge=1000, le=1_000_000_000)] = 1_000_000
     drain_secs: Annotated[float, msgspec.Meta(ge=0, le=60)] = 2.0
 
     def __post_init__(self):
