@@ -445,7 +445,10 @@ class Supervisor:
         return self._intended_trading_state
 
     async def fresh_status(self) -> p.NodeStatus | None:
-        return await self._session.fresh_status() if self._session else None
+        """The worker's status now; from a worker found silent, the last one heard (no wait for it)."""
+        if self._session is None:
+            return None
+        return await self._session.fresh_status() if self._session.answering() else self._session.last_status
 
     async def reached(self, states: set[str]) -> str:
         """Waits until the lifecycle has moved into one of `states`."""

@@ -220,8 +220,8 @@ class Journal:
             data = b"\n" + data  # the part-line before it becomes a line of its own, which reading skips
         try:
             written = os.write(self._fd, data)
-            if written != len(data):
-                raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (wrote {written} of {len(data)} bytes)")
+            if written != len(data):  # a short write: the disk filled up part of the way through
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             os.fsync(self._fd)
         except OSError:
             try:

@@ -62,7 +62,8 @@ class NsupRun:
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env={**os.environ, **self.env},
         )
-        threading.Thread(target=self._read_log, daemon=True).start()
+        self._log_reader = threading.Thread(target=self._read_log, daemon=True)
+        self._log_reader.start()
         return self
 
     def _read_log(self) -> None:
@@ -106,7 +107,7 @@ class NsupRun:
     def last_status(self) -> dict | None:
         """The last status line nsup logged: state, trading state, counts, positions."""
         for line in reversed(list(self.log_lines)):
-            status = isinstance(line, dict) and line["record"]["extra"].get("status")
+            status = _logged_status(line)
             if status:
                 return status
         return None
@@ -114,7 +115,7 @@ class NsupRun:
     def wait_for_positions(self, minimum: int = 1, timeout: float = 15.0) -> dict:
         def seen():
             for line in list(self.log_lines):
-                status = isinstance(line, dict) and line["record"]["extra"].get("status")
+                status = _logged_status(line)
                 if status and status["positions_open"] >= minimum:
                     return status
             return None
@@ -125,7 +126,9 @@ class NsupRun:
         self.process.send_signal(sig)
 
     def exit_code(self, timeout: float = 60.0) -> int:
-        return self.process.wait(timeout)
+        code = self.process.wait(timeout)
+        self._log_reader.join(5.0)  # the last lines it wrote are read too
+        return code
 
     def kill_all(self) -> None:
         """Test teardown only: a stuck nsup and its worker are ended by hand, as an operator would."""
@@ -138,6 +141,11 @@ class NsupRun:
             if pid_alive(record["pid"]):
                 os.kill(record["pid"], signal.SIGKILL)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _logged_status(line) -> dict | None:
+    """The status a log line carries (a journal record nsup could not write, printed as it exits, has none)."""
+    return isinstance(line, dict) and line.get("record", {}).get("extra", {}).get("status")
 
 
 def _toml_inline(params: dict) -> str:
