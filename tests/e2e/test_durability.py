@@ -181,6 +181,32 @@ def test_a_state_dir_whose_disk_fails_read_only(nsup_run, venue, tmp_path, redis
     image.parent.rmdir()
 
 
+NAUTILUS_LOGGING = """
+import sys
+from nautilus_trader.common.component import Logger, init_logging
+from nautilus_trader.common.enums import LogLevel
+from nautilus_trader.model.identifiers import TraderId
+if sys.argv[1] == "through-the-pipe":
+    from pathlib import Path
+    from node_worker.log_pipe import LogPipe
+    pipe = LogPipe(Path("/dev/full"))
+guard = init_logging(trader_id=TraderId("T-001"), level_stdout=LogLevel.INFO)
+log = Logger("X")
+for i in range(2000):
+    log.info("x" * 200)
+"""
+
+
+@pytest.mark.parametrize("how, code", [("straight", -signal.SIGABRT), ("through-the-pipe", 0)])
+def test_nautilus_logging_to_a_full_disk_aborts_the_process_unless_through_the_pipe(how, code):
+    """The fact behind node_worker/log_pipe.py (NautilusTrader 1.231): its Rust logger reports a failed
+    write to stdout on stderr, and when that fails too, it aborts. /dev/full: every write is ENOSPC."""
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run([sys.executable, "-c", NAUTILUS_LOGGING, how], cwd=REPO, stdout=full, stderr=full,
+                              timeout=60)
+    assert done.returncode == code
+
+
 def _stream(redis_server, name: str) -> list[dict]:
     from supervisor.redis_mirror import connect
 
