@@ -154,9 +154,16 @@ def _demo_config(args) -> NsupConfig:
 def _start_venue(state_dir: Path) -> VenueProcess:
     try:
         venue = VenueProcess(state_dir)
-        venue.wait_ready()
-    except (OSError, RuntimeError) as exc:
+    except OSError as exc:
         raise CannotStart(f"the paper venue: {exc}") from None
+    try:
+        venue.wait_ready()
+    except RuntimeError as exc:
+        venue.stop()
+        raise CannotStart(f"the paper venue: {exc}") from None
+    except BaseException:  # a Ctrl-C while it starts: it goes too, nothing is left behind
+        venue.stop()
+        raise
     logger.info("paper venue pid {} at {} (its log: {})", venue.pid, venue.endpoint, venue.log_path)
     return venue
 

@@ -3,17 +3,17 @@ out the others.
 
 What the reader does with each message, in order, never waiting on one:
 1. A message that is not [identity, one frame] is dropped (answered BAD_REQUEST if it had a frame).
-2. The client ("peer") is named: over tcp by its CURVE key, read from ZAP's User-Id on CURVE
-   bindings only (the property raises on ipc, at about 35 us a time); over ipc by its connection
-   (the ROUTER's routing id).
-3. The request is read (control/protocol.py: sizes, types, every field's limit); one that cannot be
+2. The request is read (control/protocol.py: sizes, types, every field's limit); one that cannot be
    is answered with the error here.
-4. `status` and `version` are answered here, in the reader, with no task: the socket's floor.
-5. Any other request is BUSY if its peer already has PER_PEER_IN_FLIGHT requests in flight, if
-   MAX_IN_FLIGHT are in flight in all, or if its peer has spent its BUDGET_PER_MINUTE (a token bucket,
-   refilled evenly); else it runs as a task of its own, so a `status` is answered while a `restart`
-   is under way.
-What is refused in 1 to 5 is put on record by the handler (coalesced per peer: refusals.py), so the
+3. `status` and `version` are answered here, in the reader, with no task and nothing else done: the
+   socket's floor.
+4. Any other request's client ("peer") is named: over tcp by its CURVE key, read from ZAP's User-Id on
+   CURVE bindings only (the property raises on ipc, at about 35 us a time); over ipc by its
+   connection (the ROUTER's routing id). It is BUSY if its peer already has PER_PEER_IN_FLIGHT
+   requests in flight, if MAX_IN_FLIGHT are in flight in all, or if its peer has spent its
+   BUDGET_PER_MINUTE (a token bucket, refilled evenly); else it runs as a task of its own, so a
+   `status` is answered while a `restart` is under way.
+What is refused in 1, 2 and 4 is put on record by the handler (coalesced per peer: refusals.py), so the
 journal stays bounded however a client asks. ZMQ's ROUTER reads its peers in turn (fair queuing), so
 a flood from one client delays another's request by about one message of its own; the reader yields
 to the loop every YIELD_EVERY_SECS while a flood keeps it busy, so that nsup's own work goes on.
@@ -112,23 +112,23 @@ class ControlServer:
                 yielded = time.monotonic()
 
     async def _take(self, socket, curve: bool, frames) -> None:
-        if len(frames) != 2:
-            logger.warning("control: dropped a message of {} frames (expected identity and request)", len(frames))
+        if len(frames) != 2:  # on record (coalesced), not in the log: a flood of them must not flood it
             if len(frames) > 2:
                 await self._refuse(socket, frames[0].bytes, _peer(frames[0].bytes, None), "", "", c.Errno.BAD_REQUEST,
                                    "expected exactly one frame per request")
             return
         identity, frame = frames[0].bytes, frames[1]
-        peer = _peer(identity, _client_key(frame) if curve else None)
         try:
             request = c.decode_request(frame.bytes)
         except c.BadRequest as exc:
+            peer = _peer(identity, _client_key(frame) if curve else None)
             await self._refuse(socket, identity, peer, exc.request_id, exc.command, exc.errno, str(exc))
             return
         reply = self._handler.answer_now(request)
-        if reply is not None:
+        if reply is not None:  # status, version: no peer named, no task
             await self._send(socket, identity, reply)
             return
+        peer = _peer(identity, _client_key(frame) if curve else None)
         busy = self._busy(peer)
         if busy:
             await self._refuse(socket, identity, peer, request.id, request.__struct_config__.tag, c.Errno.BUSY, busy)
