@@ -6,8 +6,6 @@ import json
 import os
 from types import SimpleNamespace
 
-import pytest
-
 from supervisor import persisted_state
 from supervisor.intent import StopRequest
 from supervisor.persisted_state import PersistedState, StateStore, load, save
