@@ -53,6 +53,7 @@ class NsupRun:
         self.log_lines: list[dict | str] = []
         self.process: subprocess.Popen | None = None
         self.env: dict[str, str] = {}  # set before start(), e.g. NOTIFY_SOCKET
+        self._workers: set[int] = set()
 
     def start(self) -> NsupRun:
         """Start nsup; again after it died, it is a new nsup on the same state (a restart)."""
@@ -86,7 +87,9 @@ class NsupRun:
 
     @property
     def worker_pid(self) -> int:
-        return self.records("worker_spawned")[0]["pid"]
+        pid = self.records("worker_spawned")[0]["pid"]
+        self._workers.add(pid)  # ended at teardown even if the journal has gone (replaced, or its disk unmounted)
+        return pid
 
     def wait_for(self, predicate, timeout: float = 30.0, what: str = "condition"):
         deadline = time.monotonic() + timeout
@@ -137,9 +140,9 @@ class NsupRun:
             self.process.wait()
         if self.process and self.process.stderr:
             self.process.stderr.close()
-        for record in self.records("worker_spawned"):
-            if pid_alive(record["pid"]):
-                os.kill(record["pid"], signal.SIGKILL)
+        for pid in self._workers | {record["pid"] for record in self.records("worker_spawned")}:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
