@@ -20,6 +20,7 @@ from nautilus_trader.model.enums import TradingState
 from node_worker.closer import RECONCILE_TIMEOUT_SECS, close_everything, users_strategies
 from node_worker.entry_gate import EntryGate
 from node_worker.faults import FaultWatch
+from node_worker.log_pipe import LogPipe
 from node_worker.node_status import read_status
 from node_worker.shutdown_guard import ShutdownGuard
 from node_worker.venue_check import venue_counts
@@ -30,8 +31,11 @@ SUPERVISOR_LOST_AFTER_BEATS = 5
 
 
 class ControlServer:
-    def __init__(self, node: TradingNode, endpoint: str, heartbeat_secs: float, reduce_after_supervisor_lost_secs: float = 0):
+    def __init__(self, node: TradingNode, endpoint: str, heartbeat_secs: float, reduce_after_supervisor_lost_secs: float = 0,
+                 log: LogPipe | None = None):
         self._node = node
+        self._log = log  # worker.log's writer: whether the log is being kept goes into the status
+        self._log_problem: str | None = None
         self._endpoint = endpoint
         self._heartbeat_secs = heartbeat_secs
         self._reduce_after_supervisor_lost_secs = reduce_after_supervisor_lost_secs  # 0: never
@@ -64,7 +68,16 @@ class ControlServer:
         self._socket.close(linger=2000)
 
     def _status(self, venues=None, unavailable=None):
-        return read_status(self._node, venues, self._faults.recent(), unavailable)
+        return read_status(self._node, venues, self._faults.recent(), unavailable,
+                           self._log.describe() if self._log else None)
+
+    def _watch_log(self) -> None:
+        """A log that cannot be written is news for nsup's record (the node trades on regardless)."""
+        problem = self._log.problem if self._log else None
+        if (problem is None) != (self._log_problem is None):
+            self.notice(f"worker.log cannot be written ({problem}): its lines are dropped, counted, until it can be; "
+                        "the node trades on" if problem else "worker.log is written again")
+        self._log_problem = problem
 
     def notice(self, text: str) -> None:
         logger.warning(text)
@@ -83,6 +96,7 @@ class ControlServer:
             try:
                 await self._send(p.Heartbeat(self._status(), os.getpid()))
                 self._miss_supervisor()
+                self._watch_log()
             except Exception:
                 logger.exception("heartbeat failed; trying again next beat")
             await asyncio.sleep(self._heartbeat_secs)

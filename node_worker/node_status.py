@@ -13,7 +13,7 @@ from supervisor.protocol import Counts, NodeStatus, OrderView, PositionView, Str
 
 
 def read_status(node: TradingNode, venue_counts: Counts | None = None, faults: list[str] | None = None,
-                venue_unavailable: list[str] | None = None) -> NodeStatus:
+                venue_unavailable: list[str] | None = None, log_problem: str | None = None) -> NodeStatus:
     """Counts: the node's own positions, orders in flight, and every other order that may still trade
     (open at a venue, emulated, held by an execution algorithm)."""
     cache = node.kernel.cache
@@ -41,6 +41,7 @@ def read_status(node: TradingNode, venue_counts: Counts | None = None, faults: l
         venue_unavailable=venue_unavailable or [],
         orders=[OrderView(str(o.client_order_id), str(o.instrument_id), o.side_string(), str(o.leaves_qty),
                           o.type_string(), o.status_string(), owner(o)) for o in orders],
+        log_problem=log_problem,
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import zmq
 from loguru import logger
 
+from node_worker.log_pipe import LogPipe
 from supervisor import protocol as p
 
 # nsup verifies flat before it stops the node, so the kernel's fixed post-stop sleep buys nothing.
@@ -24,13 +25,14 @@ DISPOSE_BOUND_SECS = 10.0
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    log = LogPipe(Path(args.log)) if args.log else None  # first: before NautilusTrader's logger takes stdout
     logger.remove()
     logger.add(sys.stderr, format="{time:YYYY-MM-DDTHH:mm:ss.SSS!UTC}Z [nsup-worker] {level} {message}")
     if args.check:
         return _check(args.factory, args.spec_file, args.facts_file)
     try:
         lock = _hold_worker_lock(Path(args.lock))  # noqa: F841 (held for the life of the process)
-        spec = json.loads(Path(args.spec_file).read_text())
+        spec = _read_spec(args.spec_file)
         node = _build_node(args.factory, spec)
     except Exception as exc:
         logger.exception("could not build the node")
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from node_worker.control_server import ControlServer
 
     loop = node.get_event_loop()
-    server = ControlServer(node, args.link, args.heartbeat_secs, args.reduce_after_supervisor_lost_secs)
+    server = ControlServer(node, args.link, args.heartbeat_secs, args.reduce_after_supervisor_lost_secs, log)
     _take_over_signals(loop, server)
     try:
         loop.run_until_complete(server.serve())
@@ -51,7 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         loop.run_forever()
     _dispose(node, spec.get("cache_database"))
     logger.info("node stopped and disposed; exiting 0")
+    if log is not None:
+        log.close()
     return 0
+
+
+def _read_spec(spec_file: str) -> dict:
+    """The spec from its file, or from stdin ("-"): nsup pipes it in, so spawning a worker writes nothing
+    to a disk that may be full, and the spec (it may hold secrets) is on no disk at all."""
+    return json.loads(sys.stdin.read() if spec_file == "-" else Path(spec_file).read_text())
 
 
 def _dispose(node, cache_database: dict | None) -> None:
@@ -94,7 +104,9 @@ def _parse_args(argv):
     parser.add_argument("--link", help="the supervisor's worker endpoint")
     parser.add_argument("--factory", required=True, help="module:function returning a NodeRecipe")
     parser.add_argument("--spec-file", required=True,
-                        help='JSON {"params": factory keyword arguments, "cache_database": DatabaseConfig fields or null}')
+                        help='JSON {"params": factory keyword arguments, "cache_database": DatabaseConfig fields or null}; '
+                             '"-": read it from stdin')
+    parser.add_argument("--log", help="worker.log: stdout and stderr go there through a pipe this process drains")
     parser.add_argument("--lock", help="file this worker holds locked while it lives")
     parser.add_argument("--heartbeat-secs", type=float, default=1.0)
     parser.add_argument("--reduce-after-supervisor-lost-secs", type=float, default=0.0,
@@ -108,7 +120,7 @@ def _check(factory: str, spec_file: str, facts_file: str | None) -> int:
     from node_worker.node_facts import facts_of
 
     try:
-        node = _build_node(factory, json.loads(Path(spec_file).read_text()))
+        node = _build_node(factory, _read_spec(spec_file))
         if facts_file:
             Path(facts_file).write_text(json.dumps(facts_of(node)))
         node.dispose()

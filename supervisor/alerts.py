@@ -33,7 +33,8 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 DEFAULT_KINDS = (
     "transition", "fault", "refusal", "approval", "halt_stuck", "hung", "hung_with_exposure", "venue_disagrees", "health",
-    "redis", "reconciliation_mismatch", "venue_check_unavailable",
+    "redis", "reconciliation_mismatch", "venue_check_unavailable", "journal_degraded", "journal_replaced",
+    "state_not_durable",
 )
 FAILURE_KIND = "alert_failed"  # the kind to journal a failed alert under; never itself alerted on
 MAX_BACKOFF_SECS = 30.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fcntl
 import grp
 import json
@@ -22,13 +23,13 @@ from supervisor import __version__
 from paper_venue.launcher import VenueProcess, endpoints_in
 from supervisor.alerts import FAILURE_KIND, Alerter
 from supervisor.config import ConfigError, NsupConfig, load_config, parse_config
-from supervisor.console import Console, setup_logging
+from supervisor.console import Console, journal_tracebacks, setup_logging
 from supervisor.control.client.client import ENDPOINTS_FILE
 from supervisor.control.server.events import EventPublisher
 from supervisor.control.server.listener import ControlServer
 from supervisor.control.server.operators import Operators
 from supervisor.control.server.security import Binding, start_authenticator
-from supervisor.daemon import EXIT_FAILURE, EXIT_USAGE, Supervisor
+from supervisor.daemon import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Supervisor
 from supervisor.journal import Journal
 from supervisor.metrics import Metrics
 from supervisor.persisted_state import PersistedState, StateStore, worker_lock_held
@@ -51,17 +52,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "diagram":
         return _diagram(args)
     setup_logging(json_lines=args.log_json)
-    venue = None
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # before supervision began, or after it ended: nothing of the node is running
+        print("nsup: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args) -> int:
+    """`nsup run` and `nsup demo`: everything that can refuse the start is asked before anything starts
+    (the demo's paper venue included), and each refusal is one line."""
     try:
         config = load_config(Path(args.config)) if args.command == "run" else _demo_config(args)
-        if args.command == "demo" and not (args.sandbox or args.venue_endpoint):
-            venue = _start_venue(config.supervisor.state_path)
-    except (ConfigError, RuntimeError) as exc:
-        print(f"nsup: {'config error' if isinstance(exc, ConfigError) else 'cannot start'}: {exc}", file=sys.stderr)
+        node = _open(config)
+    except ConfigError as exc:
+        print(f"nsup: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except CannotStart as exc:
+        print(f"nsup: cannot start: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    venue = None
     try:
-        return _supervise(config, duration=getattr(args, "duration", None))
+        if args.command == "demo" and not (args.sandbox or args.venue_endpoint):
+            venue = _start_venue(config.supervisor.state_path)  # only now: no other nsup is on this state dir
+        return _supervise(config, node, duration=getattr(args, "duration", None))
+    except CannotStart as exc:
+        print(f"nsup: cannot start: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the winding up is short: a Ctrl-C must not cut it off
+        node.close()
         if venue is not None:
             _report_and_stop(venue)
 
@@ -134,9 +154,18 @@ def _demo_config(args) -> NsupConfig:
 
 
 def _start_venue(state_dir: Path) -> VenueProcess:
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    venue = VenueProcess(state_dir)
-    venue.wait_ready()
+    try:
+        venue = VenueProcess(state_dir)
+    except OSError as exc:
+        raise CannotStart(f"the paper venue: {exc}") from None
+    try:
+        venue.wait_ready()
+    except RuntimeError as exc:
+        venue.stop()
+        raise CannotStart(f"the paper venue: {exc}") from None
+    except BaseException:  # a Ctrl-C while it starts: it goes too, nothing is left behind
+        venue.stop()
+        raise
     logger.info("paper venue pid {} at {} (its log: {})", venue.pid, venue.endpoint, venue.log_path)
     return venue
 
@@ -145,8 +174,8 @@ def _report_and_stop(venue: VenueProcess) -> None:
     """The venue's books are the judge of flat: say what they hold before the venue goes."""
     try:
         open_positions = [p for p in venue.positions() if p.side != "FLAT"]
-    except TimeoutError:
-        logger.warning("the paper venue did not say what it holds")
+    except Exception as exc:  # noqa: BLE001 (a timeout, or the venue gone: it cannot say)
+        logger.warning("the paper venue did not say what it holds ({}: {})", type(exc).__name__, exc)
     else:
         if not open_positions:
             logger.info("the venue's books are flat")
@@ -159,75 +188,121 @@ def _report_and_stop(venue: VenueProcess) -> None:
                    "--quotes-endpoint {}", venue.pid, venue.endpoint, venue.quotes_endpoint)
 
 
-def _supervise(config: NsupConfig, duration: float | None) -> int:
+class CannotStart(Exception):
+    """nsup will not start (another nsup on this node, a worker it cannot vouch for, ...): one line,
+    exit 2, and nothing was started."""
+
+
+class OpenNode:
+    """What `nsup run` holds for its life, all of it taken before anything starts: the node's lock, its
+    state (and Redis's copy), its journal, the metrics endpoint. `close` gives it all back."""
+
+    def __init__(self, lock: int, journal: Journal, store: StateStore, carry_on_from: PersistedState | None,
+                 mirror: RedisMirror | None, metrics: Metrics | None):
+        self.lock, self.journal, self.store, self.carry_on_from = lock, journal, store, carry_on_from
+        self.mirror, self.metrics, self.alerter = mirror, metrics, None
+
+    def close(self) -> None:
+        if self.alerter is not None:
+            self.alerter.close()  # up to 2 s, so supervisor_exit (or nsup's own failure) still goes out
+        if self.metrics is not None:
+            self.metrics.stop()
+        if self.mirror is not None:
+            self.mirror.close()  # at most drain_secs: what Redis has not taken stays in the file for the next start
+        unwritten = self.journal.close()
+        if unwritten:  # the disk never took them: the log (systemd's journal, the terminal) is the last place left
+            logger.critical("{} journal record(s) could not be written to {}; they follow, one JSON line each",
+                            len(unwritten), self.journal.path)
+            for line in unwritten:
+                sys.stderr.write(line.decode(errors="replace"))
+            sys.stderr.flush()
+        os.close(self.lock)
+
+
+def _open(config: NsupConfig) -> OpenNode:
+    """Everything that can refuse the start, in order: the directories (a config error), this node's lock,
+    the state a crashed nsup left, another nsup or a stranger's worker on the node, the journal, the
+    metrics port. Raises ConfigError or CannotStart; nothing has been started then."""
     s = config.supervisor
-    alerter = metrics = mirror = None
     socket_path = s.run_path / "control.sock"  # the longest of the socket names
     if len(str(socket_path)) > MAX_IPC_PATH:
         field = "supervisor.run_dir" if s.run_dir else "supervisor.state_dir (or set supervisor.run_dir)"
-        print(f"nsup: config error: {field}: {socket_path} is longer than a unix socket path may be "
-              f"({MAX_IPC_PATH} characters)", file=sys.stderr)
-        return EXIT_USAGE
+        raise ConfigError(f"{field}: {socket_path} is longer than a unix socket path may be ({MAX_IPC_PATH} characters)")
+    _usable_dir("supervisor.state_dir", s.state_path, config.control.group)
+    _usable_dir("supervisor.run_dir" if s.run_dir else "supervisor.state_dir", s.run_path, config.control.group)
+    lock = _lock(s.state_path / "nsup.lock", "another nsup already supervises this node")
+    metrics = None
     try:
-        for path in (s.state_path, s.run_path):
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if config.control.group:  # the desk's operators reach the sockets, endpoints and journal
-                os.chown(path, -1, grp.getgrnam(config.control.group).gr_gid)
-                os.chmod(path, 0o750)
-        lock = _lock(s.state_path / "nsup.lock", "another nsup already supervises this node")
         mirror = config.redis_mirror()
         store = config.state_store(mirror)
         carry_on_from = _unfinished_session(store)
         if mirror is not None and (live := mirror.live_elsewhere(config.supervisor.heartbeat_interval_secs)):
-            raise RuntimeError(live)
+            raise CannotStart(live)
         vouched = carry_on_from is not None and carry_on_from.vouches_for_a_live_worker(config.worker_lock_path)
         if worker_lock_held(config.worker_lock_path) and not vouched:  # never a twin beside a stranger
-            raise RuntimeError("a worker of this node is still running, and it is not ours; "
-                               "nsup will not start a second one beside it")
+            raise CannotStart("a worker of this node is still running, and it is not ours; "
+                              "nsup will not start a second one beside it")
         journal = Journal(config.journal_path, id_floor=mirror.stream_end if mirror else (0, 0))
         if config.metrics.enabled:  # a port in use stops the start before anything is spawned
             metrics = Metrics()
             metrics.start(config.metrics.listen)
-    except (OSError, RuntimeError, ValueError) as exc:
-        print(f"nsup: cannot start: {exc}", file=sys.stderr)
-        return EXIT_FAILURE if isinstance(exc, OSError) else EXIT_USAGE
+    except ValueError as exc:  # a damaged state, or Redis's copy about another node
+        os.close(lock)
+        raise CannotStart(str(exc)) from None
+    except OSError as exc:
+        os.close(lock)
+        raise CannotStart(str(exc)) from None
+    except BaseException:
+        os.close(lock)
+        raise
+    return OpenNode(lock, journal, store, carry_on_from, mirror, metrics)
+
+
+def _usable_dir(field: str, path: Path, group: str | None) -> None:
+    """A state or run dir nsup can work in: made if missing, a directory, writable. Else a config error:
+    systemd must not restart nsup into the same wall (RestartPreventExitStatus=2)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if group:  # the desk's operators reach the sockets, endpoints and journal
+            os.chown(path, -1, grp.getgrnam(group).gr_gid)
+            os.chmod(path, 0o750)
+    except OSError as exc:
+        raise ConfigError(f"{field}: {path} cannot be used: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{field}: {path} cannot be used: not writable (permissions, or a read-only file system)")
+
+
+def _supervise(config: NsupConfig, node: OpenNode, duration: float | None) -> int:
+    s, journal, mirror = config.supervisor, node.journal, node.mirror
     console = Console()
     journal.listen(console.on_record)
     if config.alerts.enabled:
-        alerter = Alerter(config.alerts, on_failure=lambda reason: journal.record(FAILURE_KIND, reason=reason),
-                          origin={"host": socket.gethostname(), "state_dir": str(s.state_path), "factory": config.node.factory})
-        journal.listen(alerter.on_record)
-    if metrics is not None:
-        journal.listen(metrics.on_record)
+        node.alerter = Alerter(config.alerts, on_failure=lambda reason: journal.record(FAILURE_KIND, reason=reason),
+                               origin={"host": socket.gethostname(), "state_dir": str(s.state_path),
+                                       "factory": config.node.factory})
+        journal.listen(node.alerter.on_record)
+    if node.metrics is not None:
+        journal.listen(node.metrics.on_record)
     if mirror is not None:
         journal.listen(mirror.wake)
+        mirror.follow(journal.held_lines)
         mirror.start()
-        if carry_on_from is not None and store.source == "redis":
-            journal.record("state_from_redis", state=carry_on_from.state, version=carry_on_from.version,
-                           written_on=carry_on_from.host, key=mirror.keys.state, local_damage=store.local_damage)
+        if node.carry_on_from is not None and node.store.source == "redis":
+            was = node.carry_on_from
+            journal.record("state_from_redis", state=was.state, version=was.version, written_on=was.host,
+                           key=mirror.keys.state, local_damage=node.store.local_damage)
     logger.info("nsup {} supervising {} (state dir {})", __version__, config.node.factory, s.state_path)
     try:
-        return asyncio.run(_main(config, journal, console, duration, carry_on_from, metrics, store))
+        return asyncio.run(_main(config, journal, console, duration, node.carry_on_from, node.metrics, node.store))
     except Exception as exc:  # a bug of ours: one line on the terminal, the traceback on record
         logger.critical("nsup failed: {}: {}", type(exc).__name__, exc)
-        try:
-            journal.record("fault", reason=f"nsup failed: {type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-        except OSError:
-            logger.critical("the journal cannot be written either; traceback:\n{}", traceback.format_exc())
+        journal.record("fault", reason=f"nsup failed: {type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         return EXIT_FAILURE
-    finally:
-        if alerter is not None:
-            alerter.close()  # up to 2 s, so supervisor_exit (or nsup's own failure) still goes out
-        if metrics is not None:
-            metrics.stop()
-        if mirror is not None:
-            mirror.close()  # at most drain_secs: what Redis has not taken stays in the file for the next start
-        journal.close()
-        os.close(lock)
 
 
 async def _main(config: NsupConfig, journal: Journal, console: Console, duration: float | None,
                 carry_on_from: PersistedState | None, metrics: Metrics | None, store: StateStore) -> int:
+    tracebacks = journal_tracebacks(journal)  # here: the records are made on this loop, whichever thread logged
     supervisor = Supervisor(config, journal, carry_on_from, store)
     if metrics is not None:
         metrics.watch(supervisor.snapshot, store.mirror)
@@ -241,22 +316,30 @@ async def _main(config: NsupConfig, journal: Journal, console: Console, duration
     supervisor.on_status(lambda state, status, heartbeat: heartbeat and publisher.publish(
         "heartbeat", {"state": state, "status": status}))
     operators = Operators(supervisor, publisher.endpoints)
-    server = ControlServer(control, operators.handle)
+    server = ControlServer(control, operators)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, operators.on_signal, sig)
     if store.mirror is not None:
         _mirror_status(store.mirror, supervisor, journal)
     endpoints_file = config.supervisor.state_path / ENDPOINTS_FILE
-    endpoints_file.write_text(json.dumps({"control": server.endpoints, "events": publisher.endpoints, "supervisor_pid": os.getpid()}))
+    endpoints = {"control": server.endpoints, "events": publisher.endpoints, "supervisor_pid": os.getpid()}
+    try:
+        endpoints_file.write_text(json.dumps(endpoints))
+    except OSError as exc:  # a full disk now: nsupctl then needs --endpoint; supervision does not wait for it
+        journal.record("fault", reason=f"{endpoints_file} cannot be written ({exc}); nsupctl reaches this nsup "
+                       f"with --endpoint {server.endpoints[0]}")
     if duration is not None:
         loop.call_later(duration, operators.stop, f"duration:{duration:g}s")
     try:
         return await supervisor.run()
     finally:
-        endpoints_file.unlink(missing_ok=True)
-        server.close()
+        with contextlib.suppress(OSError):
+            endpoints_file.unlink(missing_ok=True)
+        operators.close()
+        await server.close()
         publisher.close()
+        logger.remove(tracebacks)
         if authenticator is not None:
             authenticator.stop()
 
@@ -294,13 +377,16 @@ def _unfinished_session(store: StateStore) -> PersistedState | None:
 
 
 def _lock(path: Path, held_means: str) -> int:
-    """Hold `path` locked for the life of this process; RuntimeError if someone else holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    """Hold `path` locked for the life of this process; CannotStart if someone else holds it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"supervisor.state_dir: {path} cannot be made: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise RuntimeError(f"{held_means} ({path} is locked)") from None
+        raise CannotStart(f"{held_means} ({path} is locked)") from None
     return fd
 
 

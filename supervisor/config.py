@@ -35,8 +35,9 @@
 The optional [alerts], [metrics] and [redis] tables are described in supervisor/alerts.py,
 supervisor/metrics.py and supervisor/redis_mirror.py.
 
-A wrong, missing or mistyped field is a ConfigError whose message is one line naming the field and
-what was expected.
+A wrong, missing or mistyped field, or a number out of its range, is a ConfigError whose message is
+one line naming the field and what was expected. Every number has a range: one past it would make
+nsup wait without end or never give up (flatten_rounds = 99999999999999999999 never calls a stop stuck).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     state_dir: str
     run_dir: str | None = None
     heartbeat_interval_secs: PositiveSecs = 1.0
-    flatten_rounds: Annotated[int, msgspec.Meta(ge=1)] = 3
+    flatten_rounds: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
     flatten_round_wait_secs: PositiveSecs = 10.0
     flat_confirm_secs: PositiveSecs = 0.5
     startup_timeout_secs: PositiveSecs = 60.0

@@ -35,9 +35,20 @@ from supervisor.stop_gate import EndAction, describe_exposure
 from supervisor.worker_link import LinkError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # Ctrl-C before supervision began (or after it ended): nothing of the node runs
 
 STUCK_REMINDER_SECS = 60.0
-ABORT_KILL_AFTER_SECS = 5.0  # an approved abort's worker that has not exited by then is killed, under the approval
+ABORT_KILL_AFTER_SECS = 5.0  # an approved abort's worker that acknowledged the stop and has not exited is killed
+DURABILITY_RETRY_SECS = 1.0  # while the journal or state.json cannot be written, tried again this often
+
+def _last_session_end(journal_path) -> Holdings | None:
+    """What the last session ended with (supervisor/holdings.py); unknown if the journal cannot be read."""
+    try:
+        return ended_with(read_journal(journal_path) if journal_path.exists() else [])
+    except OSError as exc:
+        logger.error("the journal cannot be read ({}): what the last session left is unknown", exc)
+        return None
+
 
 def carried_on_at(state: str) -> str:
     """Where a new nsup goes on from the state a crashed one left: busy states begin again from their start."""
@@ -75,11 +86,11 @@ class Supervisor:
         self._moved: list[asyncio.Future] = []  # who waits for the next change of state
         self._status_listeners: list[StatusListener] = []
         self._stop_askers: list[Callable[[str, str], None]] = []
-        journal_path = config.journal_path
-        self._ended_with = ended_with(read_journal(journal_path) if journal_path.exists() else [])
+        self._ended_with = _last_session_end(config.journal_path)
         self._mismatch: list[str] = []  # this start's reconciliation report, if it found a mismatch
         # Whether a node of this nsup may have run: a carried-on session's, unless it never got past CREATED.
         self._node_ran = carry_on_from is not None and carry_on_from.state != CREATED
+        self._problems: tuple[str | None, str | None] = (None, None)  # journal's, state.json's: as last said
 
     # What the outside sees ---------------------------------------------------------------------
 
@@ -95,6 +106,7 @@ class Supervisor:
             supervisor_pid=os.getpid(), supervisor_uptime_secs=round(now - self._started_at, 3),
             heartbeat_age_secs=round(now - heard, 3) if heard else None, restarts=self._restarts,
             last_transition=self._last_transition, reconciliation_mismatch=self._mismatch,
+            degraded=self._not_durable(), records_held=self.journal.held,
         )
 
     def on_status(self, listener: StatusListener) -> None:
@@ -110,17 +122,58 @@ class Supervisor:
         return count_fields(self._session.last_status if self._session else None)
 
     def persist(self) -> None:
+        """state.json (and Redis's copy): never fails; a disk that will not take it is noted (degraded)."""
         self._state_store.save(self.snapshot().persisted())
+        self._note_durability()
+
+    def _not_durable(self) -> str | None:
+        """What of nsup's record cannot be written now, and why; None when everything is on file."""
+        parts = []
+        if self.journal.problem is not None:
+            parts.append(f"journal not durable ({self.journal.problem}; {self.journal.held} records held in memory)")
+        if self._state_store.problem is not None:
+            parts.append(f"state.json not durable ({self._state_store.problem})")
+        return "; ".join(parts) or None
+
+    def _note_durability(self) -> None:
+        """Says when what is durable changes: systemd's STATUS, and the journal for state.json (the
+        journal says its own). Status and metrics read it from the snapshot."""
+        problems = (self.journal.problem, self._state_store.problem)
+        if problems == self._problems:
+            return
+        (_, state_was), self._problems = self._problems, problems
+        state_problem = problems[1]
+        if (state_problem is None) != (state_was is None):
+            self.journal.record("state_not_durable" if state_problem else "state_durable", reason=(
+                f"state.json cannot be written ({state_problem}): a restarted nsup would carry on from an older "
+                "state (or Redis's copy); nsup tries again every second" if state_problem else
+                "state.json is written again"))
+        self.sd.status(status_text(self.lifecycle.state, self.counts(), self._degraded_note))
+
+    @property
+    def _degraded_note(self) -> str | None:
+        degraded = self._not_durable()
+        return f"degraded: {degraded}" if degraded else None
+
+    async def _keep_durable(self) -> None:
+        """While anything of nsup's record is held back, write it as soon as the disk takes it."""
+        while True:
+            await asyncio.sleep(DURABILITY_RETRY_SECS)
+            self.journal.make_durable()
+            self._state_store.retry()
+            self._note_durability()
 
     # Entry point -------------------------------------------------------------------------------
 
     async def run(self) -> int:
         self.journal.record("supervisor_start", pid=os.getpid(), state=self.lifecycle.state, factory=self.config.node.factory)
         keepalive = asyncio.ensure_future(keep_alive(self.sd, lambda: self.lifecycle.state))
+        durable = asyncio.ensure_future(self._keep_durable())
         try:
             code = await self._drive()
         finally:
             keepalive.cancel()
+            durable.cancel()
             self._end_session()
         self.journal.record("supervisor_exit", code=code, state=self.lifecycle.state)
         return code
@@ -165,7 +218,8 @@ class Supervisor:
             reason=evidence.get("reason"), **self.counts(), **({"evidence": proof} if proof else {}),
         )
         self.persist()
-        self.sd.send(*messages_for_transition(source, dest, self.counts(), resumable=self._resumable))
+        self.sd.send(*messages_for_transition(source, dest, self.counts(), resumable=self._resumable,
+                                              note=self._degraded_note))
         self._interrupt_activity()  # an operator (or a signal) moved the machine: this state's work is over
         for waiter in self._moved:
             if not waiter.done():
@@ -308,10 +362,15 @@ class Supervisor:
 
     async def _aborting(self) -> None:
         """The one path that ends a worker with exposure: an operator's approval on record. A worker
-        that does not exit soon is killed, under the same approval; ABORTED once it is gone."""
+        that answers is asked to stop (it disposes its node); one that is silent, refuses or does not
+        acknowledge the stop is killed at once, and one that acknowledged and has not exited within
+        ABORT_KILL_AFTER_SECS is killed then, all under the same approval. ABORTED once it is gone."""
         approval, session = self._approval, self._session
-        if not (await session.end(EndAction.STOP_COMMAND, actor=approval.operator, approval=approval)).allowed:
-            await session.end(EndAction.SIGKILL, actor=approval.operator, approval=approval)  # it refused the stop
+        stopped = None
+        if session.answering():
+            stopped = await session.end(EndAction.STOP_COMMAND, actor=approval.operator, approval=approval)
+        if stopped is None or not (stopped.allowed and stopped.acknowledged):
+            await session.end(EndAction.SIGKILL, actor=approval.operator, approval=approval)
         code = await session.exit_code(approval, kill_after_secs=ABORT_KILL_AFTER_SECS)
         self._fire("ended", actor=approval.operator, reason=f"{approval.reason} (the worker exited: {code})")
 
@@ -340,7 +399,10 @@ class Supervisor:
 
     async def _start_session(self) -> None:
         """A new worker to BUILT; ended through the gate and WorkerLost raised if it cannot get there."""
-        session = self._new_session()
+        try:
+            session = self._new_session()
+        except OSError as exc:  # e.g. no processes or memory left: a failed start, within the restart bound
+            raise WorkerLost(None, f"the worker could not be spawned: {exc}") from None
         try:
             hello = await session.hello()
         except LinkError as exc:
@@ -493,7 +555,10 @@ class Supervisor:
         return reply.actions
 
     async def fresh_status(self) -> p.NodeStatus | None:
-        return await self._session.fresh_status() if self._session else None
+        """The worker's status now; from a worker found silent, the last one heard (no wait for it)."""
+        if self._session is None:
+            return None
+        return await self._session.fresh_status() if self._session.answering() else self._session.last_status
 
     async def reached(self, states: set[str]) -> str:
         """Waits until the lifecycle has moved into one of `states`."""

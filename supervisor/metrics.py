@@ -12,6 +12,8 @@ Exposed (all read at scrape time, from what the journal and the worker's statuse
     nsup_heartbeat_age_seconds           since the worker was last heard
     nsup_worker_restarts_total           workers replaced (counter)
     nsup_transitions_total{source,dest}  lifecycle transitions since this nsup started (counter)
+    nsup_journal_degraded                1 while the journal or state.json cannot be written, else 0
+    nsup_journal_records_held            journal records held in memory until the disk takes them
 
 Everything but the transitions is read from nsup's snapshot when scraped. A value not known yet (no
 status, no heartbeat) is left out rather than reported as zero: zero open positions is a claim nsup
@@ -148,6 +150,10 @@ class Metrics:
                                         value=snap.heartbeat_age_secs)
             yield CounterMetricFamily("nsup_worker_restarts", "Workers nsup replaced (lost, hung, or restarted)",
                                       value=snap.restarts)
+            yield GaugeMetricFamily("nsup_journal_degraded", "1 while the journal or state.json cannot be written",
+                                    value=1.0 if snap.degraded else 0.0)
+            yield GaugeMetricFamily("nsup_journal_records_held", "Journal records held in memory until the disk takes them",
+                                    value=snap.records_held)
         if (mirror := self.redis_mirror) is not None:
             if mirror.reachable is not None:
                 yield GaugeMetricFamily("nsup_redis_up", "1 while Redis takes the journal, 0 while it is unreachable",

@@ -10,6 +10,8 @@ a reused pid never makes nsup signal a stranger.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -79,7 +81,11 @@ class PersistedState(msgspec.Struct):
 
 
 class StateStore:
-    """The one owner of the persisted state: state.json, and its copy in Redis when mirrored."""
+    """The one owner of the persisted state: state.json, and its copy in Redis when mirrored.
+
+    Saving never fails the caller: with a full or read-only disk nsup must go on supervising. The
+    state that could not be written is kept and written again by `retry` (the daemon's durability
+    tick) or the next save; `problem` says why meanwhile. The Redis copy is offered either way."""
 
     def __init__(self, path: Path, mirror=None, node: str = ""):
         self.path = path
@@ -88,6 +94,8 @@ class StateStore:
         self.version = 0
         self.source = "none"  # where the loaded state came from: "local", "redis" or "none"
         self.local_damage: str | None = None
+        self.problem: str | None = None  # why state.json does not hold the latest state
+        self._unsaved: PersistedState | None = None
 
     def load(self) -> PersistedState | None:
         """The newer of the local file and the Redis copy. A damaged local file is an error unless
@@ -123,9 +131,22 @@ class StateStore:
         self.version = max(self.version + 1, time.time_ns() // 1_000_000)
         state = msgspec.structs.replace(state, version=self.version, host=socket.gethostname(), boot_id=boot_id(),
                                         node=self.node)
-        save(self.path, state)
         if self.mirror is not None:
             self.mirror.offer_state(state)
+        self._unsaved = state
+        self.retry()
+
+    def retry(self) -> str | None:
+        """Writes the state not yet on file, if any; returns why it could not, or None."""
+        if self._unsaved is None:
+            return None
+        try:
+            save(self.path, self._unsaved)
+        except OSError as exc:
+            self.problem = f"{errno.errorcode.get(exc.errno, 'error')}: {exc.strerror or exc}"
+            return self.problem
+        self._unsaved = self.problem = None
+        return None
 
 
 def worker_lock_held(path: Path) -> bool:
@@ -144,11 +165,16 @@ def worker_lock_held(path: Path) -> bool:
 
 def save(path: Path, state: PersistedState) -> None:
     temporary = path.with_suffix(".tmp")
-    with open(temporary, "wb") as f:
-        f.write(msgspec.json.encode(state))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as f:
+            f.write(msgspec.json.encode(state))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()  # a part-written state.tmp holds space a full disk needs
+        raise
     directory = os.open(path.parent, os.O_RDONLY)  # the rename itself survives a power cut
     try:
         os.fsync(directory)

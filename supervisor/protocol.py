@@ -62,6 +62,7 @@ class NodeStatus(msgspec.Struct, frozen=True):
     clients: dict[str, bool] = {}  # data and execution client ids: connected?
     faults: list[str] = []  # recent faults the worker saw (rejected orders, unsupported requests), oldest first
     orders: list[OrderView] = []  # open and in-flight orders: with `positions`, what keeps the node from flat
+    log_problem: str | None = None  # worker.log cannot be written: why, and how much of the log was dropped
 
     def is_flat(self) -> bool:
         """One read that says flat; docs/design.md requires two of these some interval apart."""

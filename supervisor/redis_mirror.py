@@ -21,8 +21,11 @@ next one. Keys, for a node called NAME:
     nsup:NAME:status     the live status, as `nsupctl status` shows it, with host and updated_at
     nsup:NAME:relocated  journal id -> stream id, for the rare record that had to go in at the end
 
-Where shipping stands is kept beside the journal (journal.jsonl.shipped); without it, or when Redis
-lost its data, the file is walked again and only what the stream lacks is sent.
+Where shipping stands is kept beside the journal (journal.jsonl.shipped, with the file's inode);
+without it, when Redis lost its data, or when the journal file was replaced (rotated), the file is
+walked again and only what the stream lacks is sent. Records the journal holds in memory because its
+disk will not take them (supervisor/journal.py) are shipped too, from memory, after the file: Redis
+then has them even if nsup dies before the disk comes back.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class RedisSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.@-]{1,100}$")] | None = None
     timeout_secs: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
     node_cache: bool = False
-    stream_max_records: Annotated[int, msgspec.Meta(ge=1000)] = 1_000_000
+    stream_max_records: Annotated[int, msgspec.Meta(ge=1000, le=1_000_000_000)] = 1_000_000
     drain_secs: Annotated[float, msgspec.Meta(ge=0, le=60)] = 2.0
 
     def __post_init__(self):
@@ -176,7 +179,10 @@ class RedisMirror:
         # Where shipping resumes: the file offset after the last record known to be in the stream, and
         # that record's stream id and journal id. Kept in a side file so a new nsup does not start over.
         self._progress_path = journal_path.with_name(journal_path.name + ".shipped")
-        self._offset, self._settled = self._read_progress()
+        self._offset, self._settled, self._inode = self._read_progress()
+        self._progress_failing = False
+        self._held: Callable[[], list[tuple[str, bytes]]] | None = None  # the journal's records not on file
+        self._held_shipped: tuple[int, int] = (0, 0)  # the last of them shipped from memory
         self._thread: threading.Thread | None = None
         self._on_change: Callable[[bool, str], None] | None = None
         self._loop = None
@@ -228,6 +234,10 @@ class RedisMirror:
         return (f"node {self.keys.name!r} is supervised right now by nsup pid {pid} on {host} (its status in Redis is "
                 f"{age:.1f}s old, {status.get('state')}): two nsups on one node would trade twice; if that one is "
                 "gone, wait a few seconds, or give this node its own [redis] name")
+
+    def follow(self, held: Callable[[], list[tuple[str, bytes]]]) -> None:
+        """Ship the records `held()` lists too (a Journal's held_lines): those its disk did not take."""
+        self._held = held
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="redis-mirror", daemon=True)
@@ -284,6 +294,7 @@ class RedisMirror:
                 self._ship_snapshots(client)
                 while self._ship_batch(client):
                     pass
+                self._ship_held(client)
             except Exception as exc:  # noqa: BLE001 (a bug of ours must not end the mirror either)
                 if client is not None:
                     client.close()
@@ -342,6 +353,25 @@ class RedisMirror:
         lines = self._read_lines()
         if not lines:
             return False
+        for line, settled in zip(lines, self._ship(client, lines)):
+            self._settled = settled or self._settled
+            self._offset += len(line)
+        self._write_progress()
+        return True
+
+    def _ship_held(self, client) -> None:
+        """The journal's records that are not on file yet, once each. When its disk takes them again
+        they are shipped from the file too, and found in the stream already (same id, same line)."""
+        held = [(parse_id(record_id), line) for record_id, line in self._held()] if self._held else []
+        fresh = [(record_id, line) for record_id, line in held if record_id > self._held_shipped]
+        if fresh:
+            self._ship(client, [line for _, line in fresh])
+            self._held_shipped = fresh[-1][0]
+
+    def _ship(self, client, lines: list[bytes]) -> list[tuple[str, str] | None]:
+        """XADD each line under its journal id; per line, (stream id, journal id) where it now is in the
+        stream, or None for a line there is nothing to ship of. Raises if Redis failed one: what is
+        resent next round is refused as present, never added twice."""
         entries = [_entry(line) for line in lines]
         pipe = client.pipeline(transaction=False)
         for entry in filter(None, entries):
@@ -350,16 +380,16 @@ class RedisMirror:
         outcomes = [next(results) if entry is not None else None for entry in entries]
         refused = [entry for entry, outcome in zip(entries, outcomes) if _already_past(outcome)]
         placed = self._place_refused(client, refused) if refused else {}
-        for line, entry, outcome in zip(lines, entries, outcomes):
-            if entry is not None:
-                if isinstance(outcome, Exception) and not _already_past(outcome):
-                    raise outcome  # what came after it is settled again next round (duplicates are refused)
-                stream_id = placed.get(entry[0]) if _already_past(outcome) else outcome.decode()
-                self._settled = (stream_id, entry[0])
-                self.shipped += not _already_past(outcome)
-            self._offset += len(line)
-        self._write_progress()
-        return True
+        where = []
+        for entry, outcome in zip(entries, outcomes):
+            if entry is None:
+                where.append(None)
+                continue
+            if isinstance(outcome, Exception) and not _already_past(outcome):
+                raise outcome
+            where.append((placed.get(entry[0]) if _already_past(outcome) else outcome.decode(), entry[0]))
+            self.shipped += not _already_past(outcome)
+        return where
 
     def _place_refused(self, client, refused: list[tuple[str, dict]]) -> dict[str, str]:
         """XADDs refused because the stream is already past their ids: each is either there already
@@ -391,8 +421,10 @@ class RedisMirror:
         lines = []
         try:
             with open(self.journal_path, "rb") as journal:
-                if self._offset > journal.seek(0, os.SEEK_END):
+                inode = os.fstat(journal.fileno()).st_ino
+                if self._offset > journal.seek(0, os.SEEK_END) or inode != (self._inode or inode):
                     self._offset, self._settled = 0, None  # the file was replaced: walk it from the start
+                self._inode = inode
                 journal.seek(self._offset)
                 for line in journal:
                     if not line.endswith(b"\n") or len(lines) == BATCH_RECORDS:
@@ -402,21 +434,32 @@ class RedisMirror:
             pass  # no journal yet: nothing to ship
         return lines
 
-    def _read_progress(self) -> tuple[int, tuple[str, str] | None]:
+    def _read_progress(self) -> tuple[int, tuple[str, str] | None, int | None]:
         try:
             progress = msgspec.json.decode(self._progress_path.read_bytes())
-            return int(progress["offset"]), (str(progress["stream_id"]), str(progress["journal_id"]))
-        except (OSError, msgspec.DecodeError, KeyError, TypeError, ValueError):
-            return 0, None  # none, or unreadable: walk the file; what Redis has is settled, not sent twice
+            settled = (str(progress["stream_id"]), str(progress["journal_id"]))
+            return int(progress["offset"]), settled, progress.get("inode")
+        except (OSError, msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError):
+            return 0, None, None  # none, or unreadable: walk the file; what Redis has is settled, not sent twice
 
     def _write_progress(self) -> None:
-        """No fsync: a stale side file only means records are settled again, never sent twice."""
+        """No fsync, and a disk that will not take it is no failure of the mirror's: a stale side file only
+        means records are settled again, never sent twice."""
         if self._settled is None:
             return
         temporary = self._progress_path.with_suffix(".tmp")
         stream_id, journal_id = self._settled
-        temporary.write_bytes(msgspec.json.encode({"offset": self._offset, "stream_id": stream_id, "journal_id": journal_id}))
-        os.replace(temporary, self._progress_path)
+        try:
+            temporary.write_bytes(msgspec.json.encode({"offset": self._offset, "stream_id": stream_id,
+                                                       "journal_id": journal_id, "inode": self._inode}))
+            os.replace(temporary, self._progress_path)
+        except OSError as exc:
+            if not self._progress_failing:
+                logger.warning("where the Redis mirror stands cannot be written to {} ({}); shipping goes on",
+                               self._progress_path, exc)
+            self._progress_failing = True
+        else:
+            self._progress_failing = False
 
     def _set_reachable(self, reachable: bool, reason: str) -> None:
         if reachable == self.reachable:

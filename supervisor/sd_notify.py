@@ -54,15 +54,16 @@ def status_text(state: str, counts: Mapping[str, int | None], note: str | None =
 
 
 def messages_for_transition(source: str, dest: str, counts: Mapping[str, int | None], *,
-                            resumable: bool = False) -> list[str]:
+                            resumable: bool = False, note: str | None = None) -> list[str]:
     """What nsup tells systemd on the lifecycle transition source -> dest. `resumable`: the stop that
-    led into HALTING may still be cancelled by an operator (`nsupctl stop`, not a signal)."""
+    led into HALTING may still be cancelled by an operator (`nsupctl stop`, not a signal). `note`:
+    what else STATUS says (e.g. "degraded: journal not durable (...)")."""
     messages = []
     if dest == RUNNING:
         messages.append("READY=1")
     if dest == HALTING and not resumable:
         messages.append("STOPPING=1")
-    messages.append(f"STATUS={status_text(dest, counts)}")
+    messages.append(f"STATUS={status_text(dest, counts, note)}")
     return messages
 
 

@@ -91,19 +91,18 @@ class WorkerSession:
 
     def _spawn(self) -> WorkerProcess:
         s = self._config.supervisor
-        spec_file = s.run_path / "worker-spec.json"  # not on the command line: it may hold secrets
-        spec_file.touch(mode=0o600)
-        spec_file.write_text(json.dumps(self._config.worker_spec()))
         return WorkerProcess.spawn(
             [
                 "--link", self.link.endpoint,
                 "--factory", self._config.node.factory,
-                "--spec-file", str(spec_file),
+                "--spec-file", "-",  # on stdin: it may hold secrets, and the disk may be full
+                "--log", str(self.log_path),
                 "--lock", str(self._config.worker_lock_path),
                 "--heartbeat-secs", str(s.heartbeat_interval_secs),
                 "--reduce-after-supervisor-lost-secs", str(s.reduce_after_supervisor_lost_secs),
             ],
             log_path=self.log_path,
+            spec=json.dumps(self._config.worker_spec()).encode(),
         )
 
     @property
@@ -128,6 +127,12 @@ class WorkerSession:
 
     def counts(self) -> dict:
         return count_fields(self.link.last_status)
+
+    def answering(self) -> bool:
+        """Alive and heard within the last few heartbeats: worth asking to stop rather than killed."""
+        heard = self.link.last_heard
+        silent_after = MISSED_HEARTBEATS_ALERT * self._config.supervisor.heartbeat_interval_secs
+        return self.process.alive() and heard is not None and time.monotonic() - heard <= silent_after
 
     def close(self) -> None:
         self._watch.cancel()

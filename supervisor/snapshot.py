@@ -31,6 +31,8 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     restarts: int
     last_transition: dict | None
     reconciliation_mismatch: list[str] = []  # this start's: what the node found that the last session did not leave
+    degraded: str | None = None  # what of nsup's record (journal, state.json) cannot be written now, and why
+    records_held: int = 0  # journal records held in memory until the disk takes them
 
     def count_fields(self) -> dict:
         """positions_open, orders_inflight, orders_open: as the journal and systemd's STATUS carry them."""
@@ -64,6 +66,9 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
             "shutdown_requested": self.stop is not None,
             "stop": self.stop,
             "last_transition": self.last_transition,
+            "degraded": f"degraded: {self.degraded}" if self.degraded else None,
+            "records_held": self.records_held,
+            "worker_log": node.log_problem if node else None,
         }
 
     def persisted(self) -> PersistedState:

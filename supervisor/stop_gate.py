@@ -34,6 +34,7 @@ class EndAction(enum.StrEnum):
 class Decision:
     allowed: bool
     reason: str
+    acknowledged: bool = True  # a stop command that was sent and not answered: the worker may be frozen
 
 
 def decide(
@@ -87,9 +88,13 @@ class StopGate:
     async def end_worker(
         self, action: EndAction, actor: str, approval: Approval | None = None, node_ever_ran: bool = True
     ) -> Decision:
-        status = await self._fresh_status()
+        # Under an approval that covers the end the answer is yes whatever the counts: no wait for a
+        # fresh status (a frozen worker would cost its timeout); the record carries the last one heard.
+        covered = approval is not None and approval.action in ENDING_APPROVALS
+        status = None if covered else await self._fresh_status()
         decision = decide(status, approval, self._process.alive(), node_ever_ran, self._link.last_status)
-        record = dict(action=str(action), pid=self._process.pid, actor=actor, reason=decision.reason, **count_fields(status))
+        counts = count_fields(self._link.last_status if covered else status)
+        record = dict(action=str(action), pid=self._process.pid, actor=actor, reason=decision.reason, **counts)
         if not decision.allowed:
             logger.warning("refused to end the worker ({}): {}", action, decision.reason)
             self._journal.record("refusal", **record)
@@ -108,7 +113,8 @@ class StopGate:
             self._journal.record("refusal", **{**record, "actor": "worker", "reason": str(exc)})
             return Decision(False, str(exc))
         except NoAnswer as exc:
-            self._journal.record("fault", reason=f"the stop command was not acknowledged ({exc}); waiting for the exit")
+            self._journal.record("fault", reason=f"the stop command was not acknowledged ({exc})")
+            return Decision(True, decision.reason, acknowledged=False)
         return decision
 
     async def _fresh_status(self) -> p.NodeStatus | None:

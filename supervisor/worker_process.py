@@ -29,16 +29,27 @@ class WorkerProcess:
         return cls(pid)
 
     @classmethod
-    def spawn(cls, args: list[str], log_path: Path) -> WorkerProcess:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
+    def spawn(cls, args: list[str], log_path: Path, spec: bytes = b"") -> WorkerProcess:
+        """`spec` is written to the worker's stdin. Its stdout and stderr go to `log_path` until its own
+        log pipe takes over (node_worker/log_pipe.py); to /dev/null if the file cannot be opened (a full
+        or read-only disk): a worker must start all the same, it may have positions to close."""
+        try:
+            log = open(log_path, "ab")
+        except OSError:
+            log = open(os.devnull, "wb")
+        with log:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "node_worker", *args],
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        try:
+            popen.stdin.write(spec)
+            popen.stdin.close()
+        except BrokenPipeError:
+            pass  # it died at once: its exit is seen like any other
         return cls(popen.pid, popen)
 
     def alive(self) -> bool:

@@ -10,13 +10,22 @@ and the JSON record.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 CONTROL_VERSION = 1
-MAX_REQUEST_BYTES = 64 * 1024  # larger is answered with an error
+MAX_REQUEST_BYTES = 32 * 1024  # larger is answered with an error (the fields' limits fit, \u-escaped or not)
 MAX_FRAME_BYTES = 1024 * 1024  # larger is never read: the peer is disconnected
+
+# Every field has a limit, checked when the request is read, before anything is journaled: what a
+# client can put on record is bounded (a request past one is answered BAD_REQUEST).
+Id = Annotated[str, msgspec.Meta(max_length=64)]
+User = Annotated[str, msgspec.Meta(max_length=64)]
+Host = Annotated[str, msgspec.Meta(max_length=255)]  # a DNS name's longest
+Nonce = Annotated[str, msgspec.Meta(max_length=64)]
+Confirmation = Annotated[str, msgspec.Meta(max_length=128)]  # a trader id, typed
+Reason = Annotated[str, msgspec.Meta(max_length=1000)]
 
 
 class Errno(enum.IntEnum):
@@ -31,13 +40,13 @@ class Errno(enum.IntEnum):
 
 
 class Actor(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    user: str
-    host: str
+    user: User
+    host: Host
 
 
 class _Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, tag_field="command"):
     v: int
-    id: str
+    id: Id
     actor: Actor
 
 
@@ -53,9 +62,9 @@ class RecoverBegin(_Request, tag="recover"): ...  # the same, to kill a hung wor
 
 
 class _Confirm(_Request):
-    nonce: str
-    confirmation: str  # the trader id, typed by the operator
-    reason: str
+    nonce: Nonce
+    confirmation: Confirmation  # the trader id, typed by the operator
+    reason: Reason
 
 
 class AbortConfirm(_Confirm, tag="abort_confirm"): ...
@@ -90,10 +99,11 @@ _reply_decoder = msgspec.json.Decoder(Reply)
 
 
 class BadRequest(ValueError):
-    def __init__(self, reason: str, errno: Errno, request_id: str = ""):
+    def __init__(self, reason: str, errno: Errno, request_id: str = "", command: str = ""):
         super().__init__(reason)
         self.errno = errno
         self.request_id = request_id  # echoed when it could be read, so the client can match the error
+        self.command = command  # the command it named, if it named one (at most 32 characters of it)
 
 
 def encode(message) -> bytes:
@@ -109,15 +119,18 @@ def decode_request(frame: bytes) -> Request:
         raise BadRequest(f"not JSON: {exc}", Errno.BAD_REQUEST) from None
     except RecursionError:
         raise BadRequest("JSON nested too deeply", Errno.BAD_REQUEST) from None
-    request_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else ""
+    request_id = raw.get("id")[:64] if isinstance(raw, dict) and isinstance(raw.get("id"), str) else ""
+    command = raw.get("command")[:32] if isinstance(raw, dict) and isinstance(raw.get("command"), str) else ""
     if isinstance(raw, dict) and raw.get("v") != CONTROL_VERSION and "v" in raw:
-        raise BadRequest(f"protocol version {raw['v']!r} is not spoken here (this nsup speaks {CONTROL_VERSION})", Errno.VERSION, request_id)
-    if isinstance(raw, dict) and isinstance(raw.get("command"), str) and raw["command"] not in COMMANDS:
-        raise BadRequest(f"unknown command {raw['command']!r}; known: {', '.join(COMMANDS)}", Errno.UNKNOWN_COMMAND, request_id)
+        raise BadRequest(f"protocol version {str(raw['v'])[:16]!r} is not spoken here (this nsup speaks {CONTROL_VERSION})",
+                         Errno.VERSION, request_id, command)
+    if command and raw["command"] not in COMMANDS:
+        raise BadRequest(f"unknown command {command!r}; known: {', '.join(COMMANDS)}", Errno.UNKNOWN_COMMAND, request_id,
+                         command)
     try:
         return _request_decoder.decode(frame)
     except msgspec.ValidationError as exc:
-        raise BadRequest(f"invalid request: {exc}", Errno.BAD_REQUEST, request_id) from None
+        raise BadRequest(f"invalid request: {exc}", Errno.BAD_REQUEST, request_id, command) from None
 
 
 def decode_reply(frame: bytes) -> Reply:

@@ -59,6 +59,7 @@ class NsupRun:
         self.log_lines: list[dict | str] = []
         self.process: subprocess.Popen | None = None
         self.env: dict[str, str] = {}  # set before start(), e.g. NOTIFY_SOCKET
+        self._workers: set[int] = set()
 
     def start(self) -> NsupRun:
         """Start nsup; again after it died, it is a new nsup on the same state (a restart)."""
@@ -68,7 +69,8 @@ class NsupRun:
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env={**os.environ, **self.env},
         )
-        threading.Thread(target=self._read_log, daemon=True).start()
+        self._log_reader = threading.Thread(target=self._read_log, daemon=True)
+        self._log_reader.start()
         return self
 
     def _read_log(self) -> None:
@@ -91,7 +93,9 @@ class NsupRun:
 
     @property
     def worker_pid(self) -> int:
-        return self.records("worker_spawned")[0]["pid"]
+        pid = self.records("worker_spawned")[0]["pid"]
+        self._workers.add(pid)  # ended at teardown even if the journal has gone (replaced, or its disk unmounted)
+        return pid
 
     def wait_for(self, predicate, timeout: float = 30.0, what: str = "condition"):
         deadline = time.monotonic() + timeout
@@ -112,7 +116,7 @@ class NsupRun:
     def last_status(self) -> dict | None:
         """The last status line nsup logged: state, trading state, counts, positions."""
         for line in reversed(list(self.log_lines)):
-            status = isinstance(line, dict) and line["record"]["extra"].get("status")
+            status = _logged_status(line)
             if status:
                 return status
         return None
@@ -120,7 +124,7 @@ class NsupRun:
     def wait_for_positions(self, minimum: int = 1, timeout: float = 15.0) -> dict:
         def seen():
             for line in list(self.log_lines):
-                status = isinstance(line, dict) and line["record"]["extra"].get("status")
+                status = _logged_status(line)
                 if status and status["positions_open"] >= minimum:
                     return status
             return None
@@ -131,7 +135,9 @@ class NsupRun:
         self.process.send_signal(sig)
 
     def exit_code(self, timeout: float = 60.0) -> int:
-        return self.process.wait(timeout)
+        code = self.process.wait(timeout)
+        self._log_reader.join(5.0)  # the last lines it wrote are read too
+        return code
 
     def kill_all(self) -> None:
         """Test teardown only: a stuck nsup and its worker are ended by hand, as an operator would."""
@@ -140,10 +146,15 @@ class NsupRun:
             self.process.wait()
         if self.process and self.process.stderr:
             self.process.stderr.close()
-        for record in self.records("worker_spawned"):
-            if pid_alive(record["pid"]):
-                os.kill(record["pid"], signal.SIGKILL)
+        for pid in self._workers | {record["pid"] for record in self.records("worker_spawned")}:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _logged_status(line) -> dict | None:
+    """The status a log line carries (a journal record nsup could not write, printed as it exits, has none)."""
+    return isinstance(line, dict) and line.get("record", {}).get("extra", {}).get("status")
 
 
 def _toml_inline(params: dict) -> str:

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import zmq
 import zmq.asyncio
 from loguru import logger
@@ -42,11 +43,13 @@ from supervisor.config import NsupConfig
 from supervisor.control import protocol as c
 from supervisor.control.server.operators import Operators
 from supervisor.daemon import Supervisor, carried_on_at
-from supervisor.journal import Journal
+from supervisor.journal import Journal, read_journal
 from supervisor.lifecycle import ABORTED, ABORTING, CREATED, FLAT, RECOVERING, STARTING, STOPPED
 from supervisor.persisted_state import PersistedState
 from supervisor.persisted_state import load as load_state
 from supervisor.worker_process import WorkerProcess
+
+from _disk import Disk
 
 CHILD_ARGV = ["sh", "-c", "read code; exit $code"]  # exits with whatever code the sim writes to it
 EXIT_FILL_SECS = 0.03  # market_exit: the closing fills arrive this much later
@@ -409,9 +412,15 @@ class Referee:
         return ends[-1] if ends else None
 
     def _approved(self, sim: SimNode, record: dict | None, actions: tuple[str, ...]) -> bool:
+        """An approval for one of `actions` on record, and on file (not held in memory: its guard reads
+        the journal, and a full disk must not let an approval count that a crash would lose)."""
         nonce = record.get("approval_id") if record else None
-        return nonce is not None and any(
-            r["kind"] == "approval" and r["nonce"] == nonce and r["action"] in actions for r in self._since(sim))
+        approvals = [r for r in self._since(sim) if r["kind"] == "approval" and r.get("nonce") == nonce
+                     and r["action"] in actions] if nonce is not None else []
+        on_file = self.world.file_ids()
+        if approvals and not any(a["id"] in on_file for a in approvals):
+            self.violation("not_durable", f"pid {sim.pid} ended under approval {nonce}, which is not on file")
+        return bool(approvals)
 
     def _verified_flat(self, sim: SimNode, trigger: str) -> bool:
         moved = any(r["kind"] == "transition" and r["trigger"] == trigger for r in self._since(sim))
@@ -480,8 +489,14 @@ class Referee:
             sim.exited_itself = True  # report once
 
     def check_one_end_each(self) -> None:
-        ends = [(r.get("pid"), r["action"]) for r in self.world.records if r["kind"] == "worker_end"]
-        twice = {end for end in ends if ends.count(end) > 1}
+        """Per nsup session: a new nsup cannot know whether its crashed predecessor's stop reached the
+        worker, so it may send it again; one nsup sends each ending once."""
+        session, ends = 0, []
+        for r in self.world.records:
+            session += r["kind"] == "supervisor_start"
+            if r["kind"] == "worker_end":
+                ends.append((r.get("pid"), r["action"], session))
+        twice = {end[:2] for end in ends if ends.count(end) > 1}
         if twice:
             self.violation("journal", f"a worker ended twice the same way: {sorted(twice)}")
 
@@ -510,6 +525,10 @@ class World:
         self.run_fails = False
         self.journal_path = config.supervisor.state_path / "journal.jsonl"
         self.state_path = config.supervisor.state_path / "state.json"
+        self.disk = Disk(config.supervisor.state_path)  # the state dir's disk: it may fill up or fail
+        self.rotated: list = []  # journal files renamed away, oldest first
+        self.unwritten: list[dict] = []  # records a closing journal handed back: never on file (nsup logs them)
+        self.kept: list[dict] = []  # the records on file at the end, read before the state dir goes
         self.journal: Journal | None = None
         self.records: list[dict] = []  # every record, as it is written, across nsup sessions
         self.sup: Supervisor | None = None
@@ -534,7 +553,7 @@ class World:
         real_timeout, real_abort_kill = session.WORKER_EXIT_TIMEOUT_SECS, daemon.ABORT_KILL_AFTER_SECS
         real_answer = session.WorkerSession.__dict__["answer_timeout"]
 
-        def spawn(cls, args: list[str], log_path: Path) -> WorkerProcess:
+        def spawn(cls, args: list[str], log_path: Path, spec: bytes = b"") -> WorkerProcess:
             return world._spawn_sim(cls, args)
 
         def attach(cls, pid: int) -> WorkerProcess:
@@ -554,7 +573,8 @@ class World:
         session.WorkerSession.answer_timeout = property(lambda self: ANSWER_TIMEOUT_SECS)
         logger.disable("supervisor")
         try:
-            yield
+            with self.disk.installed():
+                yield
         finally:
             logger.enable("supervisor")
             session.WorkerSession.answer_timeout = real_answer
@@ -597,6 +617,24 @@ class World:
         self.journal = Journal(self.journal_path)
         self.journal.listen(self.records.append)
 
+    def close_journal(self) -> None:
+        self.unwritten += [msgspec.json.decode(line) for line in self.journal.close()]
+        self.journal = None
+
+    def rotate_journal(self) -> None:
+        """logrotate renames the journal away (nsup opens a new one at its next record)."""
+        if self.journal_path.exists():
+            rotated = self.journal_path.with_name(f"journal.jsonl.{len(self.rotated) + 1}")
+            self.journal_path.rename(rotated)
+            self.rotated.append(rotated)
+
+    def on_file(self) -> list[dict]:
+        """Every record on file, oldest first: the rotated files, then the journal."""
+        return [r for path in [*self.rotated, self.journal_path] if path.exists() for r in read_journal(path)]
+
+    def file_ids(self) -> set[str]:
+        return {r["id"] for r in self.on_file()}
+
     def _start_supervisor(self, carry_on_from: PersistedState | None) -> None:
         self.sup = Supervisor(self.config, self.journal, carry_on_from)
         self.operators = Operators(self.sup, [])
@@ -626,8 +664,10 @@ class World:
 
     async def crash_supervisor(self) -> None:
         """nsup dies (the task is cancelled) and a new one carries on from the persisted state, as
-        `nsup run` does after a crash: unless that state is terminal (then the session is over)."""
-        if not self.running:
+        `nsup run` does after a crash: unless that state is terminal (then the session is over). Not
+        while state.json is behind (a full disk): a new nsup would find an older worker on record than
+        the one running and refuse to start beside it (tests/e2e/test_startup.py), which ends the story."""
+        if not self.running or "state.json" in (self.sup.snapshot().degraded or ""):
             return
         self.sup_task.cancel()
         await asyncio.gather(self.sup_task, return_exceptions=True)
@@ -639,8 +679,7 @@ class World:
         if was.state != self.sup.lifecycle.state:
             self.referee.violation("journal", f"persisted state {was.state} != the machine's {self.sup.lifecycle.state}")
         self.session_ends.append(self.sup.lifecycle.state)
-        self.journal.close()
-        self.journal = None
+        self.close_journal()
         if was.state in (STOPPED, ABORTED):
             self.sup_task = None
             return
@@ -723,8 +762,7 @@ class World:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 sim.popen.wait(timeout=5)
         if self.journal is not None:
-            self.journal.close()
-            self.journal = None
+            self.close_journal()
 
 
 def heard_as_flat(status: p.NodeStatus) -> bool:

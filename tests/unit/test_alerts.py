@@ -317,7 +317,8 @@ def test_the_config_section():
     assert section.enabled and section.kinds == ("fault",) and section.retries == 3
     assert set(AlertsSection().kinds) == {"transition", "fault", "refusal", "approval", "halt_stuck", "hung",
                                           "hung_with_exposure", "venue_disagrees", "health", "redis",
-                                          "reconciliation_mismatch", "venue_check_unavailable"}
+                                          "reconciliation_mismatch", "venue_check_unavailable", "journal_degraded",
+                                          "journal_replaced", "state_not_durable"}
     for bad, says in [
         ({"webhook_url": "ftp://x"}, "webhook_url"),
         ({"command": "pager 'unclosed"}, "cannot be split"),

@@ -105,6 +105,25 @@ BAD_CONFIGS = {
         lambda t: VALID_NODE + "params = { x = nan }\n" + supervisor_section(t), ["node.params"]),
     "infinite flat_confirm_secs": (
         lambda t: VALID_NODE + supervisor_section(t, "flat_confirm_secs = inf\n"), ["supervisor.flat_confirm_secs"]),
+    "flatten_rounds past its range": (
+        lambda t: VALID_NODE + supervisor_section(t, "flatten_rounds = 99999999999999999999\n"),
+        ["supervisor.flatten_rounds", "expected int <= 1000"]),
+    "max_restarts past its range": (
+        lambda t: VALID_NODE + supervisor_section(t, "max_restarts = 101\n"), ["supervisor.max_restarts", "<= 100"]),
+    "negative max_restarts": (
+        lambda t: VALID_NODE + supervisor_section(t, "max_restarts = -1\n"), ["supervisor.max_restarts", ">= 0"]),
+    "hang_after_missed_heartbeats past its range": (
+        lambda t: VALID_NODE + supervisor_section(t, "hang_after_missed_heartbeats = 100000\n"),
+        ["supervisor.hang_after_missed_heartbeats", "<= 1000"]),
+    "a day and more of reduce_after_supervisor_lost_secs": (
+        lambda t: VALID_NODE + supervisor_section(t, "reduce_after_supervisor_lost_secs = 1e9\n"),
+        ["supervisor.reduce_after_supervisor_lost_secs", "<= 86400"]),
+    "redis stream_max_records past its range": (
+        lambda t: VALID_NODE + supervisor_section(t) + "[redis]\nurl = 'redis://h:1'\nstream_max_records = 1e12\n",
+        ["redis.stream_max_records"]),
+    "alerts queue_size past its range": (
+        lambda t: VALID_NODE + supervisor_section(t) + "[alerts]\ncommand = 'true'\nqueue_size = 10000000\n",
+        ["alerts.queue_size", "<= 100000"]),
     "invalid TOML": (lambda t: "[node\nfactory = \n", ["not valid TOML"]),
     "invalid UTF-8": (lambda t: b"[node]\nfactory = \"\xff\xfe\"\n", ["cannot be read"]),
 }
@@ -140,6 +159,29 @@ def test_state_dir_too_long_for_a_unix_socket_exits_2_with_one_line(tmp_path):
     done = run_nsup("run", "--config", str(path), cwd=tmp_path)
     assert_one_line_usage_error(done, "config error", "supervisor.state_dir")
     assert not long_dir.exists()
+
+
+@pytest.mark.parametrize("what", ["a file", "under a file", "read-only"])
+def test_a_state_dir_nsup_cannot_use_is_a_config_error(tmp_path, what):
+    """Exit 2, not 1: systemd must not restart nsup into the same wall (RestartPreventExitStatus=2)."""
+    state = tmp_path / "state"
+    if what == "a file":
+        state.write_text("")
+    elif what == "under a file":
+        (tmp_path / "blocker").write_text("")
+        state = tmp_path / "blocker" / "state"
+    else:
+        state.mkdir()
+        if subprocess.run(["mount", "--bind", "-o", "ro", str(state), str(state)], capture_output=True).returncode:
+            pytest.skip("cannot make a read-only bind mount here (needs root)")
+    try:
+        path = tmp_path / "nsup.toml"
+        path.write_text(VALID_NODE + f'[supervisor]\nstate_dir = "{state}"\n')
+        done = run_nsup("run", "--config", str(path), cwd=tmp_path)
+    finally:
+        if what == "read-only":
+            subprocess.run(["umount", str(state)], check=True)
+    assert_one_line_usage_error(done, "config error", "supervisor.state_dir", str(state), "cannot be used")
 
 
 @pytest.mark.parametrize("duration", ["-1", "0", "-0.5"])

@@ -7,9 +7,10 @@ event loop against a simulated node (tests/unit/_sim_node.py) that can do everyt
 the counts between any two of nsup's reads: positions opening, orders in flight, resting orders
 filling late (after HALTED too), trades at the venue the node never hears of, residuals in the
 node's cache the venue does not hold, market exits that fail, crashes and hangs at any step, stops
-that hang, slow starts, and nsup itself crashing and carrying on from its persisted state.
-Operators stop (nsupctl and SIGTERM), pause, resume, flatten, restart, and approve aborts and
-recovers through the challenge, as nsupctl does.
+that hang, slow starts, and nsup itself crashing and carrying on from its persisted state. The state
+dir's disk fills up or fails (ENOSPC, EROFS, EIO; writes that land in part) and recovers, and the
+journal is rotated away, at any step. Operators stop (nsupctl and SIGTERM), pause, resume, flatten,
+restart, and approve aborts and recovers through the challenge, as nsupctl does.
 
 After every step (`Referee`, and `guard_held` below):
 - every StopNode and SIGKILL a worker received was grounded as DESIGN.md allows, at that instant:
@@ -21,12 +22,15 @@ After every step (`Referee`, and `guard_held` below):
 - HALTED is set only after two flat reads at least flat_confirm_secs apart;
 - no worker ended in any other way; no worker ended twice the same way; no second node ran beside a
   live one; a worker spawned while a stop or pause was pending ran REDUCING from the start;
+- an approval a worker was ended under was on file (not only held in memory) when it was ended;
 - no operator call raised instead of answering.
 At the end, with the venue and the node put right and a stop asked for, nsup ends by itself in
 STOPPED (exit 0) or ABORTED (exit 3) and leaves no worker behind; ABORTED only after an approved
 abort or with the restart bound spent, and its transition says which; per nsup session the journal's
 transitions chain through the lifecycle's table and every state seen by polling is on that chain;
-every operator request has its journal record (a command, an approval or a refusal with its reason).
+every operator request has its journal record (a command, an approval or a refusal with its reason);
+and no record nsup made is lost: with the disk back, every one is on file, in id order across the
+rotated files, or was handed back by a closing journal (nsup logs those as it exits).
 
 Profiles (tests/conftest.py): "ci", the default, is derandomized, so that a failure reproduces run for
 run: 25 examples of up to 30 steps; "nightly" draws 400 examples of up to 60 steps afresh each run
@@ -39,6 +43,7 @@ one down on its own.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import os
 import shutil
@@ -54,6 +59,7 @@ from _sim_node import World
 from supervisor import protocol as p
 from supervisor.config import parse_config
 from supervisor.daemon import EXIT_ABORTED, EXIT_OK
+from supervisor.journal import parse_id
 from supervisor.lifecycle import ABORTED, CREATED, RUNNING, STOPPED, TRANSITIONS
 
 MAX_RESTARTS = 3
@@ -233,6 +239,26 @@ class GuardMachine(RuleBasedStateMachine):
             sim.unhang()
         self.then(pause)
 
+    @rule(error=st.sampled_from([errno.ENOSPC, errno.ENOSPC, errno.EROFS, errno.EIO]), partial=st.booleans(),
+          pause=PAUSES)
+    @step
+    def disk_fails(self, error, partial, pause):
+        """The state dir's disk fills up or fails: the journal and state.json cannot be written."""
+        self.world.disk.error, self.world.disk.partial = error, partial
+        self.then(pause)
+
+    @rule(pause=PAUSES)
+    @step
+    def disk_recovers(self, pause):
+        self.world.disk.error = None
+        self.then(pause)
+
+    @rule(pause=PAUSES)
+    @step
+    def journal_rotated(self, pause):
+        self.world.rotate_journal()
+        self.then(pause)
+
     @rule(hangs=st.booleans())
     @step
     def stop_hangs(self, hangs):
@@ -313,6 +339,7 @@ class GuardMachine(RuleBasedStateMachine):
         w = self.world
         if w.sup_task is None:
             return
+        w.disk.error = None
         if w.running:
             w.venue.exits_fail, w.stop_hangs, w.hello_delay, w.run_fails = False, False, 0.0, False
             for sim in w.sims:
@@ -333,6 +360,7 @@ class GuardMachine(RuleBasedStateMachine):
         self.exit_code = w.sup_task.result()  # an exception out of nsup.run() fails the test here
         w.session_ends.append(w.state)
         await w.cancel_ops()
+        w.close_journal()  # as `nsup run` does as it exits: what the disk (back now) takes, the rest handed back
 
     def stop(self) -> None:
         if self.stop_by == "SIGTERM":
@@ -350,6 +378,7 @@ class GuardMachine(RuleBasedStateMachine):
             assert not alive, f"nsup ended {w.state} and left worker(s) {alive} running"
         check_sessions(w)
         check_operator_records(w)
+        check_nothing_lost(w)
 
 
 async def _settled(tasks) -> None:
@@ -411,6 +440,20 @@ def check_operator_records(w: World) -> None:
         else:
             assert any(r["kind"] in ("command", "approval", "transition") for r in mine), \
                 f"{call.command} by {call.actor} was carried out with nothing on record"
+
+
+def check_nothing_lost(w: World) -> None:
+    """Every record heard is on file (the disk is back, and nsup made a record since: the held ones went
+    first), in id order across the rotated files; or a closing journal handed it back."""
+    on_file = w.kept = w.on_file()  # kept for the scripted cases below: the state dir goes at teardown
+    ids = [parse_id(r["id"]) for r in on_file]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids), "the journal's ids go up, across rotated files too"
+    kept = {r["id"] for r in on_file} | {r["id"] for r in w.unwritten}
+    lost = [r for r in w.records if r["id"] not in kept]
+    assert not lost, f"{len(lost)} record(s) heard but neither on file nor handed back: {lost[:3]}"
+    degraded = [r for r in on_file if r["kind"] == "journal_degraded"]
+    restored = [r for r in on_file if r["kind"] == "journal_restored"]
+    assert len(restored) >= len(degraded) - 1, "each stretch of not durable ends with journal_restored on record"
 
 
 def is_subsequence(seen: list[str], chain: list[str]) -> bool:
@@ -579,3 +622,30 @@ def test_a_node_that_asks_to_stop_with_exposure_gets_the_graceful_stop():
     halting = next(r for r in m.world.records if r["kind"] == "transition" and r["dest"] == "HALTING")
     assert halting["actor"] == "node:DemoStrategy-000"
     assert m.exit_code == EXIT_OK and m.world.session_ends[-1] == STOPPED and m.world.venue.counts().all_zero()
+
+
+def disk_fails(error=errno.ENOSPC, partial=True):
+    return "disk_fails", {"error": error, "partial": partial, "pause": 0.02}
+
+
+def test_an_approval_waits_for_the_disk_and_a_stop_does_not():
+    """The disk fills while the venue rejects every close: the stop goes on (STUCK, not refused), an abort
+    cannot be approved (its approval cannot be put on file); with the disk back, it can, and what was
+    held is on file, in order, before it."""
+    m = play(setup(exposure=2, exits_fail=True), disk_fails(), op("stop"), sleep(), sleep(), op("abort", pause=0.3),
+             ("disk_recovers", {"pause": 0.05}), op("abort", pause=0.3), sleep())
+    records = m.world.kept
+    kinds = [r["kind"] for r in records]
+    refused = next(r for r in records if r["kind"] == "refusal" and r.get("command") == "abort")
+    assert "not durable" in refused["reason"]
+    assert kinds.index("journal_degraded") < kinds.index("halt_stuck") < kinds.index("journal_restored") \
+        < kinds.index("approval")
+    assert m.exit_code == EXIT_ABORTED and m.world.session_ends[-1] == ABORTED
+
+
+def test_a_journal_rotated_and_a_disk_failing_mid_stop_lose_nothing():
+    m = play(setup(exposure=1), op("stop", pause=0.0), ("journal_rotated", {"pause": 0.0}), disk_fails(errno.EIO),
+             sleep(0.15), ("journal_rotated", {"pause": 0.0}), ("disk_recovers", {"pause": 0.0}), sleep())
+    assert m.exit_code == EXIT_OK and m.world.session_ends[-1] == STOPPED
+    assert len(m.world.rotated) >= 1 and any(r["kind"] == "journal_replaced" for r in m.world.kept)
+    assert any(r["kind"] == "journal_restored" for r in m.world.kept)

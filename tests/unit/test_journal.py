@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import stat
 from datetime import datetime, timedelta, timezone
 
+import pytest
 
 from supervisor import journal as journal_module
 from supervisor import protocol as p
-from supervisor.journal import Journal, read_journal
+from _disk import Disk
+from supervisor.journal import Journal, NotDurable, read_journal
 
 
 def lines(path) -> list[bytes]:
@@ -177,3 +180,144 @@ def test_ids_strictly_increase_even_when_the_clock_steps_back_and_go_on_after_a_
 def test_an_id_floor_puts_new_ids_above_it(tmp_path):
     j = Journal(tmp_path / "journal.jsonl", id_floor=(99_999_999_999_999, 4))
     assert j.record("x")["id"] == "99999999999999-5"
+
+
+# A disk that will not take the journal: nothing fails the caller, nothing is lost without a record ------
+
+
+@pytest.fixture
+def disk(tmp_path):
+    with Disk(tmp_path).installed() as disk:
+        yield disk
+
+
+def test_a_full_disk_holds_records_in_memory_and_writes_them_in_order_when_it_takes_them(tmp_path, disk):
+    path = tmp_path / "journal.jsonl"
+    j = Journal(path)
+    heard = []
+    j.listen(heard.append)
+    before = j.record("transition", trigger="run")
+    disk.error, disk.partial = errno.ENOSPC, True
+    held = [j.record("command", command="pause", n=i) for i in range(3)]
+    assert j.problem == "ENOSPC: No space left on device" and j.held == 4  # three, and the record saying so
+    assert read_journal(path) == [before], "a part-written line is cut back off"
+    assert path.read_bytes().endswith(b"\n")
+    assert [r["kind"] for r in heard] == ["transition", "command", "journal_degraded", "command", "command"]
+    assert j.make_durable() == j.problem  # still full
+
+    disk.error = None
+    assert j.make_durable() is None and j.held == 0
+    on_file = read_journal(path)
+    assert [r["id"] for r in on_file] == [r["id"] for r in heard], "every record heard is on file, in order"
+    assert on_file[1:] == [held[0], on_file[2], held[1], held[2], on_file[-1]]
+    restored = on_file[-1]
+    assert restored["kind"] == "journal_restored" and restored["written_late"] == 4 and restored["dropped"] == 0
+    assert restored["was"] == "ENOSPC: No space left on device" and "ENOSPC" in restored["reason"]
+    j.close()
+
+
+def test_a_failed_fsync_cuts_the_record_back_and_holds_it(tmp_path, disk):
+    path = tmp_path / "journal.jsonl"
+    j = Journal(path)
+    disk.error, disk.writes_too = errno.EIO, False  # the write lands, the fsync fails: the bytes may not be on disk
+    j.record("x")
+    assert path.read_bytes() == b"" and j.problem.startswith("EIO")
+    disk.error = None
+    j.record("y")
+    assert [r["kind"] for r in read_journal(path)] == ["x", "journal_degraded", "y", "journal_restored"]
+    j.close()
+
+
+def test_an_approval_must_be_on_file_first(tmp_path, disk):
+    path = tmp_path / "journal.jsonl"
+    j = Journal(path)
+    heard = []
+    j.listen(heard.append)
+    disk.error = errno.EROFS
+    with pytest.raises(NotDurable, match="EROFS"):
+        j.record_durably("approval", action="abort")
+    assert "approval" not in [r["kind"] for r in heard], "an approval that is not on file is not on record at all"
+    j.record("refusal", reason="not durable")
+    with pytest.raises(NotDurable):  # held records first: it cannot come before them
+        j.record_durably("approval", action="abort")
+    disk.error = None
+    approval = j.record_durably("approval", action="abort")
+    assert read_journal(path)[-1] == approval
+    assert [r["kind"] for r in read_journal(path)] == ["journal_degraded", "refusal", "journal_restored", "approval"]
+    j.close()
+
+
+def test_held_records_are_bounded_and_what_was_dropped_is_named(tmp_path, disk, monkeypatch):
+    monkeypatch.setattr(journal_module, "HELD_MAX_RECORDS", 5)
+    path = tmp_path / "journal.jsonl"
+    j = Journal(path)
+    disk.error = errno.ENOSPC
+    ids = [j.record("n", i=i)["id"] for i in range(10)]
+    assert j.held == 5
+    disk.error = None
+    j.make_durable()
+    restored = read_journal(path)[-1]
+    assert restored["kind"] == "journal_restored" and restored["dropped"] == 6  # five, and the degraded record
+    assert restored["dropped_ids"] == [ids[0], ids[4]] and "dropped" in restored["reason"]
+    assert [r.get("i") for r in read_journal(path)[:-1]] == [5, 6, 7, 8, 9]
+    j.close()
+
+
+def test_held_lines_are_listed_for_the_redis_mirror(tmp_path, disk):
+    j = Journal(tmp_path / "journal.jsonl")
+    disk.error = errno.ENOSPC
+    x = j.record("x")
+    lines = j.held_lines()
+    assert [record_id for record_id, _ in lines][0] == x["id"] and len(lines) == 2
+    assert json.loads(lines[0][1]) == json.loads(json.dumps(x))
+    assert j.close() == [line for _, line in lines], "what never reached the file is handed back at close"
+
+
+@pytest.mark.parametrize("how", ["deleted", "rotated", "replaced"])
+def test_a_journal_moved_underneath_is_followed_to_a_new_file_with_a_record_of_the_gap(tmp_path, how):
+    path = tmp_path / "journal.jsonl"
+    j = Journal(path)
+    first, last = j.record("a"), j.record("b")
+    old_inode = os.stat(path).st_ino
+    if how == "deleted":
+        path.unlink()
+    elif how == "rotated":
+        path.rename(tmp_path / "journal.jsonl.1")
+    else:
+        (tmp_path / "other").write_text("")
+        os.replace(tmp_path / "other", path)
+    after = j.record("c")
+    gap, record = read_journal(path)
+    assert record == after
+    assert gap["kind"] == "journal_replaced" and gap["previous_inode"] == old_inode
+    assert gap["how"] == ("moved or replaced" if how == "rotated" else "deleted")  # replaced: its only link is gone
+    assert gap["ids_in_previous"] == [first["id"], last["id"]] and first["id"] in gap["reason"]
+    if how == "rotated":
+        assert [r["kind"] for r in read_journal(tmp_path / "journal.jsonl.1")] == ["a", "b"]
+    j.close()
+
+
+def test_a_journal_truncated_in_place_is_noticed(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    j = Journal(path)
+    j.record("a")
+    os.truncate(path, 0)  # logrotate's copytruncate
+    j.record("b")
+    gap, b = read_journal(path)
+    assert gap["kind"] == "journal_replaced" and gap["how"] == "truncated" and b["kind"] == "b"
+    j.close()
+
+
+def test_a_journal_whose_directory_is_gone_is_held_until_it_can_be_made_again(tmp_path):
+    state = tmp_path / "state"
+    j = Journal(state / "journal.jsonl")
+    j.record("a")
+    (state / "journal.jsonl").unlink()
+    state.rmdir()
+    j.record("b")
+    assert j.problem.startswith("ENOENT") and "cannot be made again" in j.problem
+    state.mkdir()
+    assert j.make_durable() is None
+    assert [r["kind"] for r in read_journal(state / "journal.jsonl")] == [
+        "b", "journal_degraded", "journal_replaced", "journal_restored"]
+    j.close()

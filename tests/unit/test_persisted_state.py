@@ -1,9 +1,14 @@
-"""state.json across an upgrade: the worker outlives nsup, so a new nsup reads what an older one wrote."""
+"""state.json across an upgrade (the worker outlives nsup, so a new nsup reads what an older one wrote), and on
+a disk that will not take it."""
 
+import errno
 import json
+import os
+from types import SimpleNamespace
 
+from supervisor import persisted_state
 from supervisor.intent import StopRequest
-from supervisor.persisted_state import PersistedState, load, save
+from supervisor.persisted_state import PersistedState, StateStore, load, save
 
 
 def test_a_state_written_before_the_stop_was_one_value_carries_its_stop_on(tmp_path):
@@ -26,3 +31,41 @@ def test_the_stop_round_trips(tmp_path):
     state = PersistedState(state="STUCK", stop=StopRequest("signal:SIGINT", final=True))
     save(path, state)
     assert load(path) == state
+
+
+def test_a_state_the_disk_will_not_take_is_kept_and_written_later_never_raised(tmp_path, monkeypatch):
+    """A full or read-only state dir must not kill nsup mid-stop (it did: ENOSPC on state.tmp)."""
+    path = tmp_path / "state.json"
+    offered = []
+    store = StateStore(path, mirror=SimpleNamespace(offer_state=offered.append))
+    store.save(PersistedState(state="RUNNING"))
+    real_replace = os.replace
+
+    def read_only(src, dst):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(persisted_state.os, "replace", read_only)
+    store.save(PersistedState(state="HALTING", stop=StopRequest("signal:SIGTERM", final=True)))
+    assert store.problem == "EROFS: Read-only file system"
+    assert load(path).state == "RUNNING" and not path.with_suffix(".tmp").exists()
+    assert offered[-1].state == "HALTING", "Redis's copy is offered all the same"
+    assert store.retry() == store.problem
+    monkeypatch.setattr(persisted_state.os, "replace", real_replace)
+    assert store.retry() is None and store.problem is None
+    assert load(path).state == "HALTING" and load(path).version == offered[-1].version
+
+
+def test_a_failed_save_leaves_no_part_written_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "state.json"
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(persisted_state.os, "fsync", full)
+    store = StateStore(path)
+    store.save(PersistedState(state="HALTING"))
+    assert store.problem == "ENOSPC: No space left on device"
+    assert not path.exists() and not path.with_suffix(".tmp").exists()
+    monkeypatch.setattr(persisted_state.os, "fsync", real_fsync)
+    assert store.retry() is None and load(path).state == "HALTING"

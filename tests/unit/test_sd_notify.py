@@ -21,6 +21,7 @@ from supervisor.sd_notify import (
     keep_alive,
     messages_for_transition,
     messages_on_reattach,
+    status_text,
     watchdog_interval_secs,
 )
 
@@ -245,6 +246,12 @@ def test_reattach(listener, state, resumable, ready, stopping):
 def test_unknown_counts_are_shown_as_unknown():
     assert messages_for_transition("CREATED", "BUILT", {"positions_open": None}) == [
         "STATUS=BUILT positions=? inflight=? open=?"]
+
+
+def test_status_says_when_the_journal_is_not_durable():
+    note = "degraded: journal not durable (ENOSPC: No space left on device; 3 records held in memory)"
+    assert messages_for_transition("RUNNING", "HALTING", COUNTS, resumable=True, note=note) == [
+        f"STATUS={status_text('HALTING', COUNTS)}: {note}"]
 
 
 @pytest.mark.parametrize(("env", "expected"), [

@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 (no traceback on an operator's terminal: one line, and exit 5)
+        print(f"nsupctl: unexpected {type(exc).__name__}: {exc} (an answer nsupctl cannot read, or a bug of its own)",
+              file=sys.stderr)
+        return EXIT_PROTOCOL
     finally:
         ctl.close()
 

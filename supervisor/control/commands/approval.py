@@ -22,6 +22,7 @@ RECOVER_EXIT_WAIT_SECS = 5.0
 class ApprovalCommand(Command):
     action: ClassVar[str]
     warning: ClassVar[str]
+    hint: ClassVar[str] = ""  # said after the table's refusal
 
     async def run(self, ctx: Context, request, actor: str) -> dict:
         if isinstance(request, c.AbortConfirm | c.RecoverConfirm):
@@ -37,20 +38,32 @@ class ApprovalCommand(Command):
     async def _approve(self, ctx: Context, request, actor: str) -> dict:
         if not request.reason.strip():
             raise Refused(f"{self.action} needs a reason")
+        from supervisor.journal import NotDurable  # nsup's side only: nsupctl need not load it
+
         self.check(ctx)  # before the nonce is spent and an approval put on record
         challenge = ctx.challenges.redeem(self.action, request.nonce, request.confirmation)
         approval = Approval(self.action, operator=actor, reason=request.reason, approval_id=request.nonce)
-        ctx.nsup.journal.record(
-            "approval", action=self.action, operator=request.actor.user, host=request.actor.host, actor=actor,
-            reason=request.reason, nonce=request.nonce, positions=challenge.positions,
-        )
+        try:  # on file before anything acts on it: the guard reads the record, not a promise of one
+            ctx.nsup.journal.record_durably(
+                "approval", action=self.action, operator=request.actor.user, host=request.actor.host, actor=actor,
+                reason=request.reason, nonce=request.nonce, positions=challenge.positions,
+            )
+        except NotDurable as exc:
+            raise Refused(self._not_durable(str(exc))) from None
         return await self.carry_out(ctx, approval, actor)
 
     def check(self, ctx: Context) -> None:
         """Whether the action could be approved now: asked before a challenge is issued or answered, so
-        that no approval goes on record for what cannot happen."""
+        that no approval goes on record for what cannot happen, nor one that cannot be put on record."""
         if not ctx.nsup.lifecycle.allows(self.action):
-            raise Refused(ctx.nsup.lifecycle.why_not(self.action))
+            raise Refused(ctx.nsup.lifecycle.why_not(self.action) + self.hint)
+        problem = ctx.nsup.journal.make_durable()
+        if problem is not None:
+            raise Refused(self._not_durable(f"the journal is not durable ({problem})"))
+
+    def _not_durable(self, why: str) -> str:
+        return (f"{self.action} needs its approval on file first, and {why}: free or fix the state dir's disk, "
+                "then ask again (a stop still flattens meanwhile)")
 
     async def carry_out(self, ctx: Context, approval: Approval, actor: str) -> dict:
         raise NotImplementedError
@@ -94,18 +107,16 @@ class AbortCommand(ApprovalCommand):
     requests = (c.AbortBegin, c.AbortConfirm)
     help = "stop WITH exposure (HALTING or STUCK): shows the positions, asks for the trader id and a reason"
     warning = "ABORT stops the node WITH EXPOSURE."
+    hint = " (stop first, and let nsup try to flatten)"
     timeout_secs = 60.0  # the worker's stop, or its kill under the approval
-
-    def check(self, ctx: Context) -> None:
-        if not ctx.nsup.lifecycle.allows(self.action):
-            raise Refused(ctx.nsup.lifecycle.why_not(self.action) + " (stop first, and let nsup try to flatten)")
 
     async def carry_out(self, ctx: Context, approval: Approval, actor: str) -> dict:
         """ABORTING: the worker is stopped (killed, if it does not exit) under the approval; the answer
         comes once it is gone and nsup is ABORTED."""
         ctx.nsup.allow("abort", actor, approval=approval, reason=approval.reason)
-        state = await ctx.nsup.reached({"ABORTED"})
-        return {"state": state, "result": "the worker was stopped with its positions open; nsup is ABORTED"}
+        state = await ctx.nsup.reached({"ABORTED"})  # ABORTING ends only once the worker's exit is seen
+        end = ctx.nsup.snapshot().last_transition
+        return {"state": state, "result": f"the worker was ended with its positions open ({end['reason']}); nsup is ABORTED"}
 
 
 class RecoverCommand(ApprovalCommand):

@@ -52,10 +52,15 @@ class Command:
     name: ClassVar[str]  # the nsupctl subcommand, and the wire tag of its first request
     requests: ClassVar[tuple[type, ...]]  # the requests it answers (control/protocol.py)
     help: ClassVar[str]
-    changes: ClassVar[bool] = True  # journaled with its actor; status and version only read
+    changes: ClassVar[bool] = True  # journaled with its actor; status and version only read (`read`)
     timeout_secs: ClassVar[float | None] = None  # how long nsupctl waits for the answer (None: its --timeout)
 
     async def run(self, ctx: Context, request, actor: str) -> dict[str, Any]:
+        return self.read(ctx, request)
+
+    def read(self, ctx: Context, request) -> dict[str, Any]:
+        """A command that only reads answers here, at once: the control socket calls it in its reader,
+        without a task (`changes` is False)."""
         raise NotImplementedError(f"{self.name} has no server side")
 
     def record(self, data: dict[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,14 @@
 """`resume`: in RUNNING, new entries again (undoes `pause`); in HALTING or STUCK, cancels a stop that an
-operator asked for (a stop from a signal is final: the lifecycle's guard refuses it)."""
+operator asked for (a stop from a signal is final: the lifecycle's guard refuses it). While any stop
+is pending, resume is about the stop, so the table answers it: a stop that has not reached HALTING
+yet (asked for while the worker was starting) is not undone by unpausing."""
 
 from __future__ import annotations
 
 from supervisor.control import protocol as c
 from supervisor.control.commands.base import Command, Context
 from supervisor.control.commands.pause import set_paused
+from supervisor.intent import Refused
 
 
 class ResumeCommand(Command):
@@ -15,7 +18,10 @@ class ResumeCommand(Command):
 
     async def run(self, ctx: Context, request, actor: str) -> dict:
         nsup = ctx.nsup
-        if not nsup.lifecycle.allows("resume"):
+        if nsup.stop is None and not nsup.lifecycle.allows("resume"):
             return {"trading_state": await set_paused(ctx, False, actor)}
+        if not nsup.lifecycle.allows("resume"):
+            raise Refused(f"{nsup.lifecycle.why_not('resume')}: the stop asked for by {nsup.stop.actor} goes on "
+                          "once the node runs, and is not undone by unpausing")
         nsup.allow("resume", actor, stop=nsup.stop)  # RUNNING again: trading as the operator left it
         return {"state": nsup.lifecycle.state, "paused": nsup.snapshot().paused}

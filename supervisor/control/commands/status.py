@@ -14,7 +14,7 @@ class StatusCommand(Command):
     help = "state, trading state, counts, positions, pids, heartbeat age, restarts"
     changes = False
 
-    async def run(self, ctx: Context, request, actor: str) -> dict:
+    def read(self, ctx: Context, request) -> dict:
         return {**ctx.nsup.snapshot().status(), "events_endpoints": ctx.events_endpoints}
 
     def render(self, data: dict) -> str:
@@ -27,6 +27,10 @@ class StatusCommand(Command):
             f"{data['heartbeat_age_secs']}s ago, restarts {data['restarts']}, health {data['health']}",
             f"supervisor     pid {data['supervisor_pid']}, up {data['supervisor_uptime_secs']}s",
         ]
+        if data.get("degraded"):  # the journal or state.json cannot be written: nsup supervises on, and says so
+            lines.append(f"degraded       {data['degraded'].removeprefix('degraded: ')}")
+        if data.get("worker_log"):
+            lines.append(f"worker.log     not written: {data['worker_log']}")
         if data["last_transition"]:
             t = data["last_transition"]
             lines.append(f"last           {t['source']} -> {t['dest']} ({t['trigger']}) at {t['ts']}")

@@ -14,7 +14,7 @@ class VersionCommand(Command):
     help = "nsup's version and protocol versions"
     changes = False
 
-    async def run(self, ctx: Context, request, actor: str) -> dict:
+    def read(self, ctx: Context, request) -> dict:
         return {"nsup": __version__, "control_protocol": c.CONTROL_VERSION, "worker_protocol": worker_protocol.PROTOCOL_VERSION}
 
     def client(self, ctl) -> int:

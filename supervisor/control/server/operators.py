@@ -1,6 +1,7 @@
 """Carries out what operators ask, and puts every request on record with its actor: the command and
 what came of it, or the refusal and its reason. Signals and `--duration` ask for their stop through
-here too, so a stop is journaled the same way whoever asked.
+here too, so a stop is journaled the same way whoever asked. Refusals are on record coalesced per
+client (refusals.py), so that asking badly, however often, costs the journal little.
 
 Over TCP the actor carries the client's CURVE key, which ZAP authenticated and the client cannot forge;
 the user and host beside it are what the client says.
@@ -13,6 +14,8 @@ import signal
 from supervisor.control import protocol as c
 from supervisor.control.commands import COMMANDS, Context, for_request
 from supervisor.control.server.challenges import ChallengeError, Challenges
+from supervisor.control.server.listener import Peer
+from supervisor.control.server.refusals import RefusalRecords
 from supervisor.daemon import Supervisor
 from supervisor.intent import Refused
 from supervisor.worker_link import LinkError
@@ -25,22 +28,33 @@ class Operators:
         self._nsup = nsup
         self._context = Context(nsup, Challenges(nsup.config.supervisor.abort_challenge_ttl_secs), events_endpoints)
         nsup.on_node_stop_request(lambda actor, reason: self.stop(actor, reason=reason))
+        self._refusals = RefusalRecords(self._record)
 
-    async def handle(self, request: c.Request, client_key: str | None = None) -> c.Reply:
-        """A request from the control socket (`client_key`: the CURVE key it came with, over TCP)."""
-        actor = f"{request.actor.user}@{request.actor.host}" + (f" key:{client_key}" if client_key else "")
-        return await self.perform(request, actor)
+    def answer_now(self, request: c.Request) -> c.Reply | None:
+        """A request that only reads (status, version), answered at once; None for any other."""
+        command = for_request(request)
+        return None if command.changes else c.ok(request.id, **command.read(self._context, request))
 
-    async def perform(self, request: c.Request, actor: str) -> c.Reply:
+    async def handle(self, request: c.Request, peer: Peer | None = None) -> c.Reply:
+        """A request from the control socket, from `peer` (None: in-process, one peer per actor)."""
+        actor = f"{request.actor.user}@{request.actor.host}" + (f" key:{peer.key}" if peer and peer.key else "")
+        return await self.perform(request, actor, peer.name if peer else actor)
+
+    async def perform(self, request: c.Request, actor: str, peer: str | None = None) -> c.Reply:
         command, tag = for_request(request), request.__struct_config__.tag
         try:
             data = await command.run(self._context, request, actor)
         except (Refused, ChallengeError, LinkError) as exc:
-            self._record("refusal", command=tag, actor=actor, reason=str(exc))
-            return c.error(request.id, ERRNO[next(k for k in ERRNO if isinstance(exc, k))], str(exc))
+            errno = ERRNO[next(k for k in ERRNO if isinstance(exc, k))]
+            self._refusals.refuse(peer or actor, tag, errno, {"command": tag, "actor": actor, "reason": str(exc)})
+            return c.error(request.id, errno, str(exc))
         if command.changes:
             self._record("command", command=tag, actor=actor, **command.record(data))
         return c.ok(request.id, **data)
+
+    def refused(self, peer: Peer, command: str, errno: c.Errno, reason: str) -> None:
+        """A request the control socket answered with an error before it ran (unreadable, or BUSY)."""
+        self._refusals.refuse(peer.name, command or "?", errno, {"command": command or "?", "reason": reason})
 
     def stop(self, actor: str, final: bool = False, reason: str | None = None) -> str:
         """A stop asked for in-process: `nsup demo --duration`, a signal (final: no resume), or the node
@@ -54,6 +68,10 @@ class Operators:
             self._nsup.journal.record("signal", signal=sig.name, state=self._nsup.lifecycle.state, result="ignored")
             return
         self.stop(f"signal:{sig.name}", final=True)
+
+    def close(self) -> None:
+        """At exit: the counts of refusals not on record yet go on record."""
+        self._refusals.flush()
 
     def _record(self, kind: str, **fields) -> None:
         self._nsup.journal.record(kind, **fields, state=self._nsup.lifecycle.state, **self._nsup.counts())

@@ -24,6 +24,11 @@ class Binding:
     curve_secret_key: Path | None = None  # the server's key_secret file, for tcp
     group: str | None = None  # for ipc
 
+    @property
+    def curve(self) -> bool:
+        """tcp is only ever bound with CURVE: its clients are known by their keys."""
+        return self.endpoint.startswith("tcp://")
+
     def bind(self, socket_type: int, max_message_bytes: int = -1) -> zmq.Socket:
         """A bound socket; asyncio for the ROUTER, plain (same context) for the PUB. A peer that
         sends more than `max_message_bytes` is disconnected unread (set before bind: ZMQ takes the
