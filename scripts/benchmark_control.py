@@ -9,6 +9,9 @@ For each daemon, with one program under it, this times two things:
   whole-process the operator's command line tool run as a subprocess: interpreter start, imports,
                 connect, one status, print, exit (median and p90 of --cli-runs).
 
+For scale, the floor: a bare pyzmq ROUTER in a process of its own that answers each request at once
+with a reply as long as nsup's status, and a pyzmq DEALER here asking it (in-process only).
+
 nsup runs the supervised demo node (tests/e2e/conftest.py's NsupRun, as scripts/benchmark.py does).
 supervisord and circusd run `sleep 3600` from a separate virtualenv, .bench-venv, which this script
 creates with the same interpreter as .venv and fills from the package registry when it is missing.
@@ -94,6 +97,20 @@ print(json.dumps(out))
 """
 
 
+# A bare ROUTER that answers every request with `size` bytes: the floor under any ZeroMQ control
+# socket. Runs in its own process (as the daemons do), blocking, no asyncio, no decoding.
+ECHO_SERVER = r"""
+import sys, zmq
+endpoint, size = sys.argv[1], int(sys.argv[2])
+socket = zmq.Context.instance().socket(zmq.ROUTER)
+socket.bind(endpoint)
+print("ready", flush=True)
+reply = b"x" * size
+while True:
+    identity, _request = socket.recv_multipart()
+    socket.send_multipart([identity, reply])
+"""
+
 # ---------------------------------------------------------------------------------------------
 # figures
 
@@ -117,6 +134,7 @@ class Result:
         self.cli: list[float] = []
         self.notes: list[str] = []
         self.unavailable: str | None = None
+        self.reply_bytes = 0  # nsup's: the echo answers with as many
 
     def figures(self) -> tuple[float | None, ...]:
         ip = (pct(self.inproc, 50), pct(self.inproc, 99)) if self.inproc else (None, None)
@@ -140,6 +158,15 @@ def time_cli(argv: list[str], runs: int, cwd: Path, env: dict | None = None, war
         if i >= warmup:
             times.append(elapsed)
     return times, failures
+
+
+def nsupctl_env(pycache: Path) -> dict:
+    """nsupctl runs this checkout's code (PYTHONPATH first, ahead of whatever .venv installed), from
+    bytecode as an installed package would (the peers' pip installs compiled theirs): with
+    PYTHONDONTWRITEBYTECODE dropped, the warm-up runs write it to `pycache`, not into the repo."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(PYTHONPATH=str(REPO), PYTHONPYCACHEPREFIX=str(pycache))
+    return env
 
 
 def peer_env() -> dict:
@@ -258,12 +285,15 @@ def bench_nsup(calls: int, warmup: int, cli_runs: int, tmp: Path) -> Result:
             errors += reply.status != "ok"
         if errors:
             result.notes.append(f"{errors} of {calls} in-process replies were not ok")
+        result.reply_bytes = len(json.dumps({"v": reply.v, "id": reply.id, "status": reply.status, "data": reply.data}).encode())
         nsupctl = VENV / "bin" / "nsupctl"
         argv = [str(nsupctl)] if nsupctl.exists() else [str(VENV / "bin" / "python"), "-m", "supervisor.control.client.nsupctl"]
         if not nsupctl.exists():
             result.notes.append(".venv/bin/nsupctl missing (reinstall .venv); timed `python -m supervisor.control.client.nsupctl`")
         say(f"nsup: {cli_runs} x nsupctl status")
-        result.cli, failures = time_cli([*argv, "--state-dir", str(run.state_dir), "status"], cli_runs, cwd=tmp)
+        result.cli, failures = time_cli([*argv, "--state-dir", str(run.state_dir), "status"], cli_runs, cwd=tmp,
+                                        env=nsupctl_env(tmp / "pycache"))
+        result.notes.append(f"timed {' '.join(argv)} with PYTHONPATH={REPO} (this checkout's code), from bytecode")
         if failures:
             result.notes.append(f"{len(failures)} nsupctl runs failed, e.g. {failures[0]}")
         state = client.call("status").data or {}
@@ -280,6 +310,40 @@ def bench_nsup(calls: int, warmup: int, cli_runs: int, tmp: Path) -> Result:
             client.close()
         run.kill_all()
         shutil.rmtree(run.run_dir, ignore_errors=True)
+    return result
+
+
+def bench_echo(calls: int, warmup: int, tmp: Path, size: int) -> Result:
+    """The floor: a bare pyzmq ROUTER (its own process) answering a pyzmq DEALER here, over ipc."""
+    import zmq
+
+    result = Result("pyzmq echo")
+    endpoint = f"ipc://{tmp / 'echo.sock'}"
+    server = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, endpoint, str(size)], stdout=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL)
+    socket = None
+    try:
+        if server.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"the echo server did not start (exit {server.poll()})")
+        socket = zmq.Context.instance().socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.connect(endpoint)
+        request, clock = b'{"v":1,"id":"1","command":"status","actor":{"user":"u","host":"h"}}', time.perf_counter_ns
+        for i in range(warmup + calls):
+            t0 = clock()
+            socket.send(request)
+            if not socket.poll(5000):
+                raise RuntimeError("the echo server did not answer within 5 s")
+            socket.recv()
+            if i >= warmup:
+                result.inproc.append((clock() - t0) / 1e9)
+        result.notes.append(f"replies of {size} bytes, as long as nsup's status reply")
+    except Exception as exc:  # reported, not fatal
+        result.unavailable = f"{type(exc).__name__}: {str(exc)[:300]}"
+    finally:
+        if socket is not None:
+            socket.close()
+        stop_process(server, "echo server")
     return result
 
 
@@ -451,8 +515,12 @@ def report(results: list[Result], args, versions: dict, elapsed: float | None, p
         print()
         print("ratio peer time / nsup time (above 1.00x: nsup answers faster; below: the peer does)")
         for name, f in figs.items():
-            if name != "nsup":
+            if name not in ("nsup", "pyzmq echo"):
                 print(f"{name + ' / nsup':<20}{ratio(f[0], base[0]):>9}{ratio(f[1], base[1]):>16}{ratio(f[2], base[2]):>14}{ratio(f[3], base[3]):>12}")
+        if "pyzmq echo" in figs:
+            floor = figs["pyzmq echo"]
+            print(f"{'nsup / pyzmq echo':<20}{ratio(base[0], floor[0]):>9}{ratio(base[1], floor[1]):>16}"
+                  "   (the floor: above 1.00x is what nsup adds to a bare ROUTER's answer)")
     print()
     print("what the columns time")
     print("  nsup         in-process: ControlClient.call('status') in this process: pyzmq DEALER over ipc:// (unix socket),")
@@ -466,6 +534,8 @@ def report(results: list[Result], args, versions: dict, elapsed: float | None, p
     print("  circusd      in-process: circus.client.CircusClient.call({'command': 'status'}): pyzmq DEALER over ipc://,")
     print("               JSON both ways, one watcher (sleep 3600); in a python -I child of .bench-venv.")
     print("               CLI: circusctl --endpoint ipc://... status.")
+    print("  pyzmq echo   in-process only: a pyzmq DEALER here, a bare pyzmq ROUTER in a process of its own answering at once")
+    print("               with as many bytes as nsup's status reply: no asyncio, no JSON; the floor under a ZeroMQ control socket.")
     print("  CLI = wall time of the whole subprocess: fork/exec, interpreter start, imports, connect, one call, print, exit.")
     for name, secs in versions["bare"].items():
         print(f"  for scale, a bare `python -I -c pass` from {name}: median {fmt_ms(secs)}")
@@ -502,6 +572,7 @@ def control_figures(calls: int, warmup: int, cli_runs: int) -> tuple[list[Result
     with tempfile.TemporaryDirectory(prefix="ctlb-") as tmp:
         tmp_path = Path(tmp)
         results = [bench_nsup(calls, warmup, cli_runs, tmp_path)]
+        results.append(bench_echo(calls, warmup, tmp_path, results[0].reply_bytes or 1500))
         for name in ("supervisord", "circusd"):
             results.append(bench_peer(name, calls, warmup, cli_runs, tmp_path, problems.get(name)))
     return results, versions
