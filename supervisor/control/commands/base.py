@@ -4,8 +4,8 @@ A command is one object: the request(s) it answers on the wire, what it does ins
 which asks the lifecycle's table through the Supervisor and raises Refused with the reason when the
 answer is no), how nsupctl presents the answer (`render`), and, where one request and one answer are
 not the whole of it, what nsupctl does around them (`client`: a challenge to answer, a stop to follow).
-Nothing here imports the daemon, and what only nsup's side needs is imported inside `run`: nsupctl
-loads these modules too, and must start fast.
+Nothing here imports the daemon, msgspec, pyzmq or asyncio, and what only nsup's side needs is
+imported inside `run`: nsupctl loads these modules too, and must start fast.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Ctl(Protocol):
 
 class Command:
     name: ClassVar[str]  # the nsupctl subcommand, and the wire tag of its first request
-    requests: ClassVar[tuple[type, ...]]  # the requests it answers (control/protocol.py)
+    requests: ClassVar[tuple[str, ...]]  # the wire tags of the requests it answers (control/protocol.py)
     help: ClassVar[str]
     changes: ClassVar[bool] = True  # journaled with its actor; status and version only read
     timeout_secs: ClassVar[float | None] = None  # how long nsupctl waits for the answer (None: its --timeout)

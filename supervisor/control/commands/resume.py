@@ -3,14 +3,13 @@ operator asked for (a stop from a signal is final: the lifecycle's guard refuses
 
 from __future__ import annotations
 
-from supervisor.control import protocol as c
 from supervisor.control.commands.base import Command, Context
 from supervisor.control.commands.pause import set_paused
 
 
 class ResumeCommand(Command):
     name = "resume"
-    requests = (c.Resume,)
+    requests = ("resume",)
     help = "ACTIVE again; in HALTING or STUCK it cancels the stop"
 
     async def run(self, ctx: Context, request, actor: str) -> dict:

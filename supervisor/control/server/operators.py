@@ -11,13 +11,14 @@ from __future__ import annotations
 import signal
 
 from supervisor.control import protocol as c
-from supervisor.control.commands import COMMANDS, Context, for_request
+from supervisor.control.commands import BY_REQUEST, COMMANDS, Context
 from supervisor.control.server.challenges import ChallengeError, Challenges
 from supervisor.daemon import Supervisor
 from supervisor.intent import Refused
 from supervisor.worker_link import LinkError
 
 ERRNO = {Refused: c.Errno.REFUSED, ChallengeError: c.Errno.BAD_CHALLENGE, LinkError: c.Errno.WORKER}
+assert set(BY_REQUEST) == set(c.COMMANDS), "every request of the protocol has exactly one command"
 
 
 class Operators:
@@ -31,7 +32,8 @@ class Operators:
         return await self.perform(request, actor)
 
     async def perform(self, request: c.Request, actor: str) -> c.Reply:
-        command, tag = for_request(request), request.__struct_config__.tag
+        tag = request.__struct_config__.tag
+        command = BY_REQUEST[tag]
         try:
             data = await command.run(self._context, request, actor)
         except (Refused, ChallengeError, LinkError) as exc:
