@@ -15,7 +15,7 @@
     abort_challenge_ttl_secs = 60.0                # how long an abort challenge's nonce is good for
     max_restarts = 3                               # a lost worker is replaced at most this often...
     restart_window_secs = 300.0                    # ...in this many seconds; past that: ABORTED
-    restart_backoff_secs = 0.5                     # first wait before a restart, doubling, with jitter
+    restart_backoff_secs = 0.5                     # the first restart goes at once; then this, doubling, with jitter
     restart_backoff_max_secs = 30.0
     stable_after_secs = 60.0                       # a worker up this long resets the count
     hang_after_missed_heartbeats = 5               # silent this long: hung (flat: replaced; else: operator)
