@@ -15,6 +15,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from loguru import logger
 
@@ -60,10 +61,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nsup: {'config error' if isinstance(exc, ConfigError) else 'cannot start'}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return _supervise(config, duration=getattr(args, "duration", None))
+        code = _supervise(config, duration=getattr(args, "duration", None))
     finally:
         if venue is not None:
             _report_and_stop(venue)
+    _leave(code)
+
+
+def _leave(code: int) -> NoReturn:
+    """Exit with `code` once everything is closed (the journal fsync'd, every thread of ours stopped)
+    without the interpreter's teardown: about 50 ms of CPU that only frees memory, and a queue when
+    many nodes on a few cores stop at once. Python's streams, which the log writes to, are flushed."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a terminal or pipe that has gone: nothing to flush to
+            pass
+    os._exit(code)
 
 
 def _parser() -> argparse.ArgumentParser:
