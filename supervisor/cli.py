@@ -1,6 +1,25 @@
 """`nsup`: run a supervised node (`nsup run --config FILE`) or the demo (`nsup demo`)."""
 
+# ruff: noqa: E402 (asyncio, hashlib and hmac are imported first, without OpenSSL: below)
 from __future__ import annotations
+
+import sys
+
+# OpenSSL stays out of nsup's process unless something configured needs it: it maps libcrypto and
+# libssl, some 5 MB resident of the 32 nsup had. asyncio imports ssl for TLS transports, which nsup
+# never opens on its loop; hashlib and hmac take OpenSSL's digests where they can, and fall back to
+# Python's built-in ones (the same sha256 for the node's fingerprint; hmac's compare_digest is still
+# constant-time). They are imported here first, with ssl and _hashlib kept out, which each takes for
+# "not available"; after that both import again as usual: what does use TLS (a rediss:// Redis, an
+# https webhook) imports ssl itself when it is configured, and loads OpenSSL then.
+_KEPT_OUT = [module for module in ("ssl", "_hashlib") if module not in sys.modules]
+sys.modules.update(dict.fromkeys(_KEPT_OUT))  # a None entry makes `import ssl` raise ImportError
+import asyncio
+import hashlib  # noqa: F401
+import hmac  # noqa: F401
+
+for _module in _KEPT_OUT:
+    del sys.modules[_module]
 
 import argparse
 import asyncio
@@ -11,16 +30,13 @@ import math
 import os
 import signal
 import socket
-import sys
-import tempfile
 import traceback
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from loguru import logger
 
 from supervisor import __version__
-from paper_venue.launcher import VenueProcess, endpoints_in
 from supervisor.alerts import FAILURE_KIND, Alerter
 from supervisor.config import ConfigError, NsupConfig, load_config, parse_config
 from supervisor.console import Console, setup_logging
@@ -34,6 +50,9 @@ from supervisor.journal import Journal
 from supervisor.metrics import Metrics
 from supervisor.persisted_state import PersistedState, StateStore, worker_lock_held
 from supervisor.redis_mirror import RedisMirror
+
+if TYPE_CHECKING:
+    from paper_venue.launcher import VenueProcess  # `nsup demo` only: `nsup run` does not load it
 
 DEMO_FACTORY = "node_worker.demo.node:demo_node"
 MAX_IPC_PATH = 100  # sun_path holds 107 bytes; keep a margin
@@ -131,6 +150,10 @@ def _demo_config(args) -> NsupConfig:
         raise ConfigError("--duration: expected seconds > 0")
     if bool(getattr(args, "venue_endpoint", None)) != bool(getattr(args, "quotes_endpoint", None)):
         raise ConfigError("--venue-endpoint and --quotes-endpoint go together")
+    import tempfile
+
+    from paper_venue.launcher import endpoints_in
+
     state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="nsup-demo-"))
     if not args.state_dir:
         print(f"nsup demo: state dir {state_dir}", file=sys.stderr)
@@ -146,6 +169,8 @@ def _demo_config(args) -> NsupConfig:
 
 
 def _start_venue(state_dir: Path) -> VenueProcess:
+    from paper_venue.launcher import VenueProcess
+
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     venue = VenueProcess(state_dir)
     venue.wait_ready()
