@@ -44,6 +44,7 @@ from tests.e2e.conftest import NsupRun, pid_alive  # noqa: E402  (one way to dri
 VENV = REPO / ".venv"
 BENCH_VENV = REPO / ".bench-venv"
 BENCH_PY = BENCH_VENV / "bin" / "python"
+PYCACHE = BENCH_VENV / "pycache"  # this checkout's bytecode, for the benchmarks' processes (use_bytecode)
 CIRCUS_SPECS = ("circus", "circus<0.19", "circus<0.18")  # newest first; the first that imports is kept
 
 # Runs inside .bench-venv with `python -I` and a temp dir as cwd: nsup's own package is also named
@@ -160,18 +161,25 @@ def time_cli(argv: list[str], runs: int, cwd: Path, env: dict | None = None, war
     return times, failures
 
 
-def nsupctl_env(pycache: Path) -> dict:
-    """nsupctl runs this checkout's code (PYTHONPATH first, ahead of whatever .venv installed), from
-    bytecode as an installed package would (the peers' pip installs compiled theirs): with
-    PYTHONDONTWRITEBYTECODE dropped, the warm-up runs write it to `pycache`, not into the repo."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env.update(PYTHONPATH=str(REPO), PYTHONPYCACHEPREFIX=str(pycache))
-    return env
+def use_bytecode() -> None:
+    """Run this checkout's code from bytecode, as an installed package would (pip compiles a package
+    as it installs it, as it did the peers'): every process started from here on reads and writes its
+    bytecode in PYCACHE, not in the repo. From source, each start compiles nsup's modules again,
+    which costs it time and about 1.5 MB of memory."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+
+
+def nsupctl_env() -> dict:
+    """nsupctl runs this checkout's code: PYTHONPATH first, ahead of whatever .venv installed."""
+    return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def peer_env() -> dict:
-    """The environment for .bench-venv programs: nothing that points at .venv or the repo."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
+    """The environment for .bench-venv programs: nothing that points at .venv or the repo (their own
+    bytecode is where pip compiled it)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "PYTHONPYCACHEPREFIX")}
     env["PATH"] = f"{BENCH_VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     return env
 
@@ -292,8 +300,9 @@ def bench_nsup(calls: int, warmup: int, cli_runs: int, tmp: Path) -> Result:
             result.notes.append(".venv/bin/nsupctl missing (reinstall .venv); timed `python -m supervisor.control.client.nsupctl`")
         say(f"nsup: {cli_runs} x nsupctl status")
         result.cli, failures = time_cli([*argv, "--state-dir", str(run.state_dir), "status"], cli_runs, cwd=tmp,
-                                        env=nsupctl_env(tmp / "pycache"))
-        result.notes.append(f"timed {' '.join(argv)} with PYTHONPATH={REPO} (this checkout's code), from bytecode")
+                                        env=nsupctl_env())
+        result.notes.append(f"timed {' '.join(argv)} with PYTHONPATH={REPO} (this checkout's code)"
+                            + (", from bytecode" if "PYTHONPYCACHEPREFIX" in os.environ else ""))
         if failures:
             result.notes.append(f"{len(failures)} nsupctl runs failed, e.g. {failures[0]}")
         state = client.call("status").data or {}
@@ -588,6 +597,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     started = time.perf_counter()
+    use_bytecode()
     results, versions = control_figures(args.calls, args.warmup, args.cli_runs)
     report(results, args, versions, time.perf_counter() - started)
 

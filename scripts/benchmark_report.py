@@ -225,6 +225,7 @@ def main() -> None:
     # SIGTERM to this script still runs every finally, so nothing it started is left behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
+    benchmark_control.use_bytecode()  # nsup as installed: from bytecode, as the peers run
     started, load_before = time.perf_counter(), os.getloadavg()
     say(f"1/9 nsup graceful stop with positions open, {runs} runs")
     stop = benchmark.stop_figures(runs, args.confirm)
