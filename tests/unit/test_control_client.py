@@ -220,7 +220,7 @@ def test_a_peer_that_hangs_up_is_a_connection_reset_and_the_next_send_reconnects
 
 def test_the_client_speaks_the_protocol_version_and_reads_the_reply_fields_of_control_protocol():
     assert client.CONTROL_VERSION == c.CONTROL_VERSION
-    assert tuple(client.Reply.__dataclass_fields__) == c.Reply.__struct_fields__
+    assert client.Reply._fields == c.Reply.__struct_fields__
 
 
 replies = st.one_of(
@@ -232,7 +232,7 @@ replies = st.one_of(
 @given(replies)
 def test_every_reply_nsup_encodes_is_read_as_it_was_sent(reply):
     read = read_reply([c.encode(reply)])
-    assert msgspec.structs.asdict(reply) == read.__dict__
+    assert msgspec.structs.asdict(reply) == read._asdict()
 
 
 @pytest.mark.parametrize(("frames", "complaint"), [
@@ -261,7 +261,10 @@ def test_a_client_on_a_missing_socket_is_not_reachable(sock_dir):
 
 
 def test_nsupctl_loads_neither_pyzmq_nor_msgspec_nor_asyncio():
-    """What `nsupctl status` imports is what it costs to start: none of these is needed for it."""
+    """What `nsupctl status` imports is what it costs to start: none of these is needed for it
+    (typing and dataclasses, with inspect, are some 15 ms each on a 2-core machine)."""
     code = "import json, sys, supervisor.control.client.nsupctl; print(json.dumps(sorted(sys.modules)))"
     loaded = set(json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout))
-    assert {"zmq", "msgspec", "asyncio", "ssl", "loguru", "supervisor.journal", "supervisor.daemon"} & loaded == set()
+    heavy = {"zmq", "msgspec", "asyncio", "ssl", "loguru", "typing", "dataclasses", "inspect", "supervisor.journal",
+             "supervisor.daemon"}
+    assert heavy & loaded == set()

@@ -9,11 +9,12 @@ worker in HALTING or STUCK and ends nsup ABORTED; `recover` kills a hung worker 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, ClassVar
 
-from supervisor.control.commands.base import Command, Context, Refusal
+from supervisor.control.commands.base import TYPE_CHECKING, Command, Context, Refusal
 
 if TYPE_CHECKING:
+    from typing import ClassVar
+
     from supervisor.intent import Approval
 
 RECOVER_EXIT_WAIT_SECS = 5.0
