@@ -152,7 +152,8 @@ def section_footprint(idle: dict, stop: dict, window: float, import_secs: float)
     print("   ratios: this row / nsup supervisor (above 1.00x nsup's supervisor uses less), CPU from CPU (sched).")
     if stop["sup_rss"]:
         s, w = med(stop["sup_rss"]), med(stop["wrk_rss"])
-        print(f"   during the stop runs (heartbeat 0.2 s): supervisor RSS {s:.1f} MB, worker RSS {w:.1f} MB (worker / supervisor {w / s:.1f}x)")
+        print(f"   during the stop runs (heartbeat {benchmark.default_settings()['heartbeat_interval_secs']:g} s): supervisor RSS "
+              f"{s:.1f} MB, worker RSS {w:.1f} MB (worker / supervisor {w / s:.1f}x)")
     print(f"   supervisor import, fresh interpreter, Python start included: {import_secs * 1000:.0f} ms")
 
 
