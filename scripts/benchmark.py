@@ -4,13 +4,16 @@
 
 Each run starts `nsup run` on the demo node with a position open on every instrument, sends SIGTERM
 once the positions are seen, and splits the time from the stop request to STOPPED using the
-journal's own timestamps. Prints medians; no assertion, no pass or fail.
+journal's own timestamps. Then many such nodes (8 by default) are stopped at once, against one
+alone. nsup runs with the config's defaults (the tests' faster heartbeat and confirm undone).
+Prints medians; no assertion, no pass or fail.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -19,9 +22,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import msgspec
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from supervisor.config import SupervisorSection  # noqa: E402
 from tests.e2e.conftest import NsupRun  # noqa: E402  (one way to drive nsup, shared with the tests)
 
 PHASES = [
@@ -33,6 +39,15 @@ PHASES = [
     ("stop sent -> worker exit  (node stop + dispose)", "worker_end", "worker_exit"),
     ("worker exit -> STOPPED", "worker_exit", "stopped"),
 ]
+
+
+def default_settings(restarts: bool = False) -> dict[str, float]:
+    """The config's defaults for what the stop (and, with `restarts`, the respawn) depends on: NsupRun
+    otherwise sets the tests' faster heartbeat and flat confirm."""
+    names = ["heartbeat_interval_secs", "flat_confirm_secs"]
+    names += ["restart_backoff_secs", "restart_backoff_max_secs", "stable_after_secs"] if restarts else []
+    defaults = {field.name: field.default for field in msgspec.structs.fields(SupervisorSection)}
+    return {name: defaults[name] for name in names}
 
 
 def moments(journal: list[dict]) -> dict[str, float]:
@@ -57,7 +72,7 @@ def rss_mb(pid: int) -> float:
 
 
 def one_run(workdir: Path, confirm: float) -> tuple[dict, float, float, int]:
-    run = NsupRun(workdir, {"hold_secs": 3600.0, "flat_secs": 0.0}, {"flat_confirm_secs": confirm}).start()
+    run = NsupRun(workdir, {"hold_secs": 3600.0, "flat_secs": 0.0}, {**default_settings(), "flat_confirm_secs": confirm}).start()
     try:
         run.wait_for_state("RUNNING")
         run.wait_for_positions(2)
@@ -168,7 +183,7 @@ def stop_figures(runs: int, confirm: float) -> dict:
     """Samples over `runs` graceful stops, in seconds: each phase, the total, nsup's overhead, SIGTERM to
     nsup's exit, what the node's log reported still open ('Residual' warnings); and the RSS in MB."""
     fig: dict = {"phases": {name: [] for name, _, _ in PHASES}, "totals": [], "overheads": [], "to_exit": [],
-                 "sup_rss": [], "wrk_rss": [], "residual": [], "skipped": []}
+                 "beyond_flatten": [], "sup_rss": [], "wrk_rss": [], "residual": [], "skipped": []}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(runs):
             marks, s_rss, w_rss, code = one_run(Path(tmp) / f"r{i}", confirm)
@@ -184,6 +199,7 @@ def stop_figures(runs: int, confirm: float) -> dict:
             fig["totals"].append(total)
             fig["overheads"].append(total - flatten - confirm - node_stop)
             fig["to_exit"].append(marks["nsup_exit"] - marks["sigterm_sent"])
+            fig["beyond_flatten"].append(marks["nsup_exit"] - marks["sigterm_sent"] - flatten)
             fig["sup_rss"].append(s_rss)
             fig["wrk_rss"].append(w_rss)
             log = Path(tmp) / f"r{i}" / "state" / "worker.log"
@@ -192,10 +208,47 @@ def stop_figures(runs: int, confirm: float) -> dict:
     return fig
 
 
+def stop_at_once(workdir: Path, nodes: int) -> float:
+    """`nodes` nsups, each with its demo node holding 2 positions, default settings: SIGTERM to all at
+    once, seconds until the last nsup has exited 0."""
+    runs = [NsupRun(workdir / f"n{i}", {"hold_secs": 3600.0, "flat_secs": 0.0}, default_settings()) for i in range(nodes)]
+    try:
+        for run in runs:
+            run.start()
+        for run in runs:
+            run.wait_for_state("RUNNING", timeout=120.0)
+            run.wait_for_positions(2, timeout=60.0)
+        sent = time.perf_counter()
+        for run in runs:
+            run.signal(signal.SIGTERM)
+        codes = [run.exit_code() for run in runs]
+        took = time.perf_counter() - sent
+        if any(codes):
+            raise RuntimeError(f"exit codes {codes}")
+        return took
+    finally:
+        for run in runs:
+            run.kill_all()
+
+
+def fleet_stop_figures(nodes: int, runs: int) -> dict[str, list[float]]:
+    """SIGTERM to the last exit: one node alone, then `nodes` at once, alternately, `runs` times each."""
+    fig: dict[str, list[float]] = {"one": [], "many": [], "errors": []}
+    with tempfile.TemporaryDirectory(prefix="fleet-") as tmp:
+        for i in range(runs):
+            for key, count in (("one", 1), ("many", nodes)):
+                try:
+                    fig[key].append(stop_at_once(Path(tmp) / f"{key}{i}", count))
+                except Exception as exc:  # reported, not fatal
+                    fig["errors"].append(f"{count} nodes, run {i}: {type(exc).__name__}: {str(exc)[:200]}")
+    return fig
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--confirm", type=float, default=0.5, help="flat_confirm_secs (the default config)")
+    parser.add_argument("--confirm", type=float, default=default_settings()["flat_confirm_secs"],
+                        help="flat_confirm_secs (default: the config's default)")
     args = parser.parse_args()
 
     fig = stop_figures(args.runs, args.confirm)

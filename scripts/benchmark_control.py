@@ -9,6 +9,9 @@ For each daemon, with one program under it, this times two things:
   whole-process the operator's command line tool run as a subprocess: interpreter start, imports,
                 connect, one status, print, exit (median and p90 of --cli-runs).
 
+For scale, the floor: a bare pyzmq ROUTER in a process of its own that answers each request at once
+with a reply as long as nsup's status, and a pyzmq DEALER here asking it (in-process only).
+
 nsup runs the supervised demo node (tests/e2e/conftest.py's NsupRun, as scripts/benchmark.py does).
 supervisord and circusd run `sleep 3600` from a separate virtualenv, .bench-venv, which this script
 creates with the same interpreter as .venv and fills from the package registry when it is missing.
@@ -41,6 +44,7 @@ from tests.e2e.conftest import NsupRun, pid_alive  # noqa: E402  (one way to dri
 VENV = REPO / ".venv"
 BENCH_VENV = REPO / ".bench-venv"
 BENCH_PY = BENCH_VENV / "bin" / "python"
+PYCACHE = BENCH_VENV / "pycache"  # this checkout's bytecode, for the benchmarks' processes (use_bytecode)
 CIRCUS_SPECS = ("circus", "circus<0.19", "circus<0.18")  # newest first; the first that imports is kept
 
 # Runs inside .bench-venv with `python -I` and a temp dir as cwd: nsup's own package is also named
@@ -94,6 +98,20 @@ print(json.dumps(out))
 """
 
 
+# A bare ROUTER that answers every request with `size` bytes: the floor under any ZeroMQ control
+# socket. Runs in its own process (as the daemons do), blocking, no asyncio, no decoding.
+ECHO_SERVER = r"""
+import sys, zmq
+endpoint, size = sys.argv[1], int(sys.argv[2])
+socket = zmq.Context.instance().socket(zmq.ROUTER)
+socket.bind(endpoint)
+print("ready", flush=True)
+reply = b"x" * size
+while True:
+    identity, _request = socket.recv_multipart()
+    socket.send_multipart([identity, reply])
+"""
+
 # ---------------------------------------------------------------------------------------------
 # figures
 
@@ -117,6 +135,7 @@ class Result:
         self.cli: list[float] = []
         self.notes: list[str] = []
         self.unavailable: str | None = None
+        self.reply_bytes = 0  # nsup's: the echo answers with as many
 
     def figures(self) -> tuple[float | None, ...]:
         ip = (pct(self.inproc, 50), pct(self.inproc, 99)) if self.inproc else (None, None)
@@ -142,9 +161,25 @@ def time_cli(argv: list[str], runs: int, cwd: Path, env: dict | None = None, war
     return times, failures
 
 
+def use_bytecode() -> None:
+    """Run this checkout's code from bytecode, as an installed package would (pip compiles a package
+    as it installs it, as it did the peers'): every process started from here on reads and writes its
+    bytecode in PYCACHE, not in the repo. From source, each start compiles nsup's modules again,
+    which costs it time and about 1.5 MB of memory."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+
+
+def nsupctl_env() -> dict:
+    """nsupctl runs this checkout's code: PYTHONPATH first, ahead of whatever .venv installed."""
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
 def peer_env() -> dict:
-    """The environment for .bench-venv programs: nothing that points at .venv or the repo."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
+    """The environment for .bench-venv programs: nothing that points at .venv or the repo (their own
+    bytecode is where pip compiled it)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "PYTHONPYCACHEPREFIX")}
     env["PATH"] = f"{BENCH_VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     return env
 
@@ -258,12 +293,16 @@ def bench_nsup(calls: int, warmup: int, cli_runs: int, tmp: Path) -> Result:
             errors += reply.status != "ok"
         if errors:
             result.notes.append(f"{errors} of {calls} in-process replies were not ok")
+        result.reply_bytes = len(json.dumps({"v": reply.v, "id": reply.id, "status": reply.status, "data": reply.data}).encode())
         nsupctl = VENV / "bin" / "nsupctl"
         argv = [str(nsupctl)] if nsupctl.exists() else [str(VENV / "bin" / "python"), "-m", "supervisor.control.client.nsupctl"]
         if not nsupctl.exists():
             result.notes.append(".venv/bin/nsupctl missing (reinstall .venv); timed `python -m supervisor.control.client.nsupctl`")
         say(f"nsup: {cli_runs} x nsupctl status")
-        result.cli, failures = time_cli([*argv, "--state-dir", str(run.state_dir), "status"], cli_runs, cwd=tmp)
+        result.cli, failures = time_cli([*argv, "--state-dir", str(run.state_dir), "status"], cli_runs, cwd=tmp,
+                                        env=nsupctl_env())
+        result.notes.append(f"timed {' '.join(argv)} with PYTHONPATH={REPO} (this checkout's code)"
+                            + (", from bytecode" if "PYTHONPYCACHEPREFIX" in os.environ else ""))
         if failures:
             result.notes.append(f"{len(failures)} nsupctl runs failed, e.g. {failures[0]}")
         state = client.call("status").data or {}
@@ -280,6 +319,40 @@ def bench_nsup(calls: int, warmup: int, cli_runs: int, tmp: Path) -> Result:
             client.close()
         run.kill_all()
         shutil.rmtree(run.run_dir, ignore_errors=True)
+    return result
+
+
+def bench_echo(calls: int, warmup: int, tmp: Path, size: int) -> Result:
+    """The floor: a bare pyzmq ROUTER (its own process) answering a pyzmq DEALER here, over ipc."""
+    import zmq
+
+    result = Result("pyzmq echo")
+    endpoint = f"ipc://{tmp / 'echo.sock'}"
+    server = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, endpoint, str(size)], stdout=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL)
+    socket = None
+    try:
+        if server.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"the echo server did not start (exit {server.poll()})")
+        socket = zmq.Context.instance().socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.connect(endpoint)
+        request, clock = b'{"v":1,"id":"1","command":"status","actor":{"user":"u","host":"h"}}', time.perf_counter_ns
+        for i in range(warmup + calls):
+            t0 = clock()
+            socket.send(request)
+            if not socket.poll(5000):
+                raise RuntimeError("the echo server did not answer within 5 s")
+            socket.recv()
+            if i >= warmup:
+                result.inproc.append((clock() - t0) / 1e9)
+        result.notes.append(f"replies of {size} bytes, as long as nsup's status reply")
+    except Exception as exc:  # reported, not fatal
+        result.unavailable = f"{type(exc).__name__}: {str(exc)[:300]}"
+    finally:
+        if socket is not None:
+            socket.close()
+        stop_process(server, "echo server")
     return result
 
 
@@ -451,14 +524,18 @@ def report(results: list[Result], args, versions: dict, elapsed: float | None, p
         print()
         print("ratio peer time / nsup time (above 1.00x: nsup answers faster; below: the peer does)")
         for name, f in figs.items():
-            if name != "nsup":
+            if name not in ("nsup", "pyzmq echo"):
                 print(f"{name + ' / nsup':<20}{ratio(f[0], base[0]):>9}{ratio(f[1], base[1]):>16}{ratio(f[2], base[2]):>14}{ratio(f[3], base[3]):>12}")
+        if "pyzmq echo" in figs:
+            floor = figs["pyzmq echo"]
+            print(f"{'nsup / pyzmq echo':<20}{ratio(base[0], floor[0]):>9}{ratio(base[1], floor[1]):>16}"
+                  "   (the floor: above 1.00x is what nsup adds to a bare ROUTER's answer)")
     print()
     print("what the columns time")
-    print("  nsup         in-process: ControlClient.call('status') in this process: pyzmq DEALER over ipc:// (unix socket),")
-    print("               JSON request, msgspec-decoded reply; nsup answers on its asyncio loop from the worker's last")
-    print("               heartbeat (no round trip to the TradingNode), while that node runs and heartbeats every 0.2 s.")
-    print("               CLI: .venv/bin/nsupctl --state-dir DIR status (reads endpoints.json, connects, prints).")
+    print("  nsup         in-process: ControlClient.call('status') in this process: a DEALER over ipc:// (unix socket) in the")
+    print("               standard library (ZMTP 3.0, client/zmtp.py), JSON both ways; nsup answers on its asyncio loop from")
+    print("               the worker's last heartbeat (no round trip to the TradingNode), while that node runs and heartbeats")
+    print("               every 0.2 s. CLI: .venv/bin/nsupctl --state-dir DIR status (reads endpoints.json, connects, prints).")
     print("  supervisord  in-process: xmlrpc.client.ServerProxy + supervisor.xmlrpc.SupervisorTransport, HTTP/1.1")
     print("               keep-alive over the unix socket, supervisor.getAllProcessInfo() with one program (sleep 3600),")
     print("               in a python -I child of .bench-venv (the same interpreter).")
@@ -466,6 +543,8 @@ def report(results: list[Result], args, versions: dict, elapsed: float | None, p
     print("  circusd      in-process: circus.client.CircusClient.call({'command': 'status'}): pyzmq DEALER over ipc://,")
     print("               JSON both ways, one watcher (sleep 3600); in a python -I child of .bench-venv.")
     print("               CLI: circusctl --endpoint ipc://... status.")
+    print("  pyzmq echo   in-process only: a pyzmq DEALER here, a bare pyzmq ROUTER in a process of its own answering at once")
+    print("               with as many bytes as nsup's status reply: no asyncio, no JSON; the floor under a ZeroMQ control socket.")
     print("  CLI = wall time of the whole subprocess: fork/exec, interpreter start, imports, connect, one call, print, exit.")
     for name, secs in versions["bare"].items():
         print(f"  for scale, a bare `python -I -c pass` from {name}: median {fmt_ms(secs)}")
@@ -502,6 +581,7 @@ def control_figures(calls: int, warmup: int, cli_runs: int) -> tuple[list[Result
     with tempfile.TemporaryDirectory(prefix="ctlb-") as tmp:
         tmp_path = Path(tmp)
         results = [bench_nsup(calls, warmup, cli_runs, tmp_path)]
+        results.append(bench_echo(calls, warmup, tmp_path, results[0].reply_bytes or 1500))
         for name in ("supervisord", "circusd"):
             results.append(bench_peer(name, calls, warmup, cli_runs, tmp_path, problems.get(name)))
     return results, versions
@@ -517,6 +597,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     started = time.perf_counter()
+    use_bytecode()
     results, versions = control_figures(args.calls, args.warmup, args.cli_runs)
     report(results, args, versions, time.perf_counter() - started)
 

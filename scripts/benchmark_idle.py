@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from benchmark_control import PeerDaemon, ensure_bench_venv, peer_workdir, say  # noqa: E402
+from benchmark_control import PeerDaemon, ensure_bench_venv, peer_workdir, say, use_bytecode  # noqa: E402
 from tests.e2e.conftest import NsupRun  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -176,6 +176,7 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=2.0, help="seconds after start-up before the window")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the finally blocks stop what was started
+    use_bytecode()
     results = idle_figures(args.window, args.settle)
     print(f"footprint at rest, {args.window:g} s window each, one daemon at a time (CPU: % of one core)")
     print_idle(results, args.window)

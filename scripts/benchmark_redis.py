@@ -27,6 +27,9 @@ from supervisor.redis_mirror import Keys, RedisMirror, RedisSection  # noqa: E40
 from tests.e2e.conftest import NsupRun  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
+sys.path.insert(0, str(REPO / "scripts"))
+from benchmark import default_settings  # noqa: E402
+
 STOP_CASES = (
     ("no Redis", None),
     ("Redis answering", {}),
@@ -133,7 +136,7 @@ def _stop_secs(directory: Path, case: dict | None) -> float:
     if server is not None:
         sections["redis"] = {"url": server.url, "name": "bench", "timeout_secs": 2.0, "drain_secs": 2.0,
                              "node_cache": bool(case.get("node_cache"))}
-    run = NsupRun(directory, {"hold_secs": 3600.0, "flat_secs": 0.0}, {"flat_confirm_secs": 0.5}, **sections).start()
+    run = NsupRun(directory, {"hold_secs": 3600.0, "flat_secs": 0.0}, default_settings(), **sections).start()
     try:
         run.wait_for_state("RUNNING")
         run.wait_for_positions(2)

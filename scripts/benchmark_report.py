@@ -3,15 +3,17 @@
     .venv/bin/python scripts/benchmark_report.py [--quick] [--runs N] [--plain-runs N] ...
 
 Sections, each from the script that measures it (run alone, each prints its own part):
-  1. shutdown with positions open, nsup vs a plain TradingNode stopped with SIGTERM
-     (scripts/benchmark.py, scripts/benchmark_plain.py)
-  2. recovery on the paper venue (scripts/benchmark.py)
+  1. shutdown with positions open, nsup vs a plain TradingNode stopped with SIGTERM; many nodes
+     stopped at once against one alone (scripts/benchmark.py, scripts/benchmark_plain.py)
+  2. recovery on the paper venue (scripts/benchmark.py); the first respawn after a crash, nsup vs
+     supervisord vs circusd (scripts/benchmark_respawn.py)
   3. control round trip, nsup vs supervisord vs circusd (scripts/benchmark_control.py)
   4. footprint: RSS and CPU at rest, nsup vs supervisord vs circusd (scripts/benchmark_idle.py)
   5. the Redis mirror: a record's cost, the stream's lag, a backlog, stops with Redis paused
      (scripts/benchmark_redis.py)
 Everything runs one after another, never two measured things at once. Progress goes to stderr, the
-report to stdout. Medians; no assertion, no pass or fail.
+report to stdout; it ends with a summary, each figure beside its peer from the same run. Medians; no
+assertion, no pass or fail.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import benchmark_control  # noqa: E402
 import benchmark_idle  # noqa: E402
 import benchmark_plain  # noqa: E402
 import benchmark_redis  # noqa: E402
+import benchmark_respawn  # noqa: E402
 from benchmark_control import say  # noqa: E402
 
 
@@ -51,11 +54,19 @@ def ratio(other: float | None, base: float | None) -> str:
     return "-" if other is None or not base else f"{other / base:.1f}x"
 
 
+def post_stop_secs() -> float:
+    from node_worker.worker import TIMEOUT_POST_STOP_SECS
+
+    return TIMEOUT_POST_STOP_SECS
+
+
 def section_stop(stop: dict, plain: dict, confirm: float) -> None:
     n_nsup, n_plain = len(stop["totals"]), len(plain["stop"])
     cfg = plain["config"] or {}
+    settings = benchmark.default_settings()
     print("1. shutdown with 2 positions open: nsup vs a plain TradingNode stopped with SIGTERM")
-    print(f"   nsup: demo node (sandbox venue), default flat_confirm_secs={confirm}; its worker sets timeout_post_stop=0.1 s.")
+    print(f"   nsup: demo node (sandbox venue), flat_confirm_secs={confirm:g} (default {settings['flat_confirm_secs']:g}), "
+          f"heartbeat {settings['heartbeat_interval_secs']:g} s; its worker sets timeout_post_stop={post_stop_secs():g} s.")
     print(f"   plain: the same recipe in a plain TradingNode, config unchanged (timeout_post_stop={cfg.get('timeout_post_stop')} s),")
     print("   run()/dispose() in its own process, SIGTERM once both positions are open.")
     print()
@@ -72,7 +83,8 @@ def section_stop(stop: dict, plain: dict, confirm: float) -> None:
     print(f"   {'  of which the flatten itself':<40}{ms(flatten, 13)}{'none':>14}")
     print(f"   {'  of which nsup overhead':<40}{ms(med(stop['overheads']), 13)}{'-':>14}")
     post_stop = cfg.get("timeout_post_stop")
-    print(f"   {'  of which asleep in timeout_post_stop':<40}{'0.1 s':>13}{f'{post_stop} s' if post_stop is not None else '-':>14}")
+    print(f"   {'  of which asleep in timeout_post_stop':<40}{f'{post_stop_secs():g} s':>13}{f'{post_stop} s' if post_stop is not None else '-':>14}")
+    print(f"   {'  beyond the flatten (to process exit)':<40}{ms(med(stop['beyond_flatten']), 13)}{'-':>14}")
     nsup_left = [len(r) for r in stop["residual"]]
     plain_left = [len(x) for x in plain["left_open"]]
     print(f"   {'positions left open at exit, per run':<40}{','.join(map(str, nsup_left)) or '-':>13}{','.join(map(str, plain_left)) or '-':>14}")
@@ -100,6 +112,16 @@ def section_stop(stop: dict, plain: dict, confirm: float) -> None:
     for i, code in enumerate(plain["codes"]):
         if code != 0:
             print(f"   note: plain run {i} exited {code}")
+
+
+def section_fleet(fleet: dict, nodes: int) -> None:
+    one, many = med(fleet["one"]), med(fleet["many"])
+    print(f"   many nodes stopped at once: {nodes} nsups, each with its demo node holding 2 positions (default settings),")
+    print(f"   SIGTERM to all, until the last has exited; against one alone, alternately, {len(fleet['many'])} times each")
+    print(f"     {'one node alone: SIGTERM -> exit':<52}{ms(one)}")
+    print(f"     {f'{nodes} nodes at once: SIGTERM -> the last exit':<52}{ms(many)}   {ratio(many, one)} one node's stop")
+    for error in fleet["errors"]:
+        print(f"   note: {error}")
 
 
 def section_recovery(recovery: dict, latencies: list[float], restarts: list[float], runs: int) -> None:
@@ -130,8 +152,52 @@ def section_footprint(idle: dict, stop: dict, window: float, import_secs: float)
     print("   ratios: this row / nsup supervisor (above 1.00x nsup's supervisor uses less), CPU from CPU (sched).")
     if stop["sup_rss"]:
         s, w = med(stop["sup_rss"]), med(stop["wrk_rss"])
-        print(f"   during the stop runs (heartbeat 0.2 s): supervisor RSS {s:.1f} MB, worker RSS {w:.1f} MB (worker / supervisor {w / s:.1f}x)")
+        print(f"   during the stop runs (heartbeat {benchmark.default_settings()['heartbeat_interval_secs']:g} s): supervisor RSS "
+              f"{s:.1f} MB, worker RSS {w:.1f} MB (worker / supervisor {w / s:.1f}x)")
     print(f"   supervisor import, fresh interpreter, Python start included: {import_secs * 1000:.0f} ms")
+
+
+def summary(stop: dict, fleet: dict, nodes: int, respawn: dict, control: list, idle: dict) -> None:
+    """Each figure beside its peer from this run, and what it aims at."""
+    figs = {r.name: r.figures() for r in control if r.inproc or r.cli}
+    nsup = figs.get("nsup", (None,) * 4)
+
+    def row(label: str, value: str, peer: str, peer_value: str, ratio_text: str, aim: str) -> None:
+        print(f"   {label:<36}{value:>11}   {peer:<22}{peer_value:>11}{ratio_text:>9}   {aim}")
+
+    def fig(name: str, i: int, fmt) -> str:
+        value = figs.get(name, (None,) * 4)[i]
+        return "-" if value is None else fmt(value)
+
+    us, ms_ = (lambda x: f"{x * 1e6:,.0f} µs"), (lambda x: f"{x * 1e3:,.1f} ms")
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return "-" if a is None or not b else f"{a / b:.2f}x"
+
+    print("summary: each figure beside its peer, measured in this run (ratios: the peer's / nsup's, or as labelled)")
+    row("", "nsup", "peer", "", "ratio", "aim")
+    for peer, cli in (("supervisord", "supervisorctl"), ("circusd", "circusctl")):
+        row("nsupctl status, whole process" if peer == "supervisord" else "", fig("nsup", 2, ms_), f"{cli} status",
+            fig(peer, 2, ms_), ratio(figs.get(peer, (None,) * 4)[2], nsup[2]), "at least 1.5x" if peer == "supervisord" else "at least 2x")
+    row("status round trip in-process, p50", fig("nsup", 0, us), "bare pyzmq echo", fig("pyzmq echo", 0, us),
+        ratio(nsup[0], figs.get("pyzmq echo", (None,) * 4)[0]).replace("x", "x*"), "at most 1.4x* (nsup / echo)")
+    row("", "", "circusd", fig("circusd", 0, us), ratio(figs.get("circusd", (None,) * 4)[0], nsup[0]), "at least 2x")
+    to_stopped = med([t - f for t, f in zip(stop["totals"], stop["phases"]["market_exit -> flat seen  (the flatten itself)"])])
+    row("stop beyond the flatten, to exit", ms(med(stop["beyond_flatten"]), 0).strip(), "to STOPPED", ms(to_stopped, 0).strip(),
+        "", "at most 250 ms")
+    first = med(respawn["nsup"]["first"])
+    for peer in ("supervisord", "circusd"):
+        samples = respawn.get(peer)
+        value = med(samples) if isinstance(samples, list) else None
+        row("first respawn after a crash" if peer == "supervisord" else "", ms(first, 0).strip() if peer == "supervisord" else "",
+            peer, ms(value, 0).strip(), ratio(value, first), "at most 100 ms" if peer == "supervisord" else "")
+    one, many = med(fleet["one"]), med(fleet["many"])
+    row(f"{nodes} nodes stopped at once", ms(many, 0).strip(), "one node alone", ms(one, 0).strip(),
+        ratio(many, one).replace("x", "x*"), "at most 1.3x* (many / one)")
+    sup, circus = idle.get("nsup supervisor", {}), idle.get("circusd", {})
+    if "rss_mb" in sup and "rss_mb" in circus:
+        row("supervisor RSS at rest", f"{sup['rss_mb']:.1f} MB", "circusd", f"{circus['rss_mb']:.1f} MB",
+            f"{circus['rss_mb'] / sup['rss_mb']:.2f}x", "below circusd's")
 
 
 def main() -> None:
@@ -143,7 +209,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, help="in-process status calls per daemon (default 1000; --quick 300)")
     parser.add_argument("--cli-runs", type=int, help="CLI runs per daemon (default 30; --quick 10)")
     parser.add_argument("--window", type=float, help="seconds of CPU measurement per daemon (default 10; --quick 5)")
-    parser.add_argument("--confirm", type=float, default=0.5, help="flat_confirm_secs for the stop runs (the default config)")
+    parser.add_argument("--confirm", type=float, default=benchmark.default_settings()["flat_confirm_secs"],
+                        help="flat_confirm_secs for the stop runs (default: the config's default)")
+    parser.add_argument("--nodes", type=int, default=8, help="nodes stopped at once (default 8)")
+    parser.add_argument("--fleet-runs", type=int, help="runs of one node and of --nodes stopped at once (default 2; --quick 1)")
     parser.add_argument("--records", type=int, help="journal records per Redis mirror figure (default 1000; --quick 300)")
     args = parser.parse_args()
     q = args.quick
@@ -154,27 +223,33 @@ def main() -> None:
     cli_runs = args.cli_runs or (10 if q else 30)
     window = args.window or (5.0 if q else 10.0)
     records = args.records or (300 if q else 1000)
+    fleet_runs = args.fleet_runs or (1 if q else 2)
     args.calls, args.cli_runs, args.warmup = calls, cli_runs, 50  # what benchmark_control.report prints
     # SIGTERM to this script still runs every finally, so nothing it started is left behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    started = time.perf_counter()
-    say(f"1/7 nsup graceful stop with positions open, {runs} runs")
+    benchmark_control.use_bytecode()  # nsup as installed: from bytecode, as the peers run
+    started, load_before = time.perf_counter(), os.getloadavg()
+    say(f"1/9 nsup graceful stop with positions open, {runs} runs")
     stop = benchmark.stop_figures(runs, args.confirm)
     import_secs = benchmark.startup_secs()
-    say(f"2/7 plain TradingNode stopped with SIGTERM, {plain_runs} runs (about 11 s each)")
+    say(f"2/9 plain TradingNode stopped with SIGTERM, {plain_runs} runs (about 11 s each)")
     plain = benchmark_plain.plain_figures(plain_runs)
-    say(f"3/7 paper venue, {recovery_runs} runs")
+    say(f"3/9 one node, then {args.nodes} at once, stopped; {fleet_runs} runs each")
+    fleet = benchmark.fleet_stop_figures(args.nodes, fleet_runs)
+    say(f"4/9 paper venue, {recovery_runs} runs")
     with tempfile.TemporaryDirectory(prefix="nb-") as tmp:
         latencies, restarts = benchmark.paper_venue_figures(Path(tmp), runs=recovery_runs)
-    say(f"4/7 recovery, {recovery_runs} runs")
+    say(f"5/9 recovery, {recovery_runs} runs")
     with tempfile.TemporaryDirectory(prefix="nr-") as tmp:
         recovery = benchmark.recovery_figures(Path(tmp), runs=recovery_runs)
-    say("5/7 control round trip")
+    say("6/9 control round trip")
     results, versions = benchmark_control.control_figures(calls, 50, cli_runs)
-    say(f"6/7 footprint at rest, {window:g} s windows")
+    say(f"7/9 first respawn after a crash, {recovery_runs} runs")
+    respawn = benchmark_respawn.respawn_figures(recovery_runs, versions.get("problems"))
+    say(f"8/9 footprint at rest, {window:g} s windows")
     idle = benchmark_idle.idle_figures(window, 2.0, versions.get("problems"))
-    say(f"7/7 Redis mirror, {records} records a figure, {recovery_runs} stops a case")
+    say(f"9/9 Redis mirror, {records} records a figure, {recovery_runs} stops a case")
     redis = benchmark_redis.redis_figures(records, recovery_runs)
     elapsed = time.perf_counter() - started
 
@@ -182,19 +257,27 @@ def main() -> None:
     print(f"nsup benchmark report, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(f"command: {command.strip()}")
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}")
+    load_after = os.getloadavg()
+    print(f"load average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_before)} at the start, "
+          f"{', '.join(f'{x:.2f}' for x in load_after)} at the end")
     print(f"Python {platform.python_version()}, NautilusTrader {version('nautilus_trader')}, pyzmq {version('pyzmq')}; "
           f"peers from .bench-venv (Python {versions['bench']})")
     print("medians unless marked; ratios are other / nsup: above 1.0x nsup's figure is the lower (faster, smaller)")
     print()
     section_stop(stop, plain, args.confirm)
     print()
+    section_fleet(fleet, args.nodes)
+    print()
     section_recovery(recovery, latencies, restarts, recovery_runs)
+    benchmark_respawn.report(respawn)
     print()
     benchmark_control.report(results, args, versions, None, prefix="3. ")
     print()
     section_footprint(idle, stop, window, import_secs)
     print()
     benchmark_redis.report(redis, prefix="5. ")
+    print()
+    summary(stop, fleet, args.nodes, respawn, results, idle)
     print()
     print(f"total run time {elapsed:.0f} s (virtualenvs ready)")
 

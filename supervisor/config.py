@@ -11,12 +11,12 @@
     heartbeat_interval_secs = 1.0
     flatten_rounds = 3                             # market_exit rounds before nsup calls itself stuck
     flatten_round_wait_secs = 10.0                 # how long each round waits for flat
-    flat_confirm_secs = 0.5                        # the interval between the two flat reads
+    flat_confirm_secs = 0.1                        # the interval between the two flat reads (docs/design.md: why)
     startup_timeout_secs = 60.0                    # worker spawn to node RUNNING
     abort_challenge_ttl_secs = 60.0                # how long an abort challenge's nonce is good for
     max_restarts = 3                               # a lost worker is replaced at most this often...
     restart_window_secs = 300.0                    # ...in this many seconds; past that: ABORTED
-    restart_backoff_secs = 0.5                     # first wait before a restart, doubling, with jitter
+    restart_backoff_secs = 0.5                     # the first restart goes at once; then this, doubling, with jitter
     restart_backoff_max_secs = 30.0
     stable_after_secs = 60.0                       # a worker up this long resets the count
     hang_after_missed_heartbeats = 5               # silent this long: hung (flat: replaced; else: operator)
@@ -78,7 +78,7 @@ class SupervisorSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     heartbeat_interval_secs: PositiveSecs = 1.0
     flatten_rounds: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
     flatten_round_wait_secs: PositiveSecs = 10.0
-    flat_confirm_secs: PositiveSecs = 0.5
+    flat_confirm_secs: PositiveSecs = 0.1
     startup_timeout_secs: PositiveSecs = 60.0
     abort_challenge_ttl_secs: PositiveSecs = 60.0
     max_restarts: Annotated[int, msgspec.Meta(ge=0, le=100)] = 3

@@ -1,6 +1,10 @@
 """How often a lost worker may be replaced: at most `max_restarts` in `window_secs` (the Erlang/OTP
-supervisor's restart intensity), with exponential backoff and jitter between tries (tenacity's),
-and a clean slate once a worker has stayed up `stable_after_secs`. Past the bound: give up, loudly.
+supervisor's restart intensity), and a clean slate once a worker has stayed up `stable_after_secs`.
+Past the bound: give up, loudly.
+
+The first restart goes at once: one crash is not a loop, and a node that may hold positions should
+be managed again as soon as it can be. Backoff is for a crash loop: from the second restart in a row,
+exponential with jitter (tenacity's), `backoff_secs` the first wait.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class RestartPolicy:
             return None
         self._restarts.append(now)
         self._failures_in_a_row += 1
+        if self._failures_in_a_row == 1:
+            return 0.0
         state = tenacity.RetryCallState(None, None, (), {})
-        state.attempt_number = self._failures_in_a_row
+        state.attempt_number = self._failures_in_a_row - 1  # the second restart waits what tenacity's first try would
         return self._wait(state)

@@ -35,6 +35,10 @@ def test_stop_with_positions_open_flattens_then_stops(nsup_run):
     assert run.records("refusal") == []
     for record in run.journal:
         assert record["ts"].endswith("+00:00") and record["kind"]
+    # The stopped worker leaves with os._exit: NautilusTrader's last lines (its log guard released
+    # first) and the worker's own are in its log all the same.
+    log = (run.state_dir / "worker.log").read_text()
+    assert "TradingNode: DISPOSED" in log and "node stopped and disposed; exiting 0" in log
 
 
 def test_demo_command_runs_and_stops_on_its_own(tmp_path):

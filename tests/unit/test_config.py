@@ -241,7 +241,7 @@ def test_parse_config_defaults():
     assert s.heartbeat_interval_secs == 1.0
     assert s.flatten_rounds == 3
     assert s.flatten_round_wait_secs == 10.0
-    assert s.flat_confirm_secs == 0.5
+    assert s.flat_confirm_secs == 0.1
     assert s.startup_timeout_secs == 60.0
 
 

@@ -95,3 +95,21 @@ def test_main_module_only_imports_the_cli():
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module)
     assert imported <= {"sys", "supervisor.cli"}
+
+
+def test_nsup_starts_without_openssl_and_can_still_load_it_for_tls():
+    """supervisor.cli keeps ssl and _hashlib out while asyncio, hashlib and hmac load (libcrypto and
+    libssl are some 5 MB of nsup's memory); what needs TLS later (rediss://, an https webhook) imports
+    ssl as usual, and sha256 (the node's fingerprint) is the same digest."""
+    done = subprocess.run([sys.executable, "-c", (
+        "import json, sys\n"
+        "import supervisor.cli\n"
+        "loaded = sorted(m for m in ('ssl', '_ssl', '_hashlib') if m in sys.modules)\n"
+        "mapped = 'libcrypto' in open('/proc/self/maps').read()\n"
+        "import asyncio, hashlib, ssl\n"
+        "ran = asyncio.run(asyncio.sleep(0, 'ran'))\n"
+        "print(json.dumps([loaded, mapped, hashlib.sha256(b'node').hexdigest(), ran, bool(ssl.create_default_context())]))\n"
+    )], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [
+        [], False, "545ea538461003efdc8c81c244531b003f6f26cfccf6c0073b3239fdedf49446", "ran", True]

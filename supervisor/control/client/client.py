@@ -1,47 +1,80 @@
 """A control client: one request, one reply, with a timeout; and the event stream.
 
 nsupctl uses it, and so may any script: `ControlClient.from_state_dir(d).call("status")`.
+
+Over ipc (nsup's own unix socket) it speaks ZeroMQ's wire protocol with the standard library
+(zmtp.py); over TCP, which nsup only ever serves with CURVE, and for the event stream, it uses
+pyzmq. Nothing here imports pyzmq or msgspec until it is needed, so that `nsupctl status` starts in
+the time Python itself takes: requests are written and replies read with the standard library's json.
 """
 
 from __future__ import annotations
 
+import collections
 import getpass
 import itertools
 import json
 import os
 import socket as net
+import time
 from pathlib import Path
 
-import msgspec
-import zmq
-import zmq.auth
-
-from supervisor.control import protocol as c
+from supervisor.control.client.zmtp import ZmtpDealer, ZmtpError
 
 ENDPOINTS_FILE = "endpoints.json"
+# The control protocol this client speaks: control/protocol.py's CONTROL_VERSION (a unit test holds
+# the two equal; that module builds msgspec types, which a client does without).
+CONTROL_VERSION = 1
 
 
 class NotReachable(RuntimeError):
     pass
 
 
+class ProtocolViolation(RuntimeError):
+    """An answer nsup should never give."""
+
+
+# An answer as nsup sends it: control/protocol.py's Reply, the same fields of the same types (status
+# "ok" or "error"). A namedtuple, because dataclasses imports inspect: 15 ms of nsupctl's start.
+_REPLY_FIELDS = {"v": int, "id": str, "status": str, "data": dict, "reason": str, "errno": int}
+Reply = collections.namedtuple("Reply", list(_REPLY_FIELDS), defaults=[None, None, None])
+
+
+def read_reply(frames: list[bytes]) -> Reply:
+    """A reply message (one frame of JSON), or ProtocolViolation saying what is wrong with it."""
+    if len(frames) != 1:
+        raise ProtocolViolation(f"a reply of {len(frames)} frames (expected 1)")
+    try:
+        raw = json.loads(frames[0])
+    except ValueError as exc:
+        raise ProtocolViolation(f"an unreadable reply: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolViolation(f"a reply that is not a JSON object: {frames[0][:100]!r}")
+    fields = {name: raw[name] for name in _REPLY_FIELDS if raw.get(name) is not None}  # others are ignored
+    problems = [f"no {name}" for name in ("v", "id", "status") if name not in fields]
+    problems += [f"{name} of type {type(value).__name__}" for name, value in fields.items()
+                 if not isinstance(value, _REPLY_FIELDS[name]) or (isinstance(value, bool) and _REPLY_FIELDS[name] is int)]
+    if problems:
+        raise ProtocolViolation(f"a reply with {', '.join(problems)}")
+    return Reply(**fields)
+
+
 class CurveKeys:
     """What a tcp client needs: the server's public key file and its own key_secret file."""
 
     def __init__(self, server_public: Path, client_secret: Path):
+        import zmq.auth
+
         self.server_public, _ = zmq.auth.load_certificate(server_public)
         self.client_public, self.client_secret = zmq.auth.load_certificate(client_secret)
         if self.client_secret is None:
             raise ValueError(f"{client_secret} holds no secret key (use the .key_secret file)")
 
-    def apply(self, socket: zmq.Socket) -> None:
+    def apply(self, socket) -> None:
         socket.curve_serverkey = self.server_public
         socket.curve_publickey = self.client_public
         socket.curve_secretkey = self.client_secret
-
-
-class ProtocolViolation(RuntimeError):
-    """An answer nsup should never give."""
 
 
 def endpoints_in(state_dir: Path) -> dict:
@@ -61,44 +94,60 @@ def endpoints_in(state_dir: Path) -> dict:
 class ControlClient:
     def __init__(self, endpoint: str, timeout_secs: float = 5.0, curve: CurveKeys | None = None):
         self.endpoint = endpoint
-        self._timeout_ms = int(timeout_secs * 1000)
+        self._timeout_secs = timeout_secs
         self._curve = curve
         self._ids = itertools.count(1)
         self._actor = {"user": getpass.getuser(), "host": net.gethostname()}
         self._prefix = f"{os.getpid()}-"
-        self._socket = self._connect(zmq.DEALER, endpoint)
+        if endpoint.startswith("ipc://") and curve is None:
+            self._dealer = ZmtpDealer(_ipc_path(endpoint))
+        else:
+            self._dealer = PyzmqDealer(self._connect("DEALER", endpoint))
 
     @classmethod
     def from_state_dir(cls, state_dir: Path, timeout_secs: float = 5.0) -> ControlClient:
         return cls(endpoints_in(state_dir)["control"][0], timeout_secs)
 
-    def call(self, command: str, timeout_secs: float | None = None, **fields) -> c.Reply:
+    def call(self, command: str, timeout_secs: float | None = None, **fields) -> Reply:
         request_id = f"{self._prefix}{next(self._ids)}"
-        request = {"v": c.CONTROL_VERSION, "id": request_id, "command": command, "actor": self._actor, **fields}
-        timeout_ms = int(timeout_secs * 1000) if timeout_secs else self._timeout_ms
-        self._socket.send(json.dumps(request).encode())
-        while self._socket.poll(timeout_ms):
-            try:
-                reply = c.decode_reply(self._socket.recv())
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise ProtocolViolation(f"unreadable reply from {self.endpoint}: {exc}") from None
-            if reply.id in (request_id, ""):
-                return reply
-        raise NotReachable(f"no reply from {self.endpoint} within {timeout_ms / 1000:g}s")
+        request = {"v": CONTROL_VERSION, "id": request_id, "command": command, "actor": self._actor, **fields}
+        timeout = timeout_secs or self._timeout_secs
+        deadline = time.monotonic() + timeout
+        try:
+            self._dealer.send(json.dumps(request).encode(), deadline)
+            while (frames := self._dealer.recv(deadline)) is not None:
+                reply = read_reply(frames)
+                if reply.id in (request_id, ""):
+                    return reply
+        except ZmtpError as exc:
+            raise ProtocolViolation(f"{self.endpoint}: {exc}") from None
+        except TimeoutError:
+            pass
+        except PermissionError:
+            raise NotReachable(f"{self.endpoint}: permission denied (the socket is nsup's user's, or its control "
+                               "group's: see [control] group)") from None
+        except OSError as exc:
+            raise NotReachable(f"{self.endpoint}: {exc.strerror or exc}; is nsup running?") from None
+        raise NotReachable(f"no reply from {self.endpoint} within {timeout:g}s")
 
-    def subscribe(self, endpoint: str, topics: tuple[str, ...] = ("",)) -> zmq.Socket:
-        socket = self._connect(zmq.SUB, endpoint)
+    def subscribe(self, endpoint: str, topics: tuple[str, ...] = ("",)):
+        """A pyzmq SUB socket on the event stream."""
+        import zmq
+
+        socket = self._connect("SUB", endpoint)
         for topic in topics:
             socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
         return socket
 
     def close(self) -> None:
-        self._socket.close(linger=0)
+        self._dealer.close()
 
-    def _connect(self, socket_type: int, endpoint: str) -> zmq.Socket:
-        if endpoint.startswith("ipc://") and not Path(endpoint.removeprefix("ipc://")).exists():
-            raise NotReachable(f"{endpoint} does not exist: is nsup running?")
-        socket = zmq.Context.instance().socket(socket_type)
+    def _connect(self, socket_type: str, endpoint: str):
+        import zmq
+
+        if endpoint.startswith("ipc://"):
+            _ipc_path(endpoint)
+        socket = zmq.Context.instance().socket(getattr(zmq, socket_type))
         socket.setsockopt(zmq.LINGER, 0)
         if self._curve is not None:
             self._curve.apply(socket)
@@ -108,3 +157,28 @@ class ControlClient:
             socket.close()
             raise ValueError(f"cannot use endpoint {endpoint!r}: {exc}") from None
         return socket
+
+
+class PyzmqDealer:
+    """The same two calls as ZmtpDealer, over a pyzmq DEALER (TCP with CURVE)."""
+
+    def __init__(self, socket):
+        self._socket = socket
+
+    def send(self, body: bytes, deadline: float) -> None:
+        self._socket.send(body)
+
+    def recv(self, deadline: float) -> list[bytes] | None:
+        if not self._socket.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+            return None
+        return self._socket.recv_multipart()
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+
+def _ipc_path(endpoint: str) -> str:
+    path = endpoint.removeprefix("ipc://")
+    if not Path(path).exists():
+        raise NotReachable(f"{endpoint} does not exist: is nsup running?")
+    return path

@@ -23,8 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import msgspec
-
 from supervisor.control.client.client import ControlClient, CurveKeys, NotReachable, ProtocolViolation, endpoints_in
 from supervisor.control.commands import COMMANDS
 from supervisor.control.commands.base import EXIT_OK, EXIT_PROTOCOL, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Refusal
@@ -226,8 +224,8 @@ class Ctl:
 
     def _print_line(self, line: bytes) -> None:
         try:
-            self._print_record(msgspec.json.decode(line))
-        except msgspec.DecodeError:
+            self._print_record(json.loads(line))
+        except ValueError:
             pass  # a torn line
 
     def _print_record(self, record: dict) -> None:

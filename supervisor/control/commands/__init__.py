@@ -1,9 +1,10 @@
 """Every operator command, one object each (the way circus has one module per command): find one by
-its nsupctl name (`COMMANDS`) or by the request it answers (`for_request`)."""
+its nsupctl name (`COMMANDS`) or by the wire tag of a request it answers (`BY_REQUEST`; nsup's side
+checks that every request of control/protocol.py has exactly one). Loading these loads no msgspec,
+no pyzmq and no asyncio: nsupctl loads them all to start."""
 
 from __future__ import annotations
 
-from supervisor.control import protocol as c
 from supervisor.control.commands.approval import AbortCommand, RecoverCommand
 from supervisor.control.commands.base import Command, Context
 from supervisor.control.commands.flatten import FlattenCommand
@@ -18,12 +19,6 @@ COMMANDS: dict[str, Command] = {command.name: command for command in (
     StatusCommand(), PauseCommand(), ResumeCommand(), FlattenCommand(), StopCommand(), RestartCommand(),
     AbortCommand(), RecoverCommand(), VersionCommand(),
 )}
-_BY_REQUEST = {request: command for command in COMMANDS.values() for request in command.requests}
-assert set(_BY_REQUEST) == set(c.Request.__args__), "every request of the protocol has exactly one command"
+BY_REQUEST: dict[str, Command] = {tag: command for command in COMMANDS.values() for tag in command.requests}
 
-
-def for_request(request: c.Request) -> Command:
-    return _BY_REQUEST[type(request)]
-
-
-__all__ = ["COMMANDS", "Command", "Context", "for_request"]
+__all__ = ["BY_REQUEST", "COMMANDS", "Command", "Context"]

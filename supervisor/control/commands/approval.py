@@ -8,15 +8,23 @@ worker in HALTING or STUCK and ends nsup ABORTED; `recover` kills a hung worker 
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from typing import ClassVar
 
-from supervisor.control import protocol as c
-from supervisor.control.commands.base import Command, Context, Refusal
-from supervisor.intent import Approval, Refused
+from supervisor.control.commands.base import TYPE_CHECKING, Command, Context, Refusal
+
+if TYPE_CHECKING:
+    from typing import ClassVar
+
+    from supervisor.intent import Approval
 
 RECOVER_EXIT_WAIT_SECS = 5.0
+
+
+def refused(reason: str) -> Exception:
+    """The lifecycle's no (supervisor.intent.Refused), imported here: nsupctl need not load it."""
+    from supervisor.intent import Refused
+
+    return Refused(reason)
 
 
 class ApprovalCommand(Command):
@@ -25,7 +33,7 @@ class ApprovalCommand(Command):
     hint: ClassVar[str] = ""  # said after the table's refusal
 
     async def run(self, ctx: Context, request, actor: str) -> dict:
-        if isinstance(request, c.AbortConfirm | c.RecoverConfirm):
+        if request.__struct_config__.tag == f"{self.name}_confirm":
             return await self._approve(ctx, request, actor)
         self.check(ctx)
         status = await ctx.nsup.fresh_status()
@@ -36,10 +44,11 @@ class ApprovalCommand(Command):
                 **({"counts": status.counts} if status else {})}
 
     async def _approve(self, ctx: Context, request, actor: str) -> dict:
-        if not request.reason.strip():
-            raise Refused(f"{self.action} needs a reason")
-        from supervisor.journal import NotDurable  # nsup's side only: nsupctl need not load it
+        from supervisor.intent import Approval
+        from supervisor.journal import NotDurable  # nsup's side only: nsupctl need not load them
 
+        if not request.reason.strip():
+            raise refused(f"{self.action} needs a reason")
         self.check(ctx)  # before the nonce is spent and an approval put on record
         challenge = ctx.challenges.redeem(self.action, request.nonce, request.confirmation)
         approval = Approval(self.action, operator=actor, reason=request.reason, approval_id=request.nonce)
@@ -49,17 +58,17 @@ class ApprovalCommand(Command):
                 reason=request.reason, nonce=request.nonce, positions=challenge.positions,
             )
         except NotDurable as exc:
-            raise Refused(self._not_durable(str(exc))) from None
+            raise refused(self._not_durable(str(exc))) from None
         return await self.carry_out(ctx, approval, actor)
 
     def check(self, ctx: Context) -> None:
         """Whether the action could be approved now: asked before a challenge is issued or answered, so
         that no approval goes on record for what cannot happen, nor one that cannot be put on record."""
         if not ctx.nsup.lifecycle.allows(self.action):
-            raise Refused(ctx.nsup.lifecycle.why_not(self.action) + self.hint)
+            raise refused(ctx.nsup.lifecycle.why_not(self.action) + self.hint)
         problem = ctx.nsup.journal.make_durable()
         if problem is not None:
-            raise Refused(self._not_durable(f"the journal is not durable ({problem})"))
+            raise refused(self._not_durable(f"the journal is not durable ({problem})"))
 
     def _not_durable(self, why: str) -> str:
         return (f"{self.action} needs its approval on file first, and {why}: free or fix the state dir's disk, "
@@ -104,7 +113,7 @@ class ApprovalCommand(Command):
 class AbortCommand(ApprovalCommand):
     name = "abort"
     action = "abort"
-    requests = (c.AbortBegin, c.AbortConfirm)
+    requests = ("abort", "abort_confirm")
     help = "stop WITH exposure (HALTING or STUCK): shows the positions, asks for the trader id and a reason"
     warning = "ABORT stops the node WITH EXPOSURE."
     hint = " (stop first, and let nsup try to flatten)"
@@ -122,7 +131,7 @@ class AbortCommand(ApprovalCommand):
 class RecoverCommand(ApprovalCommand):
     name = "recover"
     action = "recover"
-    requests = (c.RecoverBegin, c.RecoverConfirm)
+    requests = ("recover", "recover_confirm")
     help = "kill a HUNG worker with exposure, for a replacement: the same challenge"
     warning = "RECOVER kills the hung worker WITH EXPOSURE; a new one reconciles and takes over."
     timeout_secs = 30.0
@@ -130,19 +139,21 @@ class RecoverCommand(ApprovalCommand):
     def check(self, ctx: Context) -> None:
         super().check(ctx)
         if not ctx.nsup.worker().hung:
-            raise Refused("recover is for a hung worker, and this one answers")
+            raise refused("recover is for a hung worker, and this one answers")
 
     async def carry_out(self, ctx: Context, approval: Approval, actor: str) -> dict:
         """The hung worker is killed under the approval; the answer comes once it is gone (nsup then
         replaces it, within the restart bound)."""
-        from supervisor.stop_gate import EndAction  # nsup's side only: nsupctl need not load it
+        import asyncio  # nsup's side only: nsupctl need not load them
+
+        from supervisor.stop_gate import EndAction
 
         worker = ctx.nsup.worker()
         ctx.nsup.allow("recover", actor, approval=approval, hung=worker.hung)
         decision = await worker.end(EndAction.SIGKILL, actor, approval)
         if not decision.allowed:
-            raise Refused(decision.reason)
+            raise refused(decision.reason)
         await asyncio.wait([worker.process.exited], timeout=RECOVER_EXIT_WAIT_SECS)
         if worker.process.alive():
-            raise Refused(f"the hung worker {worker.pid} was sent SIGKILL and has not exited yet")
+            raise refused(f"the hung worker {worker.pid} was sent SIGKILL and has not exited yet")
         return {"result": "the hung worker was killed; nsup replaces it within the restart bound"}

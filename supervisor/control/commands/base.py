@@ -4,15 +4,16 @@ A command is one object: the request(s) it answers on the wire, what it does ins
 which asks the lifecycle's table through the Supervisor and raises Refused with the reason when the
 answer is no), how nsupctl presents the answer (`render`), and, where one request and one answer are
 not the whole of it, what nsupctl does around them (`client`: a challenge to answer, a stop to follow).
-Nothing here imports the daemon, and what only nsup's side needs is imported inside `run`: nsupctl
-loads these modules too, and must start fast.
+Nothing here imports the daemon, msgspec, pyzmq or asyncio, nor typing or dataclasses (inspect with
+it), and what only nsup's side needs is imported inside `run`: nsupctl loads these modules too, and
+must start fast. The annotations are for readers and type checkers only.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 
 # nsupctl's exit codes
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_STUCK, EXIT_PROTOCOL, EXIT_ABORTED = 0, 1, 2, 3, 4, 5, 6
@@ -23,34 +24,35 @@ class Refusal(Exception):
 
 
 if TYPE_CHECKING:
+    from typing import Any, ClassVar, Protocol
+
     from supervisor.control.server.challenges import Challenges
     from supervisor.daemon import Supervisor
 
+    class Ctl(Protocol):
+        """What a command's nsupctl side works with (client/nsupctl.py provides it)."""
 
-@dataclass
+        args: argparse.Namespace
+
+        def call(self, command: str, timeout_secs: float | None = None, **fields) -> dict: ...
+        def say(self, text: str, data) -> None: ...
+        def subscribe(self): ...
+        def current_state(self) -> str | None: ...
+        def record_line(self, record: dict) -> str: ...
+
+
 class Context:
     """What a command may use inside nsup."""
 
-    nsup: Supervisor
-    challenges: Challenges
-    events_endpoints: list[str]
-
-
-class Ctl(Protocol):
-    """What a command's nsupctl side works with (client/nsupctl.py provides it)."""
-
-    args: argparse.Namespace
-
-    def call(self, command: str, timeout_secs: float | None = None, **fields) -> dict: ...
-    def say(self, text: str, data) -> None: ...
-    def subscribe(self): ...
-    def current_state(self) -> str | None: ...
-    def record_line(self, record: dict) -> str: ...
+    def __init__(self, nsup: Supervisor, challenges: Challenges, events_endpoints: list[str]):
+        self.nsup = nsup
+        self.challenges = challenges
+        self.events_endpoints = events_endpoints
 
 
 class Command:
     name: ClassVar[str]  # the nsupctl subcommand, and the wire tag of its first request
-    requests: ClassVar[tuple[type, ...]]  # the requests it answers (control/protocol.py)
+    requests: ClassVar[tuple[str, ...]]  # the wire tags of the requests it answers (control/protocol.py)
     help: ClassVar[str]
     changes: ClassVar[bool] = True  # journaled with its actor; status and version only read (`read`)
     timeout_secs: ClassVar[float | None] = None  # how long nsupctl waits for the answer (None: its --timeout)

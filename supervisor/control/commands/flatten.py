@@ -3,17 +3,17 @@ stopping."""
 
 from __future__ import annotations
 
-from supervisor import protocol as p
-from supervisor.control import protocol as c
 from supervisor.control.commands.base import Command, Context
 
 
 class FlattenCommand(Command):
     name = "flatten"
-    requests = (c.Flatten,)
+    requests = ("flatten",)
     help = "market_exit() on every strategy, then nsup's closer for what they leave, without stopping"
 
     async def run(self, ctx: Context, request, actor: str) -> dict:
+        from supervisor import protocol as p  # nsup's side only: nsupctl need not load it
+
         ctx.nsup.allow("flatten", actor)
         await ctx.nsup.worker().command(p.MarketExit(), actor=actor)
         actions = await ctx.nsup.close_all(actor)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from supervisor import protocol as p
-from supervisor.control import protocol as c
 from supervisor.control.commands.base import Command, Context
 
 
 class PauseCommand(Command):
     name = "pause"
-    requests = (c.Pause,)
+    requests = ("pause",)
     help = "REDUCING: closing orders only, stays RUNNING"
 
     async def run(self, ctx: Context, request, actor: str) -> dict:
@@ -18,6 +16,8 @@ class PauseCommand(Command):
 
 async def set_paused(ctx: Context, paused: bool, actor: str) -> str:
     """Pause or unpause a RUNNING node: the table first, then the intent (which outlives the worker)."""
+    from supervisor import protocol as p  # nsup's side only: nsupctl need not load it
+
     ctx.nsup.allow("pause" if paused else "unpause", actor)
     worker = ctx.nsup.worker()
     trading_state = ctx.nsup.intend_paused(paused)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from supervisor.control import protocol as c
 from supervisor.control.commands.base import Command, Context
-from supervisor.intent import Refused
 
 
 class RestartCommand(Command):
     name = "restart"
-    requests = (c.Restart,)
+    requests = ("restart",)
     help = "a new worker, only when flat (a paused node comes back paused)"
     timeout_secs = 180.0  # a node stops, and a new one builds, reconciles and runs
 
     async def run(self, ctx: Context, request, actor: str) -> dict:
-        from supervisor.stop_gate import describe_exposure  # nsup's side only: nsupctl need not load it
+        from supervisor.intent import Refused  # nsup's side only: nsupctl need not load them
+        from supervisor.stop_gate import describe_exposure
 
         nsup = ctx.nsup
         if not nsup.lifecycle.allows("restart"):

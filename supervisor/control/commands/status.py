@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from supervisor.control import protocol as c
 from supervisor.control.commands.base import Command, Context
 
 
 class StatusCommand(Command):
     name = "status"
-    requests = (c.Status,)
+    requests = ("status",)
     help = "state, trading state, counts, positions, pids, heartbeat age, restarts"
     changes = False
 

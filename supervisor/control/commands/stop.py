@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import time
 
-from supervisor.control import protocol as c
 from supervisor.control.commands.base import EXIT_ABORTED, EXIT_STUCK, Command, Context
 from supervisor.control.commands.status import counts
 
@@ -18,7 +17,7 @@ ENDS = {"STOPPED": 0, "ABORTED": EXIT_ABORTED, "STUCK": EXIT_STUCK}
 
 class StopCommand(Command):
     name = "stop"
-    requests = (c.Stop,)
+    requests = ("stop",)
     help = "the graceful stop; --wait follows rounds and counts to the end"
 
     async def run(self, ctx: Context, request, actor: str) -> dict:

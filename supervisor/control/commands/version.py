@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from supervisor import __version__
-from supervisor import protocol as worker_protocol
-from supervisor.control import protocol as c
 from supervisor.control.commands.base import Command, Context
 
 
 class VersionCommand(Command):
     name = "version"
-    requests = (c.Version,)
+    requests = ("version",)
     help = "nsup's version and protocol versions"
     changes = False
 
     def read(self, ctx: Context, request) -> dict:
+        from supervisor import protocol as worker_protocol  # nsup's side only: nsupctl need not load them
+        from supervisor.control import protocol as c
+
         return {"nsup": __version__, "control_protocol": c.CONTROL_VERSION, "worker_protocol": worker_protocol.PROTOCOL_VERSION}
 
     def client(self, ctl) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 
 from supervisor.control import protocol as c
-from supervisor.control.commands import COMMANDS, Context, for_request
+from supervisor.control.commands import BY_REQUEST, COMMANDS, Context
 from supervisor.control.server.challenges import ChallengeError, Challenges
 from supervisor.control.server.listener import Peer
 from supervisor.control.server.refusals import RefusalRecords
@@ -21,6 +21,7 @@ from supervisor.intent import Refused
 from supervisor.worker_link import LinkError
 
 ERRNO = {Refused: c.Errno.REFUSED, ChallengeError: c.Errno.BAD_CHALLENGE, LinkError: c.Errno.WORKER}
+assert set(BY_REQUEST) == set(c.COMMANDS), "every request of the protocol has exactly one command"
 
 
 class Operators:
@@ -32,7 +33,7 @@ class Operators:
 
     def answer_now(self, request: c.Request) -> c.Reply | None:
         """A request that only reads (status, version), answered at once; None for any other."""
-        command = for_request(request)
+        command = BY_REQUEST[request.__struct_config__.tag]
         return None if command.changes else c.ok(request.id, **command.read(self._context, request))
 
     async def handle(self, request: c.Request, peer: Peer | None = None) -> c.Reply:
@@ -41,7 +42,8 @@ class Operators:
         return await self.perform(request, actor, peer.name if peer else actor)
 
     async def perform(self, request: c.Request, actor: str, peer: str | None = None) -> c.Reply:
-        command, tag = for_request(request), request.__struct_config__.tag
+        tag = request.__struct_config__.tag
+        command = BY_REQUEST[tag]
         try:
             data = await command.run(self._context, request, actor)
         except (Refused, ChallengeError, LinkError) as exc:

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import zmq
 import zmq.asyncio
-import zmq.auth
-from zmq.auth.asyncio import AsyncioAuthenticator
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,9 @@ class Binding:
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         if self.endpoint.startswith("tcp://"):
-            public, secret = zmq.auth.load_certificate(self.curve_secret_key)
+            from zmq.auth import load_certificate  # CURVE only: an nsup without tcp does not load it
+
+            public, secret = load_certificate(self.curve_secret_key)
             socket.curve_publickey, socket.curve_secretkey, socket.curve_server = public, secret, True
         ipc = self.endpoint.startswith("ipc://")
         # The umask makes the socket file private from its first instant: no window before the chmod.
@@ -58,8 +58,10 @@ class Binding:
         return socket
 
 
-def start_authenticator(authorized_keys: Path) -> AsyncioAuthenticator:
+def start_authenticator(authorized_keys: Path):
     """CURVE for every tcp socket of this process: only the clients whose public keys are listed."""
+    from zmq.auth.asyncio import AsyncioAuthenticator
+
     authenticator = AsyncioAuthenticator(zmq.asyncio.Context.instance())
     authenticator.start()
     authenticator.configure_curve(domain="*", location=str(authorized_keys))
