@@ -8,12 +8,14 @@ node is still flat once its closes have filled, not STUCK."""
 from __future__ import annotations
 
 import signal
+import urllib.request
 
 import pytest
 
 from tests.e2e.conftest import pid_alive
 from tests.e2e.test_nsupctl import nsupctl, status
 from tests.e2e.test_paper_venue import ALWAYS_IN, on_venue, venue, venue_book  # noqa: F401 (venue: a fixture)
+from tests.redis_server import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +27,9 @@ def changes(run, component: str) -> list[tuple[str, str]]:
 
 
 def test_a_strategy_degraded_resumed_and_faulted_is_journaled_shown_and_the_health_and_still_flattened(nsup_run, venue):
-    run = nsup_run(on_venue(venue, **ALWAYS_IN), factory="tests.e2e.factories:troubled_node")
+    port = free_port()
+    run = nsup_run(on_venue(venue, **ALWAYS_IN), factory="tests.e2e.factories:troubled_node",
+                   metrics={"listen": f"127.0.0.1:{port}"})
     run.wait_for(lambda: any(r["health"] == "component_faulted" for r in run.records("health")), timeout=30,
                  what="health component_faulted")  # the change is told at once, the health with the next status
 
@@ -42,6 +46,9 @@ def test_a_strategy_degraded_resumed_and_faulted_is_journaled_shown_and_the_heal
     assert shown["positions_open"] >= 1, "the FAULTED strategy still holds its position"
     human = nsupctl(run, "status").stdout
     assert f"components     1 of {shown['components_heard']} DEGRADED or FAULTED: {TROUBLED} FAULTED" in human
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        scraped = [line for line in response.read().decode().splitlines() if line.startswith("nsup_component_state")]
+    assert scraped == [f'nsup_component_state{{component="{TROUBLED}",state="FAULTED"}} 1.0']
 
     run.signal(signal.SIGTERM)
     assert run.exit_code() == 0
