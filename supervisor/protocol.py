@@ -78,15 +78,18 @@ class NodeStatus(msgspec.Struct, frozen=True):
         """In a CheckVenues reply: every venue answered, and none holds anything."""
         return self.venue_counts is not None and self.venue_counts.all_zero() and not self.venue_unavailable
 
-    def health(self, feed_silent_after_secs: float) -> str:
-        """Beyond liveness: a live worker can still be blind or cut off. None of these restarts anything."""
+    def health(self, feed_silent_after_secs: float, in_session: bool = True) -> str:
+        """Beyond liveness: a live worker can still be blind or cut off. None of these restarts anything.
+        Outside the trading session (supervisor/schedule.py) a silent feed is the market being closed."""
         if not all(self.clients.values()):
             return "venue_disconnected"
         if self.faults:
             return "degraded"
         if self.data_age_secs is None:
             return "waiting_for_data"
-        return "feed_silent" if self.data_age_secs > feed_silent_after_secs else "ok"
+        if self.data_age_secs <= feed_silent_after_secs:
+            return "ok"
+        return "feed_silent" if in_session else "idle_market_closed"
 
 
 # Supervisor -> worker: the commands, each one request.

@@ -85,7 +85,8 @@ def test_states_counts_health_and_transitions_are_scraped(metrics):
     assert after[("nsup_orders_inflight", ())] == 1
     assert after[("nsup_orders_open", ())] == 3
     assert one_hot(after, "nsup_health", "health") == {
-        "ok": 0.0, "waiting_for_data": 0.0, "feed_silent": 1.0, "venue_disconnected": 0.0, "degraded": 0.0}
+        "ok": 0.0, "waiting_for_data": 0.0, "feed_silent": 1.0, "idle_market_closed": 0.0, "venue_disconnected": 0.0,
+            "degraded": 0.0}
     assert after[("nsup_heartbeat_age_seconds", ())] == 2.5
     assert after[("nsup_worker_restarts_total", ())] == 4
     transitions = {(dict(labels)["source"], dict(labels)["dest"]): v

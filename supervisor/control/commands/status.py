@@ -30,6 +30,8 @@ class StatusCommand(Command):
             lines.append(f"degraded       {data['degraded'].removeprefix('degraded: ')}")
         if data.get("worker_log"):
             lines.append(f"worker.log     not written: {data['worker_log']}")
+        if schedule := data.get("schedule"):
+            lines.append(f"schedule       {scheduled(schedule)}")
         if data["last_transition"]:
             t = data["last_transition"]
             lines.append(f"last           {t['source']} -> {t['dest']} ({t['trigger']}) at {t['ts']}")
@@ -54,6 +56,15 @@ class StatusCommand(Command):
             if not ctl.args.json:  # one more line of the table; --json output stays one object
                 print(f"diagram        {ctl.args.diagram} (the lifecycle, {data['state']} highlighted)", flush=True)
         return 0
+
+
+def scheduled(schedule: dict) -> str:
+    """The trading-session schedule's next action, in its own zone."""
+    session = "in session" if schedule["in_session"] else "out of session"
+    upcoming = schedule.get("next_kind")
+    if upcoming is None:
+        return f"{session}; nothing scheduled ({schedule['timezone']})"
+    return f"{session}; next {upcoming} at {schedule['next_at']} ({schedule['timezone']})"
 
 
 def counts(data: dict) -> str:
