@@ -450,7 +450,8 @@ class Supervisor:
         nsup tries the flatten again before it calls the node stuck); an interrupted restart goes back to
         RUNNING, and an interrupted abort to HALTING: the operator asks again, under a new approval."""
         self.lifecycle.resume_at(carried_on_at(was.state))
-        self._trader_id, self._paused, self._restarts, self._stop = was.trader_id, was.paused, was.restarts, was.stop
+        self._trader_id, self._paused, self._restarts = was.trader_id, was.paused, was.restarts
+        self._stop = was.stop or self._stop  # a stop asked for while this nsup started (a signal, the schedule) stands
         if not was.vouches_for_a_live_worker(self.config.worker_lock_path):
             self.journal.record("reattach", result="the worker died while nsup was down", state=was.state)
             raise WorkerLost(None, "the worker died while nsup was down")
