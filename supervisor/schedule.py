@@ -152,6 +152,8 @@ def ahead(section: ScheduleSection, now: dt.datetime, done: frozenset[Done] | se
     """What the schedule does from now on, in order: the actions due now, then those still to come
     (up to LOOK_AHEAD_DAYS ahead)."""
     yield from due(section, now, done)
+    if not section.times():
+        return
     today = local_day(section, now)
     for offset in range(LOOK_AHEAD_DAYS):
         for action in actions_on(section, today + dt.timedelta(days=offset)):

@@ -26,6 +26,11 @@ def supervisor_section(tmp_path: Path, extra: str = "") -> str:
     return f'[supervisor]\nstate_dir = "{tmp_path / "state"}"\n{extra}'
 
 
+def with_schedule(table: str):
+    """A config body: a valid node and supervisor, and this [schedule] table."""
+    return lambda t: VALID_NODE + supervisor_section(t) + "[schedule]\n" + table
+
+
 def run_nsup(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run nsup; should a regression accept a bad config, no worker it spawned outlives the test."""
     try:
@@ -125,31 +130,31 @@ BAD_CONFIGS = {
         lambda t: VALID_NODE + supervisor_section(t) + "[alerts]\ncommand = 'true'\nqueue_size = 10000000\n",
         ["alerts.queue_size", "<= 100000"]),
     "schedule in an unknown time zone": (
-        lambda t: VALID_NODE + supervisor_section(t) + "[schedule]\ntimezone = 'America/New_Yrok'\n",
+        with_schedule("timezone = 'America/New_Yrok'\n",
         ["schedule.timezone", "'America/New_Yrok' is not an IANA time zone"]),
     "schedule flattening before it goes closing-only": (
-        lambda t: VALID_NODE + supervisor_section(t) + "[schedule]\ntimezone = 'UTC'\nclosing_only = 15:50:00\nflatten = 15:45:00\n",
+        with_schedule("timezone = 'UTC'\nclosing_only = 15:50:00\nflatten = 15:45:00\n",
         ["schedule.flatten", "15:45:00 is before closing_only (15:50:00)", "closing_only <= flatten <= stop"]),
     "schedule stopping before it flattens": (
-        lambda t: VALID_NODE + supervisor_section(t) + "[schedule]\ntimezone = 'UTC'\nflatten = 15:55:00\nstop = '15:50:00'\n",
+        with_schedule("timezone = 'UTC'\nflatten = 15:55:00\nstop = '15:50:00'\n",
         ["schedule.stop", "is before flatten"]),
     "schedule with a day that is not one": (
-        lambda t: VALID_NODE + supervisor_section(t) + "[schedule]\ntimezone = 'UTC'\ndays = ['mon..fry']\n",
+        with_schedule("timezone = 'UTC'\ndays = ['mon..fry']\n",
         ["schedule.days", "'mon..fry'", "mon..fri"]),
     "schedule with no trading day": (
-        lambda t: VALID_NODE + supervisor_section(t) + "[schedule]\ntimezone = 'UTC'\ndays = []\n",
+        with_schedule("timezone = 'UTC'\ndays = []\n",
         ["schedule.days", "at least one"]),
     "schedule time without seconds": (
-        lambda t: VALID_NODE + supervisor_section(t) + "[schedule]\ntimezone = 'UTC'\nflatten = '15:55'\n",
+        with_schedule("timezone = 'UTC'\nflatten = '15:55'\n",
         ["schedule.flatten", "HH:MM:SS"]),
     "schedule time with an offset": (
-        lambda t: VALID_NODE + supervisor_section(t) + "[schedule]\ntimezone = 'UTC'\nstop = '16:00:00+02:00'\n",
+        with_schedule("timezone = 'UTC'\nstop = '16:00:00+02:00'\n",
         ["schedule.stop", "without an offset"]),
     "schedule holiday that is no date": (
-        lambda t: VALID_NODE + supervisor_section(t) + "[schedule]\ntimezone = 'UTC'\nholidays = ['2026-02-30']\n",
+        with_schedule("timezone = 'UTC'\nholidays = ['2026-02-30']\n",
         ["schedule.holidays[0]", "YYYY-MM-DD"]),
     "schedule without a time zone": (
-        lambda t: VALID_NODE + supervisor_section(t) + "[schedule]\nstop = 16:00:00\n",
+        with_schedule("stop = 16:00:00\n",
         ["schedule.timezone", "required"]),
     "invalid TOML": (lambda t: "[node\nfactory = \n", ["not valid TOML"]),
     "invalid UTF-8": (lambda t: b"[node]\nfactory = \"\xff\xfe\"\n", ["cannot be read"]),

@@ -184,3 +184,24 @@ def test_every_day_of_a_year_has_its_times_once_in_utc_order(zone):
         assert [a.kind for a in actions] == list(sched.KINDS)
         assert [a.at for a in actions] == sorted(a.at for a in actions)
         assert all(a.local(s).time() == t for a, (_, t) in zip(actions, s.times()))
+
+
+def test_preflight_warns_of_a_start_after_the_flatten_time_and_lists_what_comes_next(tmp_path):
+    from supervisor.config import parse_config
+    from supervisor.preflight import _schedule
+
+    def check(flatten: dt.datetime, stop: dt.datetime):
+        config = parse_config({"node": {"factory": "a.b:c"}, "supervisor": {"state_dir": str(tmp_path)},
+                               "schedule": {"timezone": "UTC", "days": ["mon..sun"], "flatten": f"{flatten:%H:%M:%S}",
+                                            "stop": f"{stop:%H:%M:%S}"}})
+        (found,) = _schedule(config)
+        return found
+
+    now = dt.datetime.now(UTC)
+    if not dt.time(0, 10) < now.time() < dt.time(23, 50):
+        pytest.skip("too near midnight (UTC) for times on either side of now")
+    late = check(now - dt.timedelta(minutes=5), now + dt.timedelta(minutes=5))
+    assert late.outcome == "WARN" and "today's flatten time" in late.detail and "has passed" in late.detail
+    assert late.detail.index("flatten ") < late.detail.index("stop ")  # the missed flatten is due first
+    early = check(now + dt.timedelta(minutes=5), now + dt.timedelta(minutes=6))
+    assert early.outcome == "PASS" and early.detail.startswith(f"next: flatten {now:%a %Y-%m-%d}") and "(UTC)" in early.detail
