@@ -24,7 +24,7 @@ _LEVELS = {
     "transition": "SUCCESS", "refusal": "WARNING", "fault": "ERROR", "halt_stuck": "CRITICAL",
     "hung_with_exposure": "CRITICAL", "venue_disagrees": "CRITICAL", "health": "WARNING", "hung": "ERROR",
     "journal_degraded": "CRITICAL", "journal_restored": "WARNING", "journal_replaced": "ERROR",
-    "state_not_durable": "CRITICAL", "state_durable": "WARNING",
+    "state_not_durable": "CRITICAL", "state_durable": "WARNING", "scheduled": "INFO",
 }
 
 

@@ -73,9 +73,10 @@ class Scheduler:
                 continue  # no node to pause or flatten yet: asked for once one runs
             self._done = sched.kept(self._done | {action.done}, now, self.section)
             nsup.persist()  # on record before it is asked for: never twice, even if nsup dies in between
-            nsup.journal.record("scheduled", action=action.kind, day=action.day.isoformat(),
-                                at=action.local(self.section).isoformat(),
-                                late_secs=round((now - action.at).total_seconds(), 3))
+            local, late = action.local(self.section), round((now - action.at).total_seconds(), 3)
+            nsup.journal.record("scheduled", action=action.kind, day=action.day.isoformat(), at=local.isoformat(),
+                                late_secs=late, reason=f"{action.kind}, scheduled for {local:%H:%M:%S} "
+                                f"{self.section.timezone}" + (f", {late:g}s late" if late >= 1 else ""))
             request = REQUESTS[action.kind](v=c.CONTROL_VERSION, id=f"schedule-{next(self._ids)}",
                                             actor=c.Actor(user=ACTOR, host=self._host))
             acted.append((action, await perform(request, ACTOR)))

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import signal
+import subprocess
+import sys
 import time
 from zoneinfo import ZoneInfo
 
 import pytest
+
+from tests.e2e.conftest import REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -77,5 +81,9 @@ def test_a_stop_time_missed_while_nsup_was_down_is_acted_on_once_after_it(nsup_r
                  what="the second session RUNNING")
     time.sleep(1.5)  # several of the scheduler's looks
     assert len(run.records("scheduled")) == 1
+    shown = subprocess.run([sys.executable, "-m", "supervisor.control.client.nsupctl", "--state-dir", str(run.state_dir),
+                            "status"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    tomorrow = dt.datetime.now(ZoneInfo(schedule["timezone"])).date() + dt.timedelta(days=1)
+    assert f"next stop at {tomorrow}T{schedule['stop']}" in shown.stdout and f"({schedule['timezone']})" in shown.stdout
     run.signal(signal.SIGTERM)
     assert run.exit_code() == 0
