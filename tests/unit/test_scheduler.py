@@ -6,19 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from types import SimpleNamespace
 
 import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from supervisor import lifecycle as lc
+from supervisor import schedule as sched
+from supervisor.control import protocol as c
 from supervisor.config import parse_config
 from supervisor.control.commands.status import StatusCommand
 from supervisor.control.server.operators import Operators
 from supervisor.daemon import Supervisor
 from supervisor.journal import Journal, read_journal
 from supervisor.metrics import Metrics
-from supervisor.persisted_state import load
+from supervisor.persisted_state import PersistedState, load
 from supervisor.protocol import Counts, NodeStatus
 from supervisor.scheduler import Scheduler
+from supervisor.session import WorkerLost
 
 DAY = dt.date(2026, 12, 1)  # a Tuesday
 
@@ -134,3 +141,51 @@ def test_a_silent_feed_outside_the_session_is_the_market_closed():
     assert fed(60.0).health(10.0) == "feed_silent"
     assert fed(60.0).health(10.0, in_session=False) == "idle_market_closed"
     assert fed(1.0).health(10.0, in_session=False) == "ok"
+
+
+def test_a_stop_asked_while_nsup_starts_survives_carrying_on(tmp_path):
+    """The schedule (or a signal) can ask for a stop before a restarted nsup has read what the last one
+    left: carrying on must not drop it for the persisted state's 'no stop'."""
+    clock = Clock(16, 1)
+    supervisor, operators, scheduler = nsup(tmp_path, lc.CREATED, clock, stop="16:00:00")
+    assert act(supervisor, operators, scheduler) == [("stop", "ok")]
+    with pytest.raises(WorkerLost):  # no worker to re-attach to here: a lost worker, with the stop pending
+        asyncio.run(supervisor._carry_on(PersistedState(state=lc.RUNNING)))
+    assert supervisor.stop is not None and supervisor.stop.actor == "schedule"
+
+
+class FakeNsup:
+    """The Supervisor as the scheduler sees it: a lifecycle state, persist (state.json) and a journal."""
+
+    def __init__(self, store: list):
+        self.lifecycle = SimpleNamespace(state=lc.RUNNING)
+        self.journal = SimpleNamespace(record=lambda *a, **k: None)
+        self.scheduler: Scheduler | None = None
+        self._store = store
+
+    def persist(self) -> None:
+        self._store[:] = self.scheduler.view().done
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.floats(min_value=1, max_value=30 * 3600), st.booleans()), min_size=1, max_size=40))
+def test_never_twice_across_restarts(steps):
+    """nsup looks at the schedule now and then and is restarted at random (what it acted on read back
+    from the persisted state each time): every time of every trading day is asked for at most once."""
+    section = parse_config({"node": {"factory": "a.b:c"}, "supervisor": {"state_dir": "/nonexistent"},
+                            "schedule": {"timezone": "America/New_York", "closing_only": "15:45:00",
+                                         "flatten": "15:55:00", "stop": "16:00:00"}}).schedule
+    clock, store, asked = Clock(12, 0), [], []
+    fake = FakeNsup(store)
+
+    async def perform(request, actor):
+        asked.append((sched.local_day(section, clock()), request.__struct_config__.tag))
+        return c.ok(request.id)
+
+    for gap, restart in steps:
+        if restart or fake.scheduler is None:
+            fake.scheduler = Scheduler(section, list(store), clock)
+        clock.now += dt.timedelta(seconds=gap)
+        asyncio.run(fake.scheduler.act_on_due(fake, perform))
+    assert len(asked) == len(set(asked))
+    assert all(sched.is_trading_day(section, day) for day, _ in asked)
