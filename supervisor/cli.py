@@ -50,6 +50,8 @@ from supervisor.journal import Journal
 from supervisor.metrics import Metrics
 from supervisor.persisted_state import PersistedState, StateStore, worker_lock_held
 from supervisor.redis_mirror import RedisMirror
+from supervisor.schedule import Done
+from supervisor.scheduler import Scheduler
 
 if TYPE_CHECKING:
     from paper_venue.launcher import VenueProcess  # `nsup demo` only: `nsup run` does not load it
@@ -236,8 +238,9 @@ class OpenNode:
     state (and Redis's copy), its journal, the metrics endpoint. `close` gives it all back."""
 
     def __init__(self, lock: int, journal: Journal, store: StateStore, carry_on_from: PersistedState | None,
-                 mirror: RedisMirror | None, metrics: Metrics | None):
+                 mirror: RedisMirror | None, metrics: Metrics | None, schedule_done: list[Done]):
         self.lock, self.journal, self.store, self.carry_on_from = lock, journal, store, carry_on_from
+        self.schedule_done = schedule_done  # what the schedule acted on, whether or not the last session ended
         self.mirror, self.metrics, self.alerter = mirror, metrics, None
 
     def close(self) -> None:
@@ -273,7 +276,8 @@ def _open(config: NsupConfig) -> OpenNode:
     try:
         mirror = config.redis_mirror()
         store = config.state_store(mirror)
-        carry_on_from = _unfinished_session(store)
+        last = store.load()
+        carry_on_from = _unfinished_session(last, store)
         if mirror is not None and (live := mirror.live_elsewhere(config.supervisor.heartbeat_interval_secs)):
             raise CannotStart(live)
         vouched = carry_on_from is not None and carry_on_from.vouches_for_a_live_worker(config.worker_lock_path)
@@ -293,7 +297,7 @@ def _open(config: NsupConfig) -> OpenNode:
     except BaseException:
         os.close(lock)
         raise
-    return OpenNode(lock, journal, store, carry_on_from, mirror, metrics)
+    return OpenNode(lock, journal, store, carry_on_from, mirror, metrics, last.schedule_done if last else [])
 
 
 def _usable_dir(field: str, path: Path, group: str | None) -> None:
@@ -331,17 +335,18 @@ def _supervise(config: NsupConfig, node: OpenNode, duration: float | None) -> in
                            key=mirror.keys.state, local_damage=node.store.local_damage)
     logger.info("nsup {} supervising {} (state dir {})", __version__, config.node.factory, s.state_path)
     try:
-        return asyncio.run(_main(config, journal, console, duration, node.carry_on_from, node.metrics, node.store))
+        return asyncio.run(_main(config, journal, console, duration, node))
     except Exception as exc:  # a bug of ours: one line on the terminal, the traceback on record
         logger.critical("nsup failed: {}: {}", type(exc).__name__, exc)
         journal.record("fault", reason=f"nsup failed: {type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         return EXIT_FAILURE
 
 
-async def _main(config: NsupConfig, journal: Journal, console: Console, duration: float | None,
-                carry_on_from: PersistedState | None, metrics: Metrics | None, store: StateStore) -> int:
+async def _main(config: NsupConfig, journal: Journal, console: Console, duration: float | None, node: OpenNode) -> int:
     tracebacks = journal_tracebacks(journal)  # here: the records are made on this loop, whichever thread logged
-    supervisor = Supervisor(config, journal, carry_on_from, store)
+    metrics, store = node.metrics, node.store
+    scheduler = Scheduler(config.schedule, node.schedule_done) if config.schedule else None
+    supervisor = Supervisor(config, journal, node.carry_on_from, store, scheduler)
     if metrics is not None:
         metrics.watch(supervisor.snapshot, store.mirror)
     supervisor.on_status(lambda state, status, _: console.on_status(state, status))
@@ -369,9 +374,12 @@ async def _main(config: NsupConfig, journal: Journal, console: Console, duration
                        f"with --endpoint {server.endpoints[0]}")
     if duration is not None:
         loop.call_later(duration, operators.stop, f"duration:{duration:g}s")
+    scheduled = asyncio.ensure_future(scheduler.run(supervisor, operators.perform)) if scheduler else None
     try:
         return await supervisor.run()
     finally:
+        if scheduled is not None:
+            scheduled.cancel()
         with contextlib.suppress(OSError):
             endpoints_file.unlink(missing_ok=True)
         operators.close()
@@ -403,10 +411,9 @@ def _mirror_status(mirror: RedisMirror, supervisor: Supervisor, journal: Journal
     journal.listen(lambda _record: mirror.offer_status(supervisor.snapshot().status()))
 
 
-def _unfinished_session(store: StateStore) -> PersistedState | None:
-    """The state a crashed nsup left (in the local file, or in Redis if that copy is newer), if its
+def _unfinished_session(was: PersistedState | None, store: StateStore) -> PersistedState | None:
+    """The state a crashed nsup left (`store.load()`: the local file, or Redis's copy if newer), if its
     session did not end (STOPPED or ABORTED)."""
-    was = store.load()
     if was is None or was.state in ("STOPPED", "ABORTED"):
         return None
     logger.warning("the last nsup on this node ended in {} without finishing: carrying on from there (state from {})",

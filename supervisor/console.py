@@ -25,7 +25,7 @@ _LEVELS = {
     "hung_with_exposure": "CRITICAL", "venue_disagrees": "CRITICAL", "health": "WARNING", "hung": "ERROR",
     "component_state": "WARNING",
     "journal_degraded": "CRITICAL", "journal_restored": "WARNING", "journal_replaced": "ERROR",
-    "state_not_durable": "CRITICAL", "state_durable": "WARNING",
+    "state_not_durable": "CRITICAL", "state_durable": "WARNING", "scheduled": "INFO",
 }
 
 

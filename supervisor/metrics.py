@@ -15,6 +15,7 @@ Exposed (all read at scrape time, from what the journal and the worker's statuse
     nsup_transitions_total{source,dest}  lifecycle transitions since this nsup started (counter)
     nsup_journal_degraded                1 while the journal or state.json cannot be written, else 0
     nsup_journal_records_held            journal records held in memory until the disk takes them
+    nsup_in_session                      1 during the trading session, 0 outside it (only with [schedule])
 
 Everything but the transitions is read from nsup's snapshot when scraped. A value not known yet (no
 status, no heartbeat) is left out rather than reported as zero: zero open positions is a claim nsup
@@ -39,8 +40,8 @@ DEFAULT_LISTEN = "127.0.0.1:9464"
 DEFAULT_HOST = "127.0.0.1"
 POLL_SECS = 0.05  # how soon stop() is noticed by the serving thread
 TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
-HEALTHS = ("ok", "waiting_for_data", "feed_silent", "venue_disconnected", "degraded", "component_degraded",
-           "component_faulted")  # NodeStatus.health's answers
+HEALTHS = ("ok", "waiting_for_data", "feed_silent", "idle_market_closed", "venue_disconnected", "degraded",
+           "component_degraded", "component_faulted")  # NodeStatus.health's answers
 
 Listen = Annotated[str, msgspec.Meta(pattern=r"^((\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]*):)?\d{1,5}$")]
 
@@ -160,6 +161,9 @@ class Metrics:
                                       value=snap.restarts)
             yield GaugeMetricFamily("nsup_journal_degraded", "1 while the journal or state.json cannot be written",
                                     value=1.0 if snap.degraded else 0.0)
+            if snap.schedule is not None:
+                yield GaugeMetricFamily("nsup_in_session", "1 during the trading session ([schedule]), else 0",
+                                        value=1.0 if snap.schedule.in_session else 0.0)
             yield GaugeMetricFamily("nsup_journal_records_held", "Journal records held in memory until the disk takes them",
                                     value=snap.records_held)
         if (mirror := self.redis_mirror) is not None:

@@ -80,9 +80,10 @@ class NodeStatus(msgspec.Struct, frozen=True):
         """In a CheckVenues reply: every venue answered, and none holds anything."""
         return self.venue_counts is not None and self.venue_counts.all_zero() and not self.venue_unavailable
 
-    def health(self, feed_silent_after_secs: float) -> str:
+    def health(self, feed_silent_after_secs: float, in_session: bool = True) -> str:
         """Beyond liveness: a live worker can still be blind, cut off or missing a part. None of these
-        restarts anything. A FAULTED component is first: NautilusTrader cannot bring it back."""
+        restarts anything. A FAULTED component is first: NautilusTrader cannot bring it back. Outside
+        the trading session (supervisor/schedule.py) a silent feed is the market being closed."""
         if "FAULTED" in self.components.values():
             return "component_faulted"
         if not all(self.clients.values()):
@@ -93,7 +94,9 @@ class NodeStatus(msgspec.Struct, frozen=True):
             return "degraded"
         if self.data_age_secs is None:
             return "waiting_for_data"
-        return "feed_silent" if self.data_age_secs > feed_silent_after_secs else "ok"
+        if self.data_age_secs <= feed_silent_after_secs:
+            return "ok"
+        return "feed_silent" if in_session else "idle_market_closed"
 
 
 # Supervisor -> worker: the commands, each one request.

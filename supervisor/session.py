@@ -25,6 +25,7 @@ from supervisor.journal import Journal, count_fields
 from supervisor.intent import Approval
 from supervisor.lifecycle import FlatReads
 from supervisor.persisted_state import WorkerIdentity
+from supervisor.schedule import in_session, wall_clock
 from supervisor.stop_gate import Decision, EndAction, StopGate, describe_exposure
 from supervisor.worker_link import LinkError, WorkerLink
 from supervisor.worker_log import cause_of, log_size
@@ -291,7 +292,9 @@ class WorkerSession:
                 self._on_stop_request(f"node:{component}", reason)
 
     def _heard(self, status: p.NodeStatus, is_heartbeat: bool) -> None:
-        health = status.health(self._config.supervisor.feed_silent_after_secs)
+        schedule = self._config.schedule
+        health = status.health(self._config.supervisor.feed_silent_after_secs,
+                               in_session=schedule is None or in_session(schedule, wall_clock()))
         if health != self.health:  # a silent feed is not a hang: it is on record and alerted, nothing more
             self._journal.record("health", health=health, was=self.health, data_age_secs=status.data_age_secs,
                                  clients=status.clients, components=status.components)

@@ -32,6 +32,8 @@ class StatusCommand(Command):
             lines.append(f"degraded       {data['degraded'].removeprefix('degraded: ')}")
         if data.get("worker_log"):
             lines.append(f"worker.log     not written: {data['worker_log']}")
+        if schedule := data.get("schedule"):
+            lines.append(f"schedule       {scheduled(schedule)}")
         if data["last_transition"]:
             t = data["last_transition"]
             lines.append(f"last           {t['source']} -> {t['dest']} ({t['trigger']}) at {t['ts']}")
@@ -64,6 +66,15 @@ def components(data: dict) -> str:
     troubled = data.get("components") or {}
     named = ", ".join(f"{component} {state}" for component, state in sorted(troubled.items()))
     return f"{len(troubled)} of {data['components_heard']} DEGRADED or FAULTED" + (f": {named}" if named else "")
+
+
+def scheduled(schedule: dict) -> str:
+    """The trading-session schedule's next action, in its own zone."""
+    session = "in session" if schedule["in_session"] else "out of session"
+    upcoming = schedule.get("next_kind")
+    if upcoming is None:
+        return f"{session}; nothing scheduled ({schedule['timezone']})"
+    return f"{session}; next {upcoming} at {schedule['next_at']} ({schedule['timezone']})"
 
 
 def counts(data: dict) -> str:
