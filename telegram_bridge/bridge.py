@@ -27,7 +27,7 @@ from telegram_bridge.carry_out import Operator
 from telegram_bridge.commands import parse
 from telegram_bridge.config import BridgeConfig
 from telegram_bridge.messages import KINDS, Coalescer, message_for
-from telegram_bridge.nodes import nodes_under
+from telegram_bridge import nodes as host
 from telegram_bridge.outbox import Outbox
 
 POLL_MS = 200  # the main loop's tick: coalescing windows and node scans are checked this often
@@ -54,7 +54,7 @@ class Bridge:
         self._stopping = threading.Event()
 
     def nodes(self) -> dict[str, Path]:
-        return nodes_under(self._root)
+        return host.nodes(self._root)
 
     def stop(self) -> None:
         self._stopping.set()

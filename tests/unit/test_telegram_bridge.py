@@ -16,9 +16,12 @@ import msgspec
 import pytest
 import zmq
 
+from telegram_bridge import nodes as host
 from telegram_bridge.bot_api import BotApi, BotApiError
 from telegram_bridge.bridge import Bridge
+from telegram_bridge.carry_out import Operator
 from telegram_bridge.cli import main
+from telegram_bridge.commands import parse
 from telegram_bridge.config import load_config
 from telegram_bridge.outbox import Outbox
 from tests.telegram_fake import TOKEN, FakeBotApi, bridge_config
@@ -205,3 +208,26 @@ def test_a_stale_command_is_not_carried_out(fake, running_bridge):
     fake.say(42, "/stop charlie", age_secs=600)
     said = fake.wait_for_text("not carried out")
     assert re.search(r"was sent 60\ds ago", said), said
+
+
+# Nodes by name, and what is answered without asking a node --------------------------------------
+
+def test_nodes_are_the_state_dirs_under_the_root_that_hold_nsups_files(tmp_path):
+    for name, file in (("alpha", "journal.jsonl"), ("bravo", "endpoints.json"), ("charlie", "state.json")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / file).write_text("{}")
+    (tmp_path / "lost+found").mkdir()
+    (tmp_path / "notes.txt").write_text("")
+    assert host.nodes(tmp_path) == {n: tmp_path / n for n in ("alpha", "bravo", "charlie")}
+    assert host.nodes(tmp_path / "absent") == {}
+
+
+def test_what_needs_no_node_is_answered_by_the_bridge(tmp_path):
+    (tmp_path / "alpha").mkdir()
+    (tmp_path / "alpha" / "journal.jsonl").write_text("")
+    operator = Operator(lambda: host.nodes(tmp_path))
+    assert operator.answer(parse("/approve 0a1b DEMO-001 why"), 42).startswith("no challenge was shown here")
+    assert operator.answer(parse("/stop zulu"), 42) == "no node named 'zulu' (nodes: alpha)"
+    assert operator.answer(parse("/stop alpha"), 42).startswith("alpha: not reachable: no nsup is running on")
+    assert operator.answer(parse("/status"), 42).startswith("alpha: not reachable")
+    assert operator.answer(parse("/help"), 42).startswith("/status [NODE]")
