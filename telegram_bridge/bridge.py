@@ -70,7 +70,7 @@ class Bridge:
             while not self._stopping.is_set():
                 for sub, _ in self._poller.poll(POLL_MS):
                     self._drain(sub)
-                for text in self._coalescer.due():
+                for _, text in self._coalescer.due():
                     self.outbox.put(self._chat_id, text)
                 if time.monotonic() >= next_scan:
                     self._scan()
@@ -150,8 +150,8 @@ class Bridge:
             for update in updates:
                 offset = max(offset or 0, int(update.get("update_id", 0)) + 1)
                 self._on_update(update)
-            for text in self._strangers.due():
-                logger.warning(text)
+            for (user_id, node), asked in self._strangers.due():
+                self._refuse(user_id, node, asked)
 
     def _on_update(self, update: dict) -> None:
         message = update.get("message") or {}
@@ -161,10 +161,9 @@ class Bridge:
         if asked is None:
             return
         if user_id not in self._allowed:  # ignored: no answer, so a stranger learns nothing
-            said = self._strangers.offer(user_id, f"telegram: refused {text[:60]!r} from user {user_id} "
-                                                  "(not in allowed_user_ids); ignored")
-            if said is not None:
-                logger.warning(said)
+            node = getattr(asked, "node", None)
+            if (said := self._strangers.offer((user_id, node), " ".join(text.split())[:120])) is not None:
+                self._refuse(user_id, node, said)
             return
         chat_id = (message.get("chat") or {}).get("id", self._chat_id)
         age = time.time() - message.get("date", time.time())
@@ -175,6 +174,14 @@ class Bridge:
             return
         logger.info("telegram: user {} asks {!r}", user_id, text[:200])
         self._commands.submit(self._carry_out, asked, user_id, chat_id)
+
+    def _refuse(self, user_id, node: str | None, asked: str) -> None:
+        """A stranger's command (or the count of them, coalesced): in the bridge's log, and on the
+        record of the node it named, through nsup's own coalesced refusal records."""
+        reason = f"telegram user {user_id} is not in the bridge's allowed_user_ids; ignored"
+        logger.warning("telegram: refused {!r}: {}", asked, reason)
+        if node is not None:
+            self._commands.submit(self._operator.put_on_record, node, user_id, asked, reason)
 
     def _carry_out(self, asked, user_id: int, chat_id: int) -> None:
         try:

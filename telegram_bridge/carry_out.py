@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from loguru import logger
+
 from supervisor.control.client.client import ControlClient, NotReachable, ProtocolViolation
 from supervisor.control.commands import COMMANDS
 from supervisor.control.commands.base import Refusal
@@ -56,6 +58,15 @@ class Operator:
         except Refusal as exc:
             return str(exc)
         raise AssertionError(f"unhandled {asked!r}")
+
+    def put_on_record(self, node: str, user_id, asked: str, reason: str) -> None:
+        """A refusal the bridge made (a stranger's command), put on the node's record: nsup answers
+        with the refusal itself, on record. A node that cannot be reached keeps it in the log only."""
+        try:
+            self._call(node, "refused", actor_for(user_id), asked=asked[:200], reason=reason)
+        except Refusal as exc:
+            if "refused: asked" not in str(exc):
+                logger.info("telegram: the refusal is not on {}'s record: {}", node, exc)
 
     def _every_node(self, user: str) -> str:
         nodes = self._nodes()

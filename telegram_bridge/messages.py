@@ -114,8 +114,8 @@ class Coalescer:
         self._open[key] = [now + self.window_secs, 0, text]
         return text
 
-    def due(self) -> list[str]:
-        """The windows that have ended: one message each for those with repeats, which opens the next
+    def due(self) -> list[tuple[object, str]]:
+        """The windows that have ended: (key, message) for each with repeats, which opens the next
         window (a feed that keeps flapping sends one message a window)."""
         now = self._clock()
         texts = []
@@ -125,7 +125,7 @@ class Coalescer:
             if not repeats:
                 del self._open[key]
                 continue
-            texts.append(last if repeats == 1 else
-                         f"{last} (and {repeats - 1} more like this in {self.window_secs:g}s; this is the last)")
+            texts.append((key, last if repeats == 1 else
+                          f"{last} (and {repeats - 1} more like this in {self.window_secs:g}s; this is the last)"))
             self._open[key] = [now + self.window_secs, 0, last]
         return texts

@@ -93,8 +93,11 @@ def test_events_and_commands_and_a_hung_bot_api_never_delays_a_stop(nsup_run, te
     commands = [(r["command"], r["actor"]) for r in run.records("command")]
     assert [c for c, _ in commands] == ["pause", "resume"], "the stranger's commands never reached nsup"
     assert all(actor.startswith(f"telegram:{OPERATOR}@") for _, actor in commands)
-    refused = [line for line in bridge.log if f"from user {STRANGER}" in line]
+    refused = [line for line in bridge.log if f"telegram user {STRANGER} is not" in line]
     assert len(refused) == 1 and "/stop alpha" in refused[0], "the stranger's second command is counted, not logged"
+    on_record, = run.wait_for(lambda: run.records("refusal"), what="the stranger's refusal on record")
+    assert on_record["actor"].startswith(f"telegram:{STRANGER}@") and on_record["command"] == "refused"
+    assert on_record["reason"] == f"asked '/stop alpha': telegram user {STRANGER} is not in the bridge's allowed_user_ids; ignored"
 
     baseline.wait_for_positions(2)
     without_bridge = sigterm_to_exit(baseline)

@@ -89,13 +89,13 @@ def test_a_flapping_feed_sends_one_message_a_window_with_the_count():
     assert sent == ["alpha: 🟠 health ok -> feed_silent"]
     assert coalescer.due() == []  # the window is still open
     now[0] = 60.0
-    last, = coalescer.due()
+    (_, last), = coalescer.due()
     assert last == "alpha: 🟢 health feed_silent -> ok (and 198 more like this in 60s; this is the last)"
     assert coalescer.due() == []
     key, text = message_for("alpha", "health", {"health": "feed_silent", "was": "ok"})
     assert coalescer.offer(key, text) is None, "still flapping: the next window counts it"
     now[0] = 120.0
-    assert coalescer.due() == [text]  # one more, alone: said as it is
+    assert coalescer.due() == [(key, text)]  # one more, alone: said as it is
     now[0] = 180.0
     assert coalescer.due() == [] and coalescer.offer(key, text) == text, "quiet for a window: the next goes at once"
 
