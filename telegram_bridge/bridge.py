@@ -50,6 +50,7 @@ class Bridge:
         self._operator = Operator(self.nodes)
         self._commands = ThreadPoolExecutor(COMMAND_THREADS, thread_name_prefix="telegram-command")
         self._events: dict[str, tuple[str, zmq.Socket]] = {}  # node -> (events endpoint, SUB socket)
+        self._cannot_follow: dict[str, str] = {}  # node -> why, as last logged
         self._poller = zmq.Poller()
         self._stopping = threading.Event()
 
@@ -100,8 +101,11 @@ class Bridge:
             try:
                 sub = subscribe(endpoint, KINDS)
             except (NotReachable, ValueError) as exc:
-                logger.warning("telegram: cannot follow {}'s events yet: {}", name, exc)
+                if self._cannot_follow.get(name) != str(exc):  # once per reason, not every scan
+                    logger.warning("telegram: cannot follow {}'s events yet: {}", name, exc)
+                self._cannot_follow[name] = str(exc)
                 continue
+            self._cannot_follow.pop(name, None)
             self._events[name] = (endpoint, sub)
             self._poller.register(sub, zmq.POLLIN)
             logger.info("telegram: following {} at {}", name, endpoint)

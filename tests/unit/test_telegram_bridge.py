@@ -231,3 +231,27 @@ def test_what_needs_no_node_is_answered_by_the_bridge(tmp_path):
     assert operator.answer(parse("/stop alpha"), 42).startswith("alpha: not reachable: no nsup is running on")
     assert operator.answer(parse("/status"), 42).startswith("alpha: not reachable")
     assert operator.answer(parse("/help"), 42).startswith("/status [NODE]")
+
+
+def test_a_hung_bot_api_never_stops_the_bridge_reading_events(fake, running_bridge):
+    bridge, root = running_bridge
+    node = FakeNodeEvents(root / "echo")
+    try:
+        publish_until_seen(fake, node, "echo: 🟢 up", "transition", source="BUILT", dest="RUNNING", trigger="run")
+        fake.hang(True)
+        for dest in ("HALTING", "STOPPED"):
+            node.publish("transition", source="RUNNING", dest=dest, trigger="halt", actor="signal:SIGTERM")
+        for i in range(5):
+            node.publish("component_state", component=f"Strategy-{i}", source="RUNNING", dest="FAULTED")
+        deadline = time.monotonic() + 5
+        while bridge.outbox.waiting() < 7 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert bridge.outbox.waiting() >= 7, "read and queued while every send hangs"
+        fake.hang(False)
+        fake.wait_for_text("Strategy-4")
+        said = fake.texts()
+        halting = said.index("echo: 🟠 HALTING: stop asked by signal:SIGTERM (positions=None inflight=None open=None)")
+        assert said[halting + 1:halting + 7] == ["echo: ✅ flat and stopped cleanly (STOPPED)"] + [
+            f"echo: 🔴 component Strategy-{i} RUNNING -> FAULTED" for i in range(5)], "all of it, in order"
+    finally:
+        node.close()
