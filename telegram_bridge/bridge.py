@@ -69,6 +69,8 @@ class Bridge:
         next_scan = time.monotonic() + self.config.nodes.scan_secs
         try:
             while not self._stopping.is_set():
+                if not self._events:  # zmq's poll returns at once with nothing to poll
+                    self._stopping.wait(POLL_MS / 1000)
                 for sub, _ in self._poller.poll(POLL_MS):
                     self._drain(sub)
                 for _, text in self._coalescer.due():

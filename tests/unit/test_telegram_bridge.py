@@ -255,3 +255,9 @@ def test_a_hung_bot_api_never_stops_the_bridge_reading_events(fake, running_brid
             f"echo: 🔴 component Strategy-{i} RUNNING -> FAULTED" for i in range(5)], "all of it, in order"
     finally:
         node.close()
+
+
+def test_a_bridge_with_no_nodes_yet_waits_without_spinning(running_bridge):
+    started_cpu, started = time.process_time(), time.monotonic()
+    time.sleep(1.0)
+    assert time.process_time() - started_cpu < 0.3 * (time.monotonic() - started)
