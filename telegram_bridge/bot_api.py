@@ -14,7 +14,14 @@ MAX_TEXT = 4096  # Telegram's limit for one message
 
 
 class BotApiError(RuntimeError):
-    """A call that failed: unreachable, timed out, or answered with ok=false."""
+    """A call that failed: unreachable, timed out, or answered with ok=false (`code`: the HTTP status)."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+UNAUTHORIZED = 401  # the token is wrong or revoked: trying again cannot help
 
 
 class BotApi:
@@ -39,7 +46,7 @@ class BotApi:
             with urllib.request.urlopen(request, timeout=timeout_secs or self._timeout_secs) as response:
                 answer = json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            raise BotApiError(f"{method}: HTTP {exc.code} {_description(exc)}") from None
+            raise BotApiError(f"{method}: HTTP {exc.code} {_description(exc)}", exc.code) from None
         except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, timed out
             raise BotApiError(f"{method}: {getattr(exc, 'reason', None) or exc}") from None
         except ValueError as exc:

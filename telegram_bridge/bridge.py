@@ -22,7 +22,7 @@ import zmq
 from loguru import logger
 
 from supervisor.control.client.client import NotReachable, endpoints_in, subscribe
-from telegram_bridge.bot_api import BotApi, BotApiError
+from telegram_bridge.bot_api import UNAUTHORIZED, BotApi, BotApiError
 from telegram_bridge.carry_out import Operator
 from telegram_bridge.commands import parse
 from telegram_bridge.config import BridgeConfig
@@ -53,6 +53,7 @@ class Bridge:
         self._cannot_follow: dict[str, str] = {}  # node -> why, as last logged
         self._poller = zmq.Poller()
         self._stopping = threading.Event()
+        self.fatal: str | None = None  # why the bridge cannot go on (the token refused), once it has stopped
 
     def nodes(self) -> dict[str, Path]:
         return host.nodes(self._root)
@@ -80,7 +81,7 @@ class Bridge:
                     next_scan = time.monotonic() + self.config.nodes.scan_secs
         finally:
             self._commands.shutdown(wait=False, cancel_futures=True)
-            self.outbox.close()
+            self.outbox.close(drain_secs=0.0 if self.fatal else 2.0)  # a refused token sends nothing more
             for _, sub in self._events.values():
                 sub.close(linger=0)
 
@@ -144,6 +145,10 @@ class Bridge:
             try:
                 updates = self._bot.get_updates(offset, self.config.telegram.poll_secs)
             except BotApiError as exc:
+                if exc.code == UNAUTHORIZED:
+                    self.fatal = f"the Bot API refused the token ({exc}): check token_file, or ask @BotFather for a new one"
+                    self.stop()
+                    return
                 if not failing:
                     logger.warning("telegram: cannot read commands ({}); trying again", exc)
                 failing = True

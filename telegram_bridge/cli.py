@@ -1,6 +1,7 @@
 """`nsup-telegram --config FILE`: the Telegram bridge, as a service (deploy/systemd/nsup-telegram.service).
 
-Exit codes: 0 stopped (SIGTERM, SIGINT); 2 usage or config error (one line, never a traceback).
+Exit codes: 0 stopped (SIGTERM, SIGINT); 2 usage or config error, or a token the Bot API refuses (one
+line, never a traceback: restarting cannot help).
 """
 
 from __future__ import annotations
@@ -33,11 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     logger.remove()
     logger.add(sys.stderr, level="INFO", format="{time:YYYY-MM-DD HH:mm:ss.SSS} {level} {message}")
     bridge = Bridge(config, token)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: bridge.stop())
+    handlers = {sig: signal.signal(sig, lambda *_: bridge.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
     logger.info("telegram: bridge for nodes under {}, allowed users {}", config.nodes.root,
                 list(config.telegram.allowed_user_ids))
-    bridge.run()
+    try:
+        bridge.run()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if bridge.fatal:
+        logger.error("telegram: {}", bridge.fatal)
+        print(f"nsup-telegram: {bridge.fatal}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 

@@ -59,8 +59,10 @@ def _health(r: dict) -> tuple[str, str]:
     return "", f"{mark} health {r.get('was')} -> {r.get('health')}"
 
 
-def _fault(r: dict) -> tuple[str, str]:
-    return ("worker_lost" if r.get("exit_code") is not None else ""), f"🟠 fault: {r.get('reason')}"
+def _fault(r: dict) -> tuple[str, str] | None:
+    if r.get("exit_code") is not None:
+        return None  # a lost worker: its RECOVERING (or ABORTED) transition says so, with the same reason
+    return "", f"🟠 fault: {r.get('reason')}"
 
 
 MESSAGES: dict[str, Callable[[dict], tuple[str, str] | None]] = {

@@ -261,3 +261,12 @@ def test_a_bridge_with_no_nodes_yet_waits_without_spinning(running_bridge):
     started_cpu, started = time.process_time(), time.monotonic()
     time.sleep(1.0)
     assert time.process_time() - started_cpu < 0.3 * (time.monotonic() - started)
+
+
+def test_a_token_the_bot_api_refuses_ends_the_bridge_with_one_line_and_exit_2(tmp_path, fake, capsys):
+    config = bridge_config(tmp_path, fake.url, tmp_path / "nodes")
+    (tmp_path / "telegram.token").write_text("999:revoked\n")
+    assert main(["--config", str(config)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == ("nsup-telegram: the Bot API refused the token (getUpdates: HTTP 401 Unauthorized): check "
+                    "token_file, or ask @BotFather for a new one")

@@ -37,8 +37,8 @@ def transition(source: str, dest: str, trigger: str, actor: str = "nsup", reason
      "alpha: 🔴 component DataEngine RUNNING -> FAULTED"),
     ("component_state", {"component": "EMACross-000", "source": "DEGRADED", "dest": "RUNNING"},
      "alpha: 🟢 component EMACross-000 DEGRADED -> RUNNING"),
-    ("fault", {"reason": "the worker exited with code -9 in RUNNING", "exit_code": -9},
-     "alpha: 🟠 fault: the worker exited with code -9 in RUNNING"),
+    ("fault", {"reason": "the worker has missed 3 heartbeats (0.7s silent); nsup waits"},
+     "alpha: 🟠 fault: the worker has missed 3 heartbeats"),
     ("hung", {"silent_secs": 5.2}, "alpha: 🟠 worker hung (5.2s silent), flat when last heard"),
     ("hung_with_exposure", {"silent_secs": 5.2, **COUNTS}, "alpha: 🔴 worker hung WITH EXPOSURE (5.2s silent, positions=2"),
     ("restart_scheduled", {"in_secs": 0.5, "restarts": 2}, "alpha: 🟠 worker restart 2 in 0.5s"),
@@ -71,6 +71,7 @@ def test_stuck_lists_what_keeps_it_from_flat_and_counts_the_rest():
     ("command", {"command": "pause", "actor": "ops@h"}),
     ("heartbeat", {"state": "RUNNING"}),
     ("flatten_round", {"round": 1}),
+    ("fault", {"reason": "the worker exited with code -9 in RUNNING", "exit_code": -9}),  # RECOVERING says it
 ])
 def test_steps_on_the_way_say_nothing(kind, record):
     assert message_for("alpha", kind, record) is None
