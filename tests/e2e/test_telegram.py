@@ -145,4 +145,7 @@ def test_an_abort_approved_on_telegram_with_nsups_challenge(nsup_run, telegram):
     assert approval["operator"] == f"telegram:{OPERATOR}" and approval["actor"].startswith(f"telegram:{OPERATOR}@")
     assert (approval["nonce"], approval["reason"]) == (nonce, "the venue rejects every close")
     assert run.transitions()[-2:] == [("STUCK", "ABORTING"), ("ABORTING", "ABORTED")]
-    fake.wait_for_text("bravo: 🔴 ABORTED")
+    assert fake.wait_for_text("bravo: 🟠 abort approved by").startswith(
+        f"bravo: 🟠 abort approved by telegram:{OPERATOR}@")
+    aborted = fake.wait_for_text("bravo: 🔴 ABORTED")
+    assert aborted.startswith("bravo: 🔴 ABORTED (ended by") and "positions=2" in aborted, aborted
