@@ -158,15 +158,18 @@ class Bridge:
             if failing:
                 logger.info("telegram: reading commands again")
             failing, retry = False, 1.0
-            for update in updates:
-                offset = max(offset or 0, int(update.get("update_id", 0)) + 1)
-                self._on_update(update)
+            for update in updates if isinstance(updates, list) else []:
+                try:
+                    offset = max(offset or 0, int(update["update_id"]) + 1)
+                    self._on_update(update)
+                except Exception:  # noqa: BLE001 - an update of a shape not foreseen must not end the reading
+                    logger.exception("telegram: an update could not be read: {!r}", str(update)[:200])
             for (user_id, node), asked in self._strangers.due():
                 self._refuse(user_id, node, asked)
 
     def _on_update(self, update: dict) -> None:
         message = update.get("message") or {}
-        text = message.get("text") or ""
+        text = message.get("text") if isinstance(message.get("text"), str) else ""
         user_id = (message.get("from") or {}).get("id")
         asked = parse(text)
         if asked is None:

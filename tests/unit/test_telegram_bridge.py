@@ -270,3 +270,11 @@ def test_a_token_the_bot_api_refuses_ends_the_bridge_with_one_line_and_exit_2(tm
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == ("nsup-telegram: the Bot API refused the token (getUpdates: HTTP 401 Unauthorized): check "
                     "token_file, or ask @BotFather for a new one")
+
+
+def test_updates_of_odd_shapes_never_end_the_reading(fake, running_bridge):
+    with fake._cv:  # what a fake's `say` would never send
+        fake._updates += [{"update_id": 1, "message": {"text": ["/stop", "x"], "from": {"id": 42}}},
+                          {"update_id": 2, "edited_message": {}}, {"update_id": 3, "message": None}]
+    fake.say(42, "/help")
+    assert fake.wait_for_text("/approve NONCE").startswith("/status [NODE]")
