@@ -187,22 +187,31 @@ class ConfigError(ValueError):
 
 
 def load_config(path: Path) -> NsupConfig:
+    return parse_config(read_toml(path), source=str(path))
+
+
+def read_toml(path: Path) -> dict:
+    """A TOML file's tables, or ConfigError in one line (the Telegram bridge reads its config so too)."""
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return parse_config(raw, source=str(path))
+
+
+def validated(raw: dict, schema: type, source: str):
+    """`raw` as `schema` (a msgspec Struct), or ConfigError naming the field first, in one line."""
+    try:
+        return msgspec.convert(raw, schema)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_one_line(str(exc))}") from None
 
 
 def parse_config(raw: dict, source: str = "config") -> NsupConfig:
-    try:
-        config = msgspec.convert(raw, NsupConfig)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {_one_line(str(exc))}") from None
+    config = validated(raw, NsupConfig, source)
     try:
         json.dumps(config.node.params, allow_nan=False)  # the worker receives them as JSON
     except (TypeError, ValueError) as exc:

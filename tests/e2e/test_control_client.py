@@ -57,6 +57,9 @@ def test_every_request_over_the_standard_library_client(nsup_run):
             confirm = ask(f"{command}_confirm", nonce="feedfacefeedface", confirmation="DEMO-001", reason="test")
             assert (confirm.status, confirm.errno) == ("error", c.Errno.REFUSED)
         assert "counts" in ask("flatten").data
+        on_record = ask("refused", asked="/stop alpha", reason="telegram user 99 is not allow-listed")
+        assert (on_record.status, on_record.errno) == ("error", c.Errno.REFUSED)
+        assert on_record.reason == "asked '/stop alpha': telegram user 99 is not allow-listed"
 
         # What changes nothing is answered alike to pyzmq's DEALER.
         for command, fields in (("status", {}), ("version", {}), ("abort", {}), ("recover", {})):

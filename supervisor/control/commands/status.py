@@ -37,10 +37,8 @@ class StatusCommand(Command):
         if data["last_transition"]:
             t = data["last_transition"]
             lines.append(f"last           {t['source']} -> {t['dest']} ({t['trigger']}) at {t['ts']}")
-        lines += [f"position       {p['instrument_id']} {p['side']} {p['quantity']} unrealized {p['unrealized_pnl']}"
-                  for p in data["positions"]]
-        lines += [f"order          {o['client_order_id']} {o['instrument_id']} {o['side']} {o['quantity']} {o['order_type']} "
-                  f"{o['status']} ({o['owner']})" for o in data.get("orders", [])]
+        lines += [f"position       {position_line(p)}" for p in data["positions"]]
+        lines += [f"order          {order_line(o)}" for o in data.get("orders", [])]
         lines += [f"mismatch       {line}" for line in data.get("reconciliation_mismatch", [])]
         return "\n".join(lines)
 
@@ -79,3 +77,13 @@ def scheduled(schedule: dict) -> str:
 
 def counts(data: dict) -> str:
     return f"positions={data.get('positions_open')} inflight={data.get('orders_inflight')} open={data.get('orders_open')}"
+
+
+def position_line(position: dict) -> str:
+    p = position
+    return f"{p['instrument_id']} {p['side']} {p['quantity']} unrealized {p['unrealized_pnl']}"
+
+
+def order_line(order: dict) -> str:
+    o = order
+    return f"{o['client_order_id']} {o['instrument_id']} {o['side']} {o['quantity']} {o['order_type']} {o['status']} ({o['owner']})"
