@@ -56,6 +56,7 @@ class Command:
     help: ClassVar[str]
     changes: ClassVar[bool] = True  # journaled with its actor; status and version only read (`read`)
     timeout_secs: ClassVar[float | None] = None  # how long nsupctl waits for the answer (None: its --timeout)
+    nodes: ClassVar[str] = "one"  # "many": nsupctl sends it to several nodes at once (NAME... or all)
 
     async def run(self, ctx: Context, request, actor: str) -> dict[str, Any]:
         return self.read(ctx, request)

@@ -19,6 +19,7 @@ class StopCommand(Command):
     name = "stop"
     requests = ("stop",)
     help = "the graceful stop; --wait follows rounds and counts to the end"
+    nodes = "many"
 
     async def run(self, ctx: Context, request, actor: str) -> dict:
         return {"result": ctx.nsup.request_stop(actor), "state": ctx.nsup.lifecycle.state}
