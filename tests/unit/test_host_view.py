@@ -110,7 +110,10 @@ def test_local_commands_print_json_after_the_command(capsys, tmp_path):
 def test_the_host_table_with_no_nodes_and_with_nodes_that_do_not_answer(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("NSUP_ROOT", str(tmp_path))
     code, out, _ = run(capsys, "status")
-    assert code == EXIT_OK and out == f"no nsup node under {tmp_path}\n"
+    assert code == EXIT_OK and out == f"no nsup node under {tmp_path} (set --root or $NSUP_ROOT)\n"
+    (tmp_path / "journal.jsonl").write_text("")  # one node's state dir, as a container has it
+    code, out, _ = run(capsys, "status")
+    assert code == EXIT_OK and f"is itself a node's state dir: nsupctl --state-dir {tmp_path} status" in out
     (tmp_path / "n1").mkdir()
     (tmp_path / "n1" / "state.json").write_text('{"state": "STOPPED", "restarts": 0}')
     code, out, _ = run(capsys, "status", "--json")

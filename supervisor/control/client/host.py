@@ -47,7 +47,7 @@ def nodes(root: Path | str | None = None) -> dict[str, Path]:
         return {}
     found = {}
     for entry in entries:
-        if entry.is_dir() and _holds_node_files(Path(entry.path)):
+        if entry.is_dir() and is_node_dir(Path(entry.path)):
             found[entry.name] = Path(entry.path)
     return found
 
@@ -70,7 +70,8 @@ def select(names: list[str], root: Path | str | None = None) -> dict[str, Path]:
     return chosen
 
 
-def _holds_node_files(directory: Path) -> bool:
+def is_node_dir(directory: Path) -> bool:
+    """Whether nsup has used this directory as a node's state dir (or it may not be looked into)."""
     try:
         return any((directory / name).exists() for name in NODE_FILES)
     except PermissionError:

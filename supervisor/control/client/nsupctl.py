@@ -189,9 +189,14 @@ class Ctl:
 
         answers = host_view.on_every_node(nodes, ask) if nodes else []
         rows = [row for row, _ in answers]
-        root = host.host_root(self.args.root)
-        self.say(host_view.render_table(rows) if rows else f"no nsup node under {root}", rows)
+        self.say(host_view.render_table(rows) if rows else self._no_nodes(), rows)
         return host_view.worst([code for _, code in answers])
+
+    def _no_nodes(self) -> str:
+        root = host.host_root(self.args.root)
+        if host.is_node_dir(root):  # a container's layout: the root is the one node's state dir
+            return f"no nsup node under {root}, which is itself a node's state dir: nsupctl --state-dir {root} status"
+        return f"no nsup node under {root} (set --root or ${host.ROOT_ENV})"
 
     def _on_each(self, nodes: dict[str, Path]) -> int:
         """The command on every node at once, each its own request to its own nsup; every line of
