@@ -93,6 +93,10 @@ def test_the_table_pause_all_one_silent_node_and_stop_wait_all(host):
         assert (last["dest"], last["positions_open"], last["orders_open"]) == ("STOPPED", 0, 0)
         assert any(r["kind"] == "command" and r.get("command") == "stop" for r in run.journal)
 
+    again = nsupctl(root, "stop", "--wait", "all")  # asked again: how each ended, not that it is gone
+    assert again.returncode == EXIT_OK and sorted(line.split(None, 1) for line in again.stdout.splitlines()) == \
+        [[name, "nsup had already ended STOPPED"] for name in NAMES], again.stdout + again.stderr
+
     after = nsupctl(root, "status")
     assert after.returncode == EXIT_UNREACHABLE  # nothing answers now: each row says its last state and why
     assert {name: row[1] for name, row in table(after).items()} == {name: "STOPPED" for name in NAMES}

@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 from supervisor.control.client import host, host_view
-from supervisor.control.client.client import ControlClient, CurveKeys, NotReachable, ProtocolViolation, endpoints_in
+from supervisor.control.client.client import (ENDPOINTS_FILE, ControlClient, CurveKeys, NotReachable, ProtocolViolation,
+                                              endpoints_in)
 from supervisor.control.commands import COMMANDS
 from supervisor.control.commands.base import EXIT_OK, EXIT_PROTOCOL, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Refusal
 from supervisor.control.commands.status import counts
@@ -248,6 +249,16 @@ class Ctl:
             return self.call("status")["state"]
         except NotReachable:
             return self._final_state()
+
+    def ended(self) -> str | None:
+        """STOPPED or ABORTED when this node's nsup has already finished and exited (no endpoints
+        file: nsup removes it as it exits; its journal says how it ended); otherwise None."""
+        if self.args.state_dir is None or (self.args.state_dir / ENDPOINTS_FILE).exists():
+            return None
+        try:
+            return self._final_state()
+        except NotReachable:
+            return None
 
     def say(self, text: str, data) -> None:
         if self.node is not None:
