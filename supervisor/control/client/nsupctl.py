@@ -73,7 +73,9 @@ def failure(exc: BaseException) -> tuple[int, str, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nsupctl", description="Control a running nsup.")
+    parser = argparse.ArgumentParser(
+        prog="nsupctl", description="Control a running nsup: a node by its name (nsup@NAME, state dir ROOT/NAME), "
+        "several, or all; `nsupctl status` shows every node of the host. Or one node by --state-dir or --endpoint.")
     parser.add_argument("--state-dir", type=Path, help="the node's state dir (finds its sockets and journal)")
     parser.add_argument("--endpoint", help="control endpoint, e.g. tcp://127.0.0.1:7400 (tcp needs the keys)")
     parser.add_argument("--events-endpoint", help="events endpoint for tcp (default: as nsup reports it)")
