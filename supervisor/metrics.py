@@ -9,6 +9,7 @@ Exposed (all read at scrape time, from what the journal and the worker's statuse
     nsup_trading_state{state}            1 for the node's trading state (ACTIVE, REDUCING, HALTED)
     nsup_positions_open, nsup_orders_inflight, nsup_orders_open    the node's counts, as last heard
     nsup_health{health}                  1 for the worker's health (ok, waiting_for_data, ...)
+    nsup_component_state{component,state}  1 for each NautilusTrader component DEGRADED or FAULTED now
     nsup_heartbeat_age_seconds           since the worker was last heard
     nsup_worker_restarts_total           workers replaced (counter)
     nsup_transitions_total{source,dest}  lifecycle transitions since this nsup started (counter)
@@ -38,7 +39,8 @@ DEFAULT_LISTEN = "127.0.0.1:9464"
 DEFAULT_HOST = "127.0.0.1"
 POLL_SECS = 0.05  # how soon stop() is noticed by the serving thread
 TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
-HEALTHS = ("ok", "waiting_for_data", "feed_silent", "venue_disconnected", "degraded")  # NodeStatus.health's answers
+HEALTHS = ("ok", "waiting_for_data", "feed_silent", "venue_disconnected", "degraded", "component_degraded",
+           "component_faulted")  # NodeStatus.health's answers
 
 Listen = Annotated[str, msgspec.Meta(pattern=r"^((\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]*):)?\d{1,5}$")]
 
@@ -143,6 +145,12 @@ class Metrics:
                                              (c.positions_open, c.orders_inflight, c.orders_open),
                                              ("open positions", "orders sent and not yet acknowledged", "open orders")):
                     yield GaugeMetricFamily(f"nsup_{name}", f"The node's {what}, as last heard", value=value)
+                # Only the troubled ones: a series per component that runs would be most of the output.
+                troubled = GaugeMetricFamily("nsup_component_state", "1 for each NautilusTrader component DEGRADED "
+                                             "or FAULTED now (the others run)", labels=["component", "state"])
+                for component, state in sorted(snap.node.components.items()):
+                    troubled.add_metric([component, state], 1.0)
+                yield troubled
             if snap.health is not None:
                 yield _one_hot("nsup_health", "1 for the worker's health, 0 for the others", "health", HEALTHS, snap.health)
             if snap.heartbeat_age_secs is not None and math.isfinite(snap.heartbeat_age_secs):

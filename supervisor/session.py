@@ -278,10 +278,15 @@ class WorkerSession:
 
     # What the worker says, and its silence --------------------------------------------------
 
-    def _said(self, message: p.Notice | p.StopRequested) -> None:
+    def _said(self, message: p.Said) -> None:
         match message:
             case p.Notice(text=text):
                 self._journal.record("worker_notice", text=text)
+            case p.ComponentStateChange(component=component, component_type=component_type, source=source, dest=dest):
+                # On record and alerted; nothing more: a FAULTED strategy's positions are the stop's to
+                # close (its market_exit() cannot run, nsup's closer does), docs/design.md.
+                self._journal.record("component_state", component=component, component_type=component_type,
+                                     source=source, dest=dest)
             case p.StopRequested(component=component, reason=reason):
                 self._on_stop_request(f"node:{component}", reason)
 
@@ -289,7 +294,7 @@ class WorkerSession:
         health = status.health(self._config.supervisor.feed_silent_after_secs)
         if health != self.health:  # a silent feed is not a hang: it is on record and alerted, nothing more
             self._journal.record("health", health=health, was=self.health, data_age_secs=status.data_age_secs,
-                                 clients=status.clients)
+                                 clients=status.clients, components=status.components)
             self.health = health
         self._on_status(status, is_heartbeat)
 

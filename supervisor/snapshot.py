@@ -51,6 +51,8 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
             "orders": node.orders if node else [],
             "reconciliation_mismatch": self.reconciliation_mismatch,
             "strategies": node.strategies if node else [],
+            "components": node.components if node else {},  # only those DEGRADED or FAULTED, by id
+            "components_heard": node.components_heard if node else None,
             "stuck": self.state == "STUCK",
             "hung": self.hung,
             "health": self.health,

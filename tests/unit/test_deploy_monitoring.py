@@ -11,6 +11,7 @@ import subprocess
 import time
 from types import SimpleNamespace
 
+import msgspec
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -34,7 +35,8 @@ def exported() -> dict[str, dict[str, set[str]]]:
     """Every sample name nsup can export, with the label values seen: a Metrics fed everything it reads."""
     m = Metrics()
     mirror = SimpleNamespace(reachable=True, shipped=3)
-    snapshot = Snapshot(state="RUNNING", node=status(positions=1, trading_state="ACTIVE"), health="ok", hung=False,
+    node = msgspec.structs.replace(status(positions=1, trading_state="ACTIVE"), components={"EMACross-001": "FAULTED"})
+    snapshot = Snapshot(state="RUNNING", node=node, health="ok", hung=False,
                         stop=None, paused=False, trader_id="T-1", worker=None, worker_alive=True, worker_uptime_secs=1.0,
                         supervisor_pid=1, supervisor_uptime_secs=1.0, heartbeat_age_secs=0.5, restarts=1,
                         last_transition=None)

@@ -27,6 +27,8 @@ class StatusCommand(Command):
             f"{data['heartbeat_age_secs']}s ago, restarts {data['restarts']}, health {data['health']}",
             f"supervisor     pid {data['supervisor_pid']}, up {data['supervisor_uptime_secs']}s",
         ]
+        if data.get("components_heard"):
+            lines.append(f"components     {components(data)}")
         if data.get("degraded"):  # the journal or state.json cannot be written: nsup supervises on, and says so
             lines.append(f"degraded       {data['degraded'].removeprefix('degraded: ')}")
         if data.get("worker_log"):
@@ -55,6 +57,14 @@ class StatusCommand(Command):
             if not ctl.args.json:  # one more line of the table; --json output stays one object
                 print(f"diagram        {ctl.args.diagram} (the lifecycle, {data['state']} highlighted)", flush=True)
         return 0
+
+
+def components(data: dict) -> str:
+    """NautilusTrader's components, naming only those in trouble: the rest run (or are being started or
+    stopped with the node)."""
+    troubled = data.get("components") or {}
+    named = ", ".join(f"{component} {state}" for component, state in sorted(troubled.items()))
+    return f"{len(troubled)} of {data['components_heard']} DEGRADED or FAULTED" + (f": {named}" if named else "")
 
 
 def counts(data: dict) -> str:
