@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         from paper_venue.cli import main as venue_main
 
         rest = argv[1:]
-        return venue_main(rest if rest[:1] in (["serve"], ["drill"]) else ["serve", *rest])
+        return venue_main(rest if rest[:1] in (["serve"], ["drill"]) else ["serve", *rest], prog="nsup paper-venue")
     args = _parser().parse_args(argv)
     if args.command == "preflight":
         return _preflight(args)

@@ -12,6 +12,7 @@ class StatusCommand(Command):
     requests = ("status",)
     help = "state, trading state, counts, positions, pids, heartbeat age, restarts"
     changes = False
+    nodes = "many"
 
     def read(self, ctx: Context, request) -> dict:
         return {**ctx.nsup.snapshot().status(), "events_endpoints": ctx.events_endpoints}
