@@ -27,7 +27,7 @@ from telegram_bridge.carry_out import Operator
 from telegram_bridge.commands import parse
 from telegram_bridge.config import BridgeConfig
 from telegram_bridge.messages import KINDS, Coalescer, message_for
-from telegram_bridge import nodes as host
+from supervisor.control.client import host
 from telegram_bridge.outbox import Outbox
 
 POLL_MS = 200  # the main loop's tick: coalescing windows and node scans are checked this often
@@ -42,7 +42,7 @@ class Bridge:
         t = config.telegram
         self._chat_id = t.chat_id
         self._allowed = frozenset(t.allowed_user_ids)
-        self._root = Path(config.nodes.root)
+        self._root = host.host_root(config.nodes.root)
         self._bot = BotApi(t.api_url, token)
         self.outbox = Outbox(self._bot.send_message, t.outbox_size)
         self._coalescer = Coalescer(t.coalesce_secs)  # the main thread's

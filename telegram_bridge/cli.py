@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True, help="the bridge's TOML config (see README, Telegram)")
     args = parser.parse_args(argv)
 
+    from supervisor.control.client.host import host_root
     from telegram_bridge.config import ConfigError, load_config
 
     try:
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.add(sys.stderr, level="INFO", format="{time:YYYY-MM-DD HH:mm:ss.SSS} {level} {message}")
     bridge = Bridge(config, token)
     handlers = {sig: signal.signal(sig, lambda *_: bridge.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    logger.info("telegram: bridge for nodes under {}, allowed users {}", config.nodes.root,
+    logger.info("telegram: bridge for nodes under {}, allowed users {}", host_root(config.nodes.root),
                 list(config.telegram.allowed_user_ids))
     try:
         bridge.run()

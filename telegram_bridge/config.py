@@ -39,7 +39,7 @@ class TelegramSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class NodesSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    root: str = "/var/lib/nsup"
+    root: str | None = None  # None: $NSUP_ROOT, else /var/lib/nsup (as nsupctl's host view)
     scan_secs: Secs = 2.0
 
 

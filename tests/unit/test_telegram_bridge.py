@@ -16,7 +16,7 @@ import msgspec
 import pytest
 import zmq
 
-from telegram_bridge import nodes as host
+from supervisor.control.client import host
 from telegram_bridge.bot_api import BotApi, BotApiError
 from telegram_bridge.bridge import Bridge
 from telegram_bridge.carry_out import Operator

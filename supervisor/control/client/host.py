@@ -43,7 +43,7 @@ def nodes(root: Path | str | None = None) -> dict[str, Path]:
     base = host_root(root)
     try:
         entries = sorted(os.scandir(base), key=lambda entry: entry.name)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return {}
     found = {}
     for entry in entries:
