@@ -316,14 +316,17 @@ class RedisMirror:
         """Is the last record we shipped still in the stream? Redis may have come back without its
         data (redis-py reconnects by itself, so this is asked every round, not only on connect).
         If not, the whole file is walked again: what the stream holds is settled, the rest shipped."""
-        if self._settled is None:
-            return
-        stream_id, journal_id = self._settled
+        if self._settled is not None and not self._still_holds(client, self._settled):
+            self._walk_again(client)
+
+    def _still_holds(self, client, settled: tuple[str, str]) -> bool:
+        stream_id, journal_id = settled
         found = client.xrange(self.keys.journal, min=stream_id, max=stream_id)
-        if found and _journal_id(found[0][1]) == journal_id:
-            return
-        logger.warning("the stream {} no longer holds journal record {} (Redis restarted without its data?): "
-                       "checking the whole journal against it", self.keys.journal, journal_id)
+        return bool(found) and _journal_id(found[0][1]) == journal_id
+
+    def _walk_again(self, client) -> None:
+        logger.warning("the stream {} no longer holds the journal records shipped to it (Redis restarted without "
+                       "its data?): checking the whole journal against it", self.keys.journal)
         self._offset, self._settled = 0, None
         client.sadd(NODES_KEY, self.keys.name)
         with self._lock:
@@ -353,10 +356,17 @@ class RedisMirror:
         lines = self._read_lines()
         if not lines:
             return False
-        for line, settled in zip(lines, self._ship(client, lines)):
+        shipped = self._ship(client, lines)
+        # The record before this batch (or its first) is asked for again after it: had Redis lost its data
+        # between the round's check and these XADDs, the stream would now start part-way, and the next
+        # check, of the batch's last record, would find it there.
+        anchor = self._settled or next(filter(None, shipped), None)
+        for line, settled in zip(lines, shipped):
             self._settled = settled or self._settled
             self._offset += len(line)
         self._write_progress()
+        if anchor is not None and not self._still_holds(client, anchor):
+            self._walk_again(client)
         return True
 
     def _ship_held(self, client) -> None:
