@@ -25,6 +25,7 @@ from node_worker.node_status import read_status
 from node_worker.shutdown_guard import ShutdownGuard
 from node_worker.venue_check import venue_counts
 from supervisor import protocol as p
+from supervisor.lease import fenced
 
 RUN_POLL_SECS = 0.01
 SUPERVISOR_LOST_AFTER_BEATS = 5
@@ -49,6 +50,7 @@ class ControlServer:
         self._faults = FaultWatch(node.kernel.msgbus, node.get_event_loop(), self.notice)
         self._shutdown_guard = ShutdownGuard(node, self._node_asks_to_stop)
         self._answering: set[asyncio.Task] = set()  # requests being answered (strong references)
+        self._fence = 0  # the newest lease token seen (supervisor/lease.py): older ones are another nsup's past
 
     async def serve(self) -> None:
         """Runs until the supervisor's StopNode has been carried out (or has failed: either way the
@@ -131,7 +133,9 @@ class ControlServer:
             except p.ProtocolError as exc:
                 logger.error("refused a frame from the supervisor: {}", exc)
                 continue  # no request id to answer to
-            self._heard_supervisor()
+            if fenced(self._fence, request.fence) is None:
+                self._heard_supervisor()  # a stale nsup is not our supervisor: its silence is the news
+                self._newest_fence(request.fence)
             if isinstance(request, p.Ping):
                 continue
             # Each request is answered by a task of its own: a long one (RunNode, CloseAll) must not keep
@@ -146,8 +150,17 @@ class ControlServer:
         except Exception:
             logger.exception("could not answer request {}", request.request_id)
 
+    def _newest_fence(self, fence: int) -> None:
+        if fence > self._fence:
+            if self._fence:
+                self.notice(f"lease token {fence} now (was {self._fence}): commands with an older token are refused")
+            self._fence = fence
+
     async def _handle(self, request: p.Request) -> p.Reply:
         command = request.command
+        if refusal := fenced(self._fence, request.fence):  # checked as it is answered: a newer token may have come since
+            logger.error("refused {}: {}", command, refusal)
+            return p.Reply(request.request_id, ok=False, status=self._status(), error=refusal, code=p.ErrorCode.FENCED)
         logger.info("command {}", command)
         venues, unavailable, actions, error = None, None, [], None
         try:

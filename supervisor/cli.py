@@ -47,6 +47,7 @@ from supervisor.control.server.operators import Operators
 from supervisor.control.server.security import Binding, start_authenticator
 from supervisor.daemon import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Supervisor
 from supervisor.journal import Journal
+from supervisor.lease import HeldBy, Lease
 from supervisor.metrics import Metrics
 from supervisor.persisted_state import PersistedState, StateStore, worker_lock_held
 from supervisor.redis_mirror import RedisMirror
@@ -233,14 +234,16 @@ class CannotStart(Exception):
 
 class OpenNode:
     """What `nsup run` holds for its life, all of it taken before anything starts: the node's lock, its
-    state (and Redis's copy), its journal, the metrics endpoint. `close` gives it all back."""
+    lease, its state (and Redis's copy), its journal, the metrics endpoint. `close` gives it all back."""
 
     def __init__(self, lock: int, journal: Journal, store: StateStore, carry_on_from: PersistedState | None,
-                 mirror: RedisMirror | None, metrics: Metrics | None):
+                 mirror: RedisMirror | None, metrics: Metrics | None, lease: Lease | None):
         self.lock, self.journal, self.store, self.carry_on_from = lock, journal, store, carry_on_from
-        self.mirror, self.metrics, self.alerter = mirror, metrics, None
+        self.mirror, self.metrics, self.alerter, self.lease = mirror, metrics, None, lease
 
     def close(self) -> None:
+        if self.lease is not None:
+            self.lease.close()
         if self.alerter is not None:
             self.alerter.close()  # up to 2 s, so supervisor_exit (or nsup's own failure) still goes out
         if self.metrics is not None:
@@ -259,8 +262,8 @@ class OpenNode:
 
 def _open(config: NsupConfig) -> OpenNode:
     """Everything that can refuse the start, in order: the directories (a config error), this node's lock,
-    the state a crashed nsup left, another nsup or a stranger's worker on the node, the journal, the
-    metrics port. Raises ConfigError or CannotStart; nothing has been started then."""
+    the state a crashed nsup left, this node's lease (another nsup holds it), a stranger's worker on the
+    node, the journal, the metrics port. Raises ConfigError or CannotStart; nothing has been started then."""
     s = config.supervisor
     socket_path = s.run_path / "control.sock"  # the longest of the socket names
     if len(str(socket_path)) > MAX_IPC_PATH:
@@ -269,13 +272,12 @@ def _open(config: NsupConfig) -> OpenNode:
     _usable_dir("supervisor.state_dir", s.state_path, config.control.group)
     _usable_dir("supervisor.run_dir" if s.run_dir else "supervisor.state_dir", s.run_path, config.control.group)
     lock = _lock(s.state_path / "nsup.lock", "another nsup already supervises this node")
-    metrics = None
+    metrics = lease = None
     try:
         mirror = config.redis_mirror()
         store = config.state_store(mirror)
         carry_on_from = _unfinished_session(store)
-        if mirror is not None and (live := mirror.live_elsewhere(config.supervisor.heartbeat_interval_secs)):
-            raise CannotStart(live)
+        lease = _take_lease(config)
         vouched = carry_on_from is not None and carry_on_from.vouches_for_a_live_worker(config.worker_lock_path)
         if worker_lock_held(config.worker_lock_path) and not vouched:  # never a twin beside a stranger
             raise CannotStart("a worker of this node is still running, and it is not ours; "
@@ -284,16 +286,37 @@ def _open(config: NsupConfig) -> OpenNode:
         if config.metrics.enabled:  # a port in use stops the start before anything is spawned
             metrics = Metrics()
             metrics.start(config.metrics.listen)
-    except ValueError as exc:  # a damaged state, or Redis's copy about another node
-        os.close(lock)
-        raise CannotStart(str(exc)) from None
-    except OSError as exc:
-        os.close(lock)
+    except (ValueError, OSError) as exc:  # a damaged state, Redis's copy about another node, a port in use
+        _give_back(lock, lease)
         raise CannotStart(str(exc)) from None
     except BaseException:
-        os.close(lock)
+        _give_back(lock, lease)
         raise
-    return OpenNode(lock, journal, store, carry_on_from, mirror, metrics)
+    return OpenNode(lock, journal, store, carry_on_from, mirror, metrics, lease)
+
+
+def _take_lease(config: NsupConfig) -> Lease | None:
+    """This node's lease, with Redis (supervisor/lease.py): CannotStart while another nsup holds it.
+    Redis not answering now refuses nothing: the daemon takes the lease before it spawns or adopts."""
+    r = config.redis
+    if not r.enabled:
+        return None
+    lease = Lease(r.url, config.redis_name, config.supervisor.state_path, r.lease_secs, r.timeout_secs)
+    taken = lease.take_at_start()
+    if isinstance(taken, HeldBy):
+        lease.close()
+        raise CannotStart(f"node {config.redis_name!r} is held by {taken.describe()}: two nsups on one node would "
+                          "trade twice; if that one is gone, its lease expires within "
+                          f"{r.lease_secs:g}s; or give this node its own [redis] name")
+    return lease
+
+
+def _give_back(lock: int, lease: Lease | None) -> None:
+    """What `_open` took, when it refuses the start after all. The lease is not released: a worker a
+    crashed nsup left may still trade; it expires, and an nsup on this state dir takes it over."""
+    if lease is not None:
+        lease.close()
+    os.close(lock)
 
 
 def _usable_dir(field: str, path: Path, group: str | None) -> None:
@@ -331,7 +354,7 @@ def _supervise(config: NsupConfig, node: OpenNode, duration: float | None) -> in
                            key=mirror.keys.state, local_damage=node.store.local_damage)
     logger.info("nsup {} supervising {} (state dir {})", __version__, config.node.factory, s.state_path)
     try:
-        return asyncio.run(_main(config, journal, console, duration, node.carry_on_from, node.metrics, node.store))
+        return asyncio.run(_main(config, journal, console, duration, node.carry_on_from, node.metrics, node.store, node.lease))
     except Exception as exc:  # a bug of ours: one line on the terminal, the traceback on record
         logger.critical("nsup failed: {}: {}", type(exc).__name__, exc)
         journal.record("fault", reason=f"nsup failed: {type(exc).__name__}: {exc}", traceback=traceback.format_exc())
@@ -339,9 +362,10 @@ def _supervise(config: NsupConfig, node: OpenNode, duration: float | None) -> in
 
 
 async def _main(config: NsupConfig, journal: Journal, console: Console, duration: float | None,
-                carry_on_from: PersistedState | None, metrics: Metrics | None, store: StateStore) -> int:
+                carry_on_from: PersistedState | None, metrics: Metrics | None, store: StateStore,
+                lease: Lease | None) -> int:
     tracebacks = journal_tracebacks(journal)  # here: the records are made on this loop, whichever thread logged
-    supervisor = Supervisor(config, journal, carry_on_from, store)
+    supervisor = Supervisor(config, journal, carry_on_from, store, lease)
     if metrics is not None:
         metrics.watch(supervisor.snapshot, store.mirror)
     supervisor.on_status(lambda state, status, _: console.on_status(state, status))

@@ -144,10 +144,16 @@ Command = GetStatus | RunNode | SetTradingState | MarketExit | CheckVenues | Clo
 class Request(msgspec.Struct, frozen=True, tag="request"):
     request_id: int
     command: Command
+    # The lease's fencing token of the nsup that sent it (supervisor/lease.py): the worker refuses a
+    # command whose token is older than the newest it has seen. 0: no lease (no Redis), no fencing.
+    fence: int = 0
 
 
 class Ping(msgspec.Struct, frozen=True, tag="ping"):
-    """nsup's heartbeat to the worker, so that the worker knows when its supervisor is gone."""
+    """nsup's heartbeat to the worker, so that the worker knows when its supervisor is gone; it
+    carries the fencing token too, so that the worker learns of a newer holder at once."""
+
+    fence: int = 0
 
 
 # Worker -> supervisor.
@@ -189,6 +195,7 @@ class ErrorCode(enum.IntEnum):
     BAD_FRAME = 1  # not JSON, not an object, wrong types, too large
     UNKNOWN_COMMAND = 2
     NODE_ERROR = 3  # the node raised or refused
+    FENCED = 4  # the command's fencing token is older than one the worker has seen: another nsup holds the node
 
 
 class Reply(msgspec.Struct, frozen=True, tag="reply"):
