@@ -191,9 +191,10 @@ class LeaseView:
             case HeldBy() as held_by:
                 return replace(self, value=None, valid_until=0.0), self._lost(f"the lease is held by {held_by.describe()}")
             case Unanswered(reason=reason) if not was_held:
-                return replace(self, value=None), self._lost(f"Redis did not renew it before it expired ({reason})")
+                return replace(self, value=None), self._lost(f"Redis did not answer before the lease expired ({reason})")
             case None if not was_held:
-                return replace(self, value=None), self._lost("Redis did not answer before the lease expired")
+                return replace(self, value=None), self._lost(
+                    "Redis did not answer before the lease expired (or nsup itself could not renew it in time: frozen, starved)")
         return self, None
 
     def _lost(self, reason: str) -> Change | None:

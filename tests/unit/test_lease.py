@@ -88,7 +88,7 @@ def test_redis_silent_past_the_expiry_loses_the_lease_at_the_expiry_and_a_new_ta
 
     lost_after = asyncio.run(scenario())
     (_, lost), (_, back) = changes
-    assert not lost.held and "expired" in lost.reason and lost.token == 1
+    assert not lost.held and "before the lease expired" in lost.reason and lost.token == 1
     assert lost_after <= 1.0, "the belief ends by the expiry, without waiting for Redis's answer"
     assert back.held and back.token == 2 and not back.others_took_it
 
@@ -100,7 +100,7 @@ def test_the_decision_believes_a_lease_no_longer_than_redis_keeps_it():
     assert change == Change(True, 1, "taken") and view.held(108.8) and not view.held(108.95)
     assert view.after(105.0, 104.0, Unanswered("timeout")) == (view, None), "still within the expiry"
     lost_view, lost = view.after(109.0, 104.0, Unanswered("timeout"))
-    assert not lost.held and "before it expired" in lost.reason and not lost_view.held(109.0)
+    assert not lost.held and "before the lease expired" in lost.reason and not lost_view.held(109.0)
     # A renewal answered after the belief ended proves the lease was never anyone else's (it held our exact
     # value when Redis ran it): believed again from its own sending, with the same token, and nobody else's.
     back, change = lost_view.after(109.5, 104.0, Granted(me, b"v1"))
