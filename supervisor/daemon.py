@@ -466,9 +466,8 @@ class Supervisor:
 
     def _new_session(self, adopt: WorkerIdentity | None = None) -> WorkerSession:
         self._end_session()
-        fence = (lambda: self._lease.token) if self._lease is not None else (lambda: 0)
         self._session = WorkerSession(self.config, self.journal, self._heard, self._node_asks_to_stop,
-                                      self._expects_answers, adopt, fence)
+                                      self._expects_answers, adopt, *([self._lease.fence] if self._lease else []))
         self.persist()
         return self._session
 
@@ -534,6 +533,9 @@ class Supervisor:
         except LinkError as exc:  # a silent worker is not ended for its silence: the heartbeat watch alerts
             self.journal.record("fault", reason=f"the re-attached worker {session.pid} has not spoken yet ({exc})")
         self.journal.record("reattach", result="re-attached", pid=session.pid, state=was.state, **self.counts())
+        if self._lease is not None and self.lifecycle.state == RUNNING and session.answering():
+            # It went closing-only by itself when the lease it knew lapsed: trading as the operator left it.
+            await session.insist(p.SetTradingState(self._intended_trading_state))
         self.sd.reattached(self.lifecycle.state, self.counts(), resumable=self._resumable)
         if self.lifecycle.state in (CREATED, RECOVERING):  # it never reached RUNNING: BUILT runs it
             self._fire("build")

@@ -17,7 +17,10 @@ An expiry alone does not fence: an nsup frozen (a pause, a partition) past its l
 it holds it and may act when it wakes. So nsup's own belief ends at the lease's start as nsup sent
 it plus `lease_secs` (less a drift margin), whatever Redis says later, and the token travels with
 every command to the worker; the worker refuses a command whose token is older than the newest it
-has seen (`fenced`, below). Without [redis] there is no lease and the token is 0: no fencing.
+has seen, and with it until when the lease holds: past that the worker goes closing-only by itself
+and opens nothing on that command's word (`refused_by_worker`, below). nsup and its worker share a
+host, hence CLOCK_MONOTONIC, so the worker needs no other clock. Without [redis] there is no lease,
+and the token and deadline are 0: no fencing.
 
 `LeaseView.after` is the decision, pure (tests/unit/test_lease_stateful.py holds it to its
 invariants); `Lease` is the Redis part: the take at start, and the renewal loop that hands every
@@ -189,7 +192,8 @@ class LeaseView:
                     return view, None  # renewed
                 return view, Change(True, holder.token, "taken", others_took_it=self.token != 0 and holder.token > self.token + 1)
             case HeldBy() as held_by:
-                return replace(self, value=None, valid_until=0.0), self._lost(f"the lease is held by {held_by.describe()}")
+                lost = replace(self, value=None, valid_until=min(self.valid_until, now))
+                return lost, self._lost(f"the lease is held by {held_by.describe()}")
             case Unanswered(reason=reason) if not was_held:
                 return replace(self, value=None), self._lost(f"Redis did not answer before the lease expired ({reason})")
             case None if not was_held:
@@ -202,11 +206,17 @@ class LeaseView:
         return Change(False, self.token, reason) if self.value is not None else None
 
 
-def fenced(newest_seen: int, fence: int) -> str | None:
-    """The worker's rule: why a command carrying `fence` is refused, or None. Token 0 is no lease."""
-    if fence < newest_seen:
-        return (f"fenced: the command carries lease token {fence}, older than {newest_seen}, which the worker has "
+def refused_by_worker(newest_token: int, fence: int, lease_until: float, now: float, opens: bool) -> str | None:
+    """The worker's rule: why it refuses a command carrying `fence` and `lease_until`, or None. A token
+    older than the newest it has seen is another nsup's past; and nothing is opened on the word of a
+    lease that has expired by the time the command arrives (a command delayed in a pause or a queue).
+    Token 0 and lease_until 0 are no lease: nothing to check."""
+    if fence < newest_token:
+        return (f"fenced: the command carries lease token {fence}, older than {newest_token}, which the worker has "
                 "seen: another nsup has taken this node since; refused")
+    if opens and lease_until and now >= lease_until:
+        return (f"the lease this command was sent under (token {fence}) expired {now - lease_until:.3f}s before it "
+                "arrived: nothing is opened on its word; refused")
     return None
 
 
@@ -232,6 +242,11 @@ class Lease:
     @property
     def token(self) -> int:
         return self.view.token
+
+    def fence(self) -> tuple[int, float]:
+        """What every command and ping to the worker carries: the token, and until when (CLOCK_MONOTONIC)
+        nsup may act as the holder (in the past once the lease is lost)."""
+        return self.view.token, self.view.valid_until
 
     def held(self) -> bool:
         return self.view.held(time.monotonic())

@@ -62,11 +62,12 @@ def _disagreement(status: p.NodeStatus) -> str | None:
 
 class WorkerSession:
     def __init__(self, config: NsupConfig, journal: Journal, on_status: StatusListener, on_stop_request: StopListener,
-                 watching: Callable[[], bool], adopt: WorkerIdentity | None = None, fence: Callable[[], int] = lambda: 0):
+                 watching: Callable[[], bool], adopt: WorkerIdentity | None = None,
+                 fence: Callable[[], tuple[int, float]] = lambda: (0, 0.0)):
         """Spawns a worker, or with `adopt` takes the worker of an nsup that crashed (its identity
         verified): that one reconnects to the link it was spawned with, and its first heartbeat
         (carrying its pid) stands for a hello. `watching()`: whether silence is a hang now (the
-        lifecycle expects the worker to answer). `fence()`: the lease's token, on every command."""
+        lifecycle expects the worker to answer). `fence()`: the lease's token and deadline, on every command."""
         s = config.supervisor
         self._config = config
         self._journal = journal

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from supervisor.lease import Change, Granted, HeldBy, Holder, Lease, LeaseView, Unanswered, fenced, lease_keys
+from supervisor.lease import Change, Granted, HeldBy, Holder, Lease, LeaseView, Unanswered, lease_keys, refused_by_worker
 from tests.redis_server import redis_server  # noqa: F401 (a fixture)
 
 
@@ -114,10 +114,15 @@ def test_the_decision_believes_a_lease_no_longer_than_redis_keeps_it():
     assert change.held and change.others_took_it, "tokens 2 and 3 were someone else's"
 
 
-def test_the_worker_refuses_only_an_older_token():
-    assert fenced(0, 0) is None and fenced(3, 3) is None and fenced(3, 4) is None
-    refusal = fenced(4, 3)
-    assert refusal.startswith("fenced: the command carries lease token 3, older than 4")
+def test_the_worker_refuses_an_older_token_and_opens_nothing_on_an_expired_lease():
+    for newest, fence in [(0, 0), (3, 3), (3, 4)]:
+        assert refused_by_worker(newest, fence, 0.0, 50.0, opens=True) is None
+    assert refused_by_worker(4, 3, 0.0, 50.0, opens=False).startswith(
+        "fenced: the command carries lease token 3, older than 4")
+    assert refused_by_worker(3, 3, 100.0, 99.0, opens=True) is None
+    late = refused_by_worker(3, 3, 100.0, 100.5, opens=True)
+    assert late.startswith("the lease this command was sent under (token 3) expired 0.500s before it arrived")
+    assert refused_by_worker(3, 3, 100.0, 100.5, opens=False) is None, "closing, reading and stopping need no lease"
 
 
 @pytest.mark.parametrize("ttl", [0.5, 301])
