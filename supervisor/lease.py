@@ -267,8 +267,9 @@ class Lease:
         loop = asyncio.get_running_loop()
         while True:
             sent_at = time.monotonic()
-            call = loop.run_in_executor(None, self._call, self._renew if self.view.value is not None else self._take)
-            if self.view.value is not None:
+            value = self.view.value  # what this renewal extends: the view may lose it before the call runs
+            call = loop.run_in_executor(None, self._call, self._take if value is None else lambda client: self._renew(client, value))
+            if value is not None:
                 done, _ = await asyncio.wait([call], timeout=max(0.0, self.view.valid_until - sent_at))
                 if not done:  # its expiry came first: the belief ends now, the answer is judged when it comes
                     self._report(on_change, self._apply(sent_at, None))
@@ -303,8 +304,8 @@ class Lease:
         mine = msgspec.json.encode(self.me)  # token 0: the script sets it
         return self._read(client.eval(_TAKE, 2, self.key, self.counter, mine, self._ttl_ms, earlier))
 
-    def _renew(self, client) -> Answer:
-        return self._read(client.eval(_RENEW, 1, self.key, self.view.value, self._ttl_ms))
+    def _renew(self, client, value: bytes) -> Answer:
+        return self._read(client.eval(_RENEW, 1, self.key, value, self._ttl_ms))
 
     @property
     def _ttl_ms(self) -> int:

@@ -59,7 +59,7 @@ def test_a_renewal_extends_only_its_own_lease(redis_server, tmp_path):
     key, _ = lease_keys("n1")
     client = redis_server.client()
     client.set(key, msgspec.json.encode(msgspec.structs.replace(mine.me, start_id="other", token=9)), px=5_000)
-    answer = mine._call(mine._renew)
+    answer = mine._call(lambda client: mine._renew(client, mine.view.value))
     assert isinstance(answer, HeldBy) and answer.holder.token == 9
     assert 4_000 < client.pttl(key) <= 5_000, "someone else's lease is left as it was"
 
