@@ -137,6 +137,11 @@ class HeldBy:
         who = self.holder.describe() if self.holder else "someone nsup cannot name"
         return f"{who}, until {self.until()} unless renewed"
 
+    def why_lost(self) -> str:
+        if self.holder is None and self.expires_in_ms <= 0:  # a renewal that found no lease at all
+            return "the lease had expired in Redis before its renewal ran"
+        return f"the lease is held by {self.describe()}"
+
 
 @dataclass(frozen=True)
 class Unanswered:
@@ -193,7 +198,7 @@ class LeaseView:
                 return view, Change(True, holder.token, "taken", others_took_it=self.token != 0 and holder.token > self.token + 1)
             case HeldBy() as held_by:
                 lost = replace(self, value=None, valid_until=min(self.valid_until, now))
-                return lost, self._lost(f"the lease is held by {held_by.describe()}")
+                return lost, self._lost(held_by.why_lost())
             case Unanswered(reason=reason) if not was_held:
                 return replace(self, value=None), self._lost(f"Redis did not answer before the lease expired ({reason})")
             case None if not was_held:

@@ -62,6 +62,9 @@ def test_a_renewal_extends_only_its_own_lease(redis_server, tmp_path):
     answer = mine._call(lambda client: mine._renew(client, mine.view.value))
     assert isinstance(answer, HeldBy) and answer.holder.token == 9
     assert 4_000 < client.pttl(key) <= 5_000, "someone else's lease is left as it was"
+    client.delete(key)
+    gone = mine._call(lambda client: mine._renew(client, mine.view.value))
+    assert gone.why_lost() == "the lease had expired in Redis before its renewal ran" and client.get(key) is None
 
 
 def test_redis_silent_past_the_expiry_loses_the_lease_at_the_expiry_and_a_new_take_has_a_new_token(redis_server, tmp_path):
@@ -132,3 +135,14 @@ def test_the_lease_expiry_has_a_range(ttl, tmp_path):
     with pytest.raises(ConfigError, match="redis.lease_secs"):
         parse_config({"node": {"factory": "m:f"}, "supervisor": {"state_dir": str(tmp_path)},
                       "redis": {"url": "redis://127.0.0.1:1/0", "lease_secs": ttl}})
+
+
+def test_the_lease_outlasts_three_heartbeats(tmp_path):
+    from supervisor.config import ConfigError, parse_config
+
+    raw = {"node": {"factory": "m:f"}, "supervisor": {"state_dir": str(tmp_path), "heartbeat_interval_secs": 5.0},
+           "redis": {"url": "redis://127.0.0.1:1/0", "lease_secs": 10.0}}
+    with pytest.raises(ConfigError, match=r"redis.lease_secs: expected at least 3 x supervisor.heartbeat_interval_secs \(15s\)"):
+        parse_config(raw)
+    raw["redis"]["lease_secs"] = 15.0
+    assert parse_config(raw).redis.lease_secs == 15.0
