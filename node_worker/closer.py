@@ -51,13 +51,13 @@ async def close_everything(node) -> list[str]:
     if not cache.orders_inflight():  # with orders in flight their own events will tell
         await engine.reconcile_execution_state(timeout_secs=RECONCILE_TIMEOUT_SECS)
     closer = next(s for s in node.trader.strategies() if isinstance(s, NsupCloser))
-    exiting = {s.id for s in users_strategies(node) if s.is_exiting()}
-    actions = [closer.cancel(order) for order in open_orders(cache) if _left_behind(order, exiting)]
+    exiting_now = _exiting_ids(node)
+    actions = [closer.cancel(order) for order in open_orders(cache) if _left_behind(order, exiting_now)]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + CLOSE_WITHIN_SECS
     tried: set = set()  # each position (HEDGING) or instrument (NETTING) once per call: a refused close waits for nsup
     while True:
-        sent, waiting = closer.close_what_is_left(engine, {s.id for s in users_strategies(node) if s.is_exiting()}, tried)
+        sent, waiting = closer.close_what_is_left(engine, _exiting_ids(node), tried)
         actions += sent
         if not (sent or waiting) or loop.time() > deadline:
             return [a for a in actions if a]
@@ -68,6 +68,18 @@ def users_strategies(node) -> list[Strategy]:
     """The node's strategies but nsup's own closer: theirs are the market exits nsup asks for (the
     closer's position is the offset of what it closed, not something to exit again)."""
     return [s for s in node.trader.strategies() if not isinstance(s, NsupCloser)]
+
+
+def exiting(strategy: Strategy) -> bool:
+    """Its market exit is under way and can still get somewhere. NautilusTrader checks an exit only
+    while the strategy is RUNNING, and degrade() and fault() leave `is_exiting()` set: a strategy
+    DEGRADED or FAULTED mid-exit would otherwise hold the node off flat for good, and keep nsup's closer
+    off its positions. Its orders and positions are the closer's, as any strategy's that is not exiting."""
+    return strategy.is_exiting() and strategy.is_running
+
+
+def _exiting_ids(node) -> set:
+    return {s.id for s in users_strategies(node) if exiting(s)}
 
 
 class NsupCloser(Strategy):

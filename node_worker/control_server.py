@@ -19,6 +19,7 @@ from nautilus_trader.live.node import TradingNode
 from nautilus_trader.model.enums import TradingState
 
 from node_worker.closer import RECONCILE_TIMEOUT_SECS, close_everything, users_strategies
+from node_worker.component_watch import ComponentWatch
 from node_worker.entry_gate import EntryGate
 from node_worker.faults import FaultWatch
 from node_worker.log_pipe import LogPipe
@@ -49,6 +50,7 @@ class ControlServer:
         self._stopped = asyncio.Event()
         EntryGate(node).install()
         self._faults = FaultWatch(node.kernel.msgbus, node.get_event_loop(), self.notice)
+        self._components = ComponentWatch(node.kernel.msgbus, node.get_event_loop(), self._component_changed)
         self._shutdown_guard = ShutdownGuard(node, self._node_asks_to_stop)
         self._answering: set[asyncio.Task] = set()  # requests being answered (strong references)
         self._fence = 0  # the newest lease token seen (supervisor/lease.py): older ones are another nsup's past
@@ -74,7 +76,13 @@ class ControlServer:
 
     def _status(self, venues=None, unavailable=None):
         return read_status(self._node, venues, self._faults.recent(), unavailable,
-                           self._log.describe() if self._log else None)
+                           self._log.describe() if self._log else None, self._components.troubled(),
+                           self._components.heard())
+
+    def _component_changed(self, component: str, component_type: str, source: str, dest: str) -> None:
+        """On the loop (ComponentWatch marshals it): into or out of DEGRADED or FAULTED, told at once."""
+        logger.warning("component {} ({}): {} -> {}", component, component_type, source, dest)
+        asyncio.ensure_future(self._send(p.ComponentStateChange(component, component_type, source, dest)))
 
     def _watch_log(self) -> None:
         """A log that cannot be written is news for nsup's record (the node trades on regardless)."""

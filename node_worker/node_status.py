@@ -8,12 +8,13 @@ from nautilus_trader.live.node import TradingNode
 from nautilus_trader.model.enums import PositionSide
 from nautilus_trader.model.position import Position
 
-from node_worker.closer import open_orders, owner
+from node_worker.closer import exiting, open_orders, owner
 from supervisor.protocol import Counts, NodeStatus, OrderView, PositionView, StrategyView
 
 
 def read_status(node: TradingNode, venue_counts: Counts | None = None, faults: list[str] | None = None,
-                venue_unavailable: list[str] | None = None, log_problem: str | None = None) -> NodeStatus:
+                venue_unavailable: list[str] | None = None, log_problem: str | None = None,
+                components: dict[str, str] | None = None, components_heard: int = 0) -> NodeStatus:
     """Counts: the node's own positions, orders in flight, and every other order that may still trade
     (open at a venue, emulated, held by an execution algorithm)."""
     cache = node.kernel.cache
@@ -28,7 +29,7 @@ def read_status(node: TradingNode, venue_counts: Counts | None = None, faults: l
             orders_open=len(orders) - inflight,
         ),
         strategies=[
-            StrategyView(strategy_id=str(s.id), state=s.state.name, is_exiting=s.is_exiting())
+            StrategyView(strategy_id=str(s.id), state=s.state.name, is_exiting=exiting(s))
             for s in node.trader.strategies()
         ],
         positions=[_position_view(node, p) for p in cache.positions_open()],
@@ -42,6 +43,8 @@ def read_status(node: TradingNode, venue_counts: Counts | None = None, faults: l
         orders=[OrderView(str(o.client_order_id), str(o.instrument_id), o.side_string(), str(o.leaves_qty),
                           o.type_string(), o.status_string(), owner(o)) for o in orders],
         log_problem=log_problem,
+        components=components or {},
+        components_heard=components_heard,
     )
 
 

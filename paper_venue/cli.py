@@ -17,13 +17,14 @@ DEFAULT_INSTRUMENTS = ("EUR/USD", "GBP/USD")
 DEFAULT_ACCOUNT = f"{v.VENUE}-001"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m paper_venue") -> int:
     """Runs the venue until SIGTERM or SIGINT; exit 0 (1 if it could not bind, 2 on bad options). A
-    leading "serve" is allowed, a leading "drill" drills."""
+    leading "serve" is allowed, a leading "drill" drills. `prog`: how the caller was invoked, for the
+    usage line (`nsup paper-venue` passes its own)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["drill"]:
-        return drill(argv[1:])
-    return serve(argv[1:] if argv[:1] == ["serve"] else argv)
+        return drill(argv[1:], prog)
+    return serve(argv[1:] if argv[:1] == ["serve"] else argv, prog)
 
 
 def _endpoint(text: str) -> str:
@@ -43,8 +44,8 @@ def _account(text: str) -> tuple[str, str, bool]:
     return account_id, rest[0].upper() if rest and rest[0] else "NETTING", shared
 
 
-def serve(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paper_venue serve", description="Run the paper venue.")
+def serve(argv: list[str], prog: str = "python -m paper_venue") -> int:
+    parser = argparse.ArgumentParser(prog=f"{prog} serve", description="Run the paper venue.")
     default, default_quotes = endpoints_in(Path("DIR"))
     parser.add_argument("--dir", help="where the default endpoints' ipc sockets go (default: a new temp dir)")
     parser.add_argument("--endpoint", type=_endpoint, help=f"requests (default {default})")
@@ -92,11 +93,11 @@ def serve(argv: list[str]) -> int:
     return 0
 
 
-def drill(argv: list[str] | None = None) -> int:
+def drill(argv: list[str] | None = None, prog: str = "python -m paper_venue") -> int:
     """Sends one SetFaults, or one HandTrade, and prints the reply. Exit 0 ok, 1 refused, 2 bad options,
     3 no answer."""
     on_off = {"on": True, "off": False}
-    parser = argparse.ArgumentParser(prog="python -m paper_venue drill",
+    parser = argparse.ArgumentParser(prog=f"{prog} drill",
                                      description="Switch the venue's drills, or trade by hand.")
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--reject-orders", choices=on_off)

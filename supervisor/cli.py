@@ -51,6 +51,8 @@ from supervisor.lease import HeldBy, Lease
 from supervisor.metrics import Metrics
 from supervisor.persisted_state import PersistedState, StateStore, worker_lock_held
 from supervisor.redis_mirror import RedisMirror
+from supervisor.schedule import Done
+from supervisor.scheduler import Scheduler
 
 if TYPE_CHECKING:
     from paper_venue.launcher import VenueProcess  # `nsup demo` only: `nsup run` does not load it
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         from paper_venue.cli import main as venue_main
 
         rest = argv[1:]
-        return venue_main(rest if rest[:1] in (["serve"], ["drill"]) else ["serve", *rest])
+        return venue_main(rest if rest[:1] in (["serve"], ["drill"]) else ["serve", *rest], prog="nsup paper-venue")
     args = _parser().parse_args(argv)
     if args.command == "preflight":
         return _preflight(args)
@@ -237,8 +239,9 @@ class OpenNode:
     lease, its state (and Redis's copy), its journal, the metrics endpoint. `close` gives it all back."""
 
     def __init__(self, lock: int, journal: Journal, store: StateStore, carry_on_from: PersistedState | None,
-                 mirror: RedisMirror | None, metrics: Metrics | None, lease: Lease | None):
+                 mirror: RedisMirror | None, metrics: Metrics | None, schedule_done: list[Done], lease: Lease | None):
         self.lock, self.journal, self.store, self.carry_on_from = lock, journal, store, carry_on_from
+        self.schedule_done = schedule_done  # what the schedule acted on, whether or not the last session ended
         self.mirror, self.metrics, self.alerter, self.lease = mirror, metrics, None, lease
 
     def close(self) -> None:
@@ -276,7 +279,8 @@ def _open(config: NsupConfig) -> OpenNode:
     try:
         mirror = config.redis_mirror()
         store = config.state_store(mirror)
-        carry_on_from = _unfinished_session(store)
+        last = store.load()
+        carry_on_from = _unfinished_session(last, store)
         lease = _take_lease(config)
         vouched = carry_on_from is not None and carry_on_from.vouches_for_a_live_worker(config.worker_lock_path)
         if worker_lock_held(config.worker_lock_path) and not vouched:  # never a twin beside a stranger
@@ -292,7 +296,7 @@ def _open(config: NsupConfig) -> OpenNode:
     except BaseException:
         _give_back(lock, lease)
         raise
-    return OpenNode(lock, journal, store, carry_on_from, mirror, metrics, lease)
+    return OpenNode(lock, journal, store, carry_on_from, mirror, metrics, last.schedule_done if last else [], lease)
 
 
 def _take_lease(config: NsupConfig) -> Lease | None:
@@ -354,18 +358,18 @@ def _supervise(config: NsupConfig, node: OpenNode, duration: float | None) -> in
                            key=mirror.keys.state, local_damage=node.store.local_damage)
     logger.info("nsup {} supervising {} (state dir {})", __version__, config.node.factory, s.state_path)
     try:
-        return asyncio.run(_main(config, journal, console, duration, node.carry_on_from, node.metrics, node.store, node.lease))
+        return asyncio.run(_main(config, journal, console, duration, node))
     except Exception as exc:  # a bug of ours: one line on the terminal, the traceback on record
         logger.critical("nsup failed: {}: {}", type(exc).__name__, exc)
         journal.record("fault", reason=f"nsup failed: {type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         return EXIT_FAILURE
 
 
-async def _main(config: NsupConfig, journal: Journal, console: Console, duration: float | None,
-                carry_on_from: PersistedState | None, metrics: Metrics | None, store: StateStore,
-                lease: Lease | None) -> int:
+async def _main(config: NsupConfig, journal: Journal, console: Console, duration: float | None, node: OpenNode) -> int:
     tracebacks = journal_tracebacks(journal)  # here: the records are made on this loop, whichever thread logged
-    supervisor = Supervisor(config, journal, carry_on_from, store, lease)
+    metrics, store = node.metrics, node.store
+    scheduler = Scheduler(config.schedule, node.schedule_done) if config.schedule else None
+    supervisor = Supervisor(config, journal, node.carry_on_from, store, scheduler, node.lease)
     if metrics is not None:
         metrics.watch(supervisor.snapshot, store.mirror)
     supervisor.on_status(lambda state, status, _: console.on_status(state, status))
@@ -393,9 +397,12 @@ async def _main(config: NsupConfig, journal: Journal, console: Console, duration
                        f"with --endpoint {server.endpoints[0]}")
     if duration is not None:
         loop.call_later(duration, operators.stop, f"duration:{duration:g}s")
+    scheduled = asyncio.ensure_future(scheduler.run(supervisor, operators.perform)) if scheduler else None
     try:
         return await supervisor.run()
     finally:
+        if scheduled is not None:
+            scheduled.cancel()
         with contextlib.suppress(OSError):
             endpoints_file.unlink(missing_ok=True)
         operators.close()
@@ -427,10 +434,9 @@ def _mirror_status(mirror: RedisMirror, supervisor: Supervisor, journal: Journal
     journal.listen(lambda _record: mirror.offer_status(supervisor.snapshot().status()))
 
 
-def _unfinished_session(store: StateStore) -> PersistedState | None:
-    """The state a crashed nsup left (in the local file, or in Redis if that copy is newer), if its
+def _unfinished_session(was: PersistedState | None, store: StateStore) -> PersistedState | None:
+    """The state a crashed nsup left (`store.load()`: the local file, or Redis's copy if newer), if its
     session did not end (STOPPED or ABORTED)."""
-    was = store.load()
     if was is None or was.state in ("STOPPED", "ABORTED"):
         return None
     logger.warning("the last nsup on this node ended in {} without finishing: carrying on from there (state from {})",

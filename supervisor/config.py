@@ -32,8 +32,8 @@
     curve_secret_key = "/etc/nsup/server.key_secret"   # from `nsupctl keygen`
     curve_authorized_keys = "/etc/nsup/authorized"     # a directory of clients' *.key files
 
-The optional [alerts], [metrics] and [redis] tables are described in supervisor/alerts.py,
-supervisor/metrics.py and supervisor/redis_mirror.py.
+The optional [alerts], [metrics], [redis] and [schedule] tables are described in supervisor/alerts.py,
+supervisor/metrics.py, supervisor/redis_mirror.py and supervisor/schedule.py (the trading-session schedule).
 
 A wrong, missing or mistyped field, or a number out of its range, is a ConfigError whose message is
 one line naming the field and what was expected. Every number has a range: one past it would make
@@ -56,6 +56,7 @@ from supervisor.alerts import AlertsSection
 from supervisor.metrics import MetricsSection
 from supervisor.persisted_state import StateStore
 from supervisor.redis_mirror import RedisMirror, RedisSection, node_cache_database
+from supervisor.schedule import ScheduleSection
 
 PositiveSecs = Annotated[float, msgspec.Meta(gt=0, le=86_400)]  # finite: inf would wait forever
 FACTORY_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
@@ -136,6 +137,7 @@ class NsupConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     alerts: AlertsSection = AlertsSection()
     metrics: MetricsSection = MetricsSection()
     redis: RedisSection = RedisSection()
+    schedule: ScheduleSection | None = None  # the trading-session schedule; none without the table
 
     @property
     def redis_name(self) -> str:
@@ -185,22 +187,31 @@ class ConfigError(ValueError):
 
 
 def load_config(path: Path) -> NsupConfig:
+    return parse_config(read_toml(path), source=str(path))
+
+
+def read_toml(path: Path) -> dict:
+    """A TOML file's tables, or ConfigError in one line (the Telegram bridge reads its config so too)."""
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return parse_config(raw, source=str(path))
+
+
+def validated(raw: dict, schema: type, source: str):
+    """`raw` as `schema` (a msgspec Struct), or ConfigError naming the field first, in one line."""
+    try:
+        return msgspec.convert(raw, schema)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_one_line(str(exc))}") from None
 
 
 def parse_config(raw: dict, source: str = "config") -> NsupConfig:
-    try:
-        config = msgspec.convert(raw, NsupConfig)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {_one_line(str(exc))}") from None
+    config = validated(raw, NsupConfig, source)
     try:
         json.dumps(config.node.params, allow_nan=False)  # the worker receives them as JSON
     except (TypeError, ValueError) as exc:
@@ -224,4 +235,8 @@ def _one_line(message: str) -> str:
         what = "required, but missing" if named["problem"] == "missing required" else "unknown field"
     elif "matching regex" in what:
         what = PATTERN_HINTS.get(field.rsplit(".", 1)[-1], what)
+    elif own := re.match(r"^(?P<name>[a-z_]+): (?P<rest>.+)$", what):  # a section's own check names its field
+        field, what = f"{field}.{own['name']}".lstrip("."), own["rest"]
+    elif "RFC3339 encoded" in what:  # msgspec's word for a date or time it cannot read
+        what = "expected a time of day as HH:MM:SS, e.g. 15:55:00" if "time" in what else "expected a date as YYYY-MM-DD"
     return f"{field or '(top level)'}: {what[0].lower() + what[1:]}"

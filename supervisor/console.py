@@ -23,8 +23,9 @@ from supervisor.protocol import NodeStatus
 _LEVELS = {
     "transition": "SUCCESS", "refusal": "WARNING", "fault": "ERROR", "halt_stuck": "CRITICAL",
     "hung_with_exposure": "CRITICAL", "venue_disagrees": "CRITICAL", "health": "WARNING", "hung": "ERROR",
+    "component_state": "WARNING",
     "journal_degraded": "CRITICAL", "journal_restored": "WARNING", "journal_replaced": "ERROR",
-    "state_not_durable": "CRITICAL", "state_durable": "WARNING",
+    "state_not_durable": "CRITICAL", "state_durable": "WARNING", "scheduled": "INFO",
 }
 
 
@@ -99,6 +100,9 @@ class Console:
         bound = logger.bind(journal=entry)
         if kind == "transition":
             bound.log(level, "{source} -> {dest} ({trigger}) positions={positions_open} inflight={orders_inflight} open={orders_open}", **entry)
+        elif kind == "component_state":
+            level = {"FAULTED": "ERROR", "DEGRADED": "WARNING"}.get(entry["dest"], "INFO")
+            bound.log(level, "COMPONENT: {component} ({component_type}) {source} -> {dest}", **entry)
         elif kind == "health":
             bound.log("INFO" if entry["health"] == "ok" else level, "HEALTH: {} (was {})", entry["health"], entry["was"])
         else:

@@ -29,6 +29,7 @@ from supervisor.lifecycle import (ABORTED, ABORTING, ANSWERING, BUILT, CREATED, 
                                   RUNNING, STOPPED, STOPPING, STUCK, FlatReads, Lifecycle, Outcome, nothing_is_held)
 from supervisor.persisted_state import PersistedState, StateStore, WorkerIdentity
 from supervisor.restart_policy import RestartPolicy
+from supervisor.scheduler import Scheduler
 from supervisor.sd_notify import SdNotifier, keep_alive, messages_for_transition, status_text
 from supervisor.session import WorkerLost, WorkerSession
 from supervisor.snapshot import Snapshot
@@ -61,9 +62,10 @@ StatusListener = Callable[[str, p.NodeStatus, bool], None]  # lifecycle state, t
 
 class Supervisor:
     def __init__(self, config: NsupConfig, journal: Journal, carry_on_from: PersistedState | None = None,
-                 state_store: StateStore | None = None, lease: Lease | None = None):
+                 state_store: StateStore | None = None, scheduler: Scheduler | None = None, lease: Lease | None = None):
         """`carry_on_from`: what a crashed nsup left; its worker is re-attached if it still runs.
         `state_store`: where `persist` writes (default: state.json in the state dir, no mirror).
+        `scheduler`: the trading-session schedule, if configured: shown in the snapshot (and persisted).
         `lease`: the node's lease in Redis (supervisor/lease.py), taken or asked for once already;
         None without Redis: one host, no fencing."""
         self.config = config
@@ -71,6 +73,7 @@ class Supervisor:
         self.sd = SdNotifier.from_environment()  # before any worker is spawned: it must not inherit NOTIFY_SOCKET
         self._carry_on_from = carry_on_from
         self._state_store = state_store or config.state_store()
+        self.scheduler = scheduler
         s = config.supervisor
         self.lifecycle = Lifecycle(s.flat_confirm_secs, self._on_transition, trust_cache=s.venue_check == "trust_cache")
         self._restart_policy = RestartPolicy(s.max_restarts, s.restart_window_secs, s.restart_backoff_secs,
@@ -114,6 +117,7 @@ class Supervisor:
             heartbeat_age_secs=round(now - heard, 3) if heard else None, restarts=self._restarts,
             last_transition=self._last_transition, reconciliation_mismatch=self._mismatch,
             degraded=self._not_durable(), records_held=self.journal.held, lease_lost=self._fenced,
+            schedule=self.scheduler.view() if self.scheduler else None,
         )
 
     def on_status(self, listener: StatusListener) -> None:
@@ -522,7 +526,8 @@ class Supervisor:
         nsup tries the flatten again before it calls the node stuck); an interrupted restart goes back to
         RUNNING, and an interrupted abort to HALTING: the operator asks again, under a new approval."""
         self.lifecycle.resume_at(carried_on_at(was.state))
-        self._trader_id, self._paused, self._restarts, self._stop = was.trader_id, was.paused, was.restarts, was.stop
+        self._trader_id, self._paused, self._restarts = was.trader_id, was.paused, was.restarts
+        self._stop = was.stop or self._stop  # a stop asked for while this nsup started (a signal, the schedule) stands
         if not was.vouches_for_a_live_worker(self.config.worker_lock_path):
             self.journal.record("reattach", result="the worker died while nsup was down", state=was.state)
             raise WorkerLost(None, "the worker died while nsup was down")

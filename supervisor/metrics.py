@@ -9,11 +9,13 @@ Exposed (all read at scrape time, from what the journal and the worker's statuse
     nsup_trading_state{state}            1 for the node's trading state (ACTIVE, REDUCING, HALTED)
     nsup_positions_open, nsup_orders_inflight, nsup_orders_open    the node's counts, as last heard
     nsup_health{health}                  1 for the worker's health (ok, waiting_for_data, ...)
+    nsup_component_state{component,state}  1 for each NautilusTrader component DEGRADED or FAULTED now
     nsup_heartbeat_age_seconds           since the worker was last heard
     nsup_worker_restarts_total           workers replaced (counter)
     nsup_transitions_total{source,dest}  lifecycle transitions since this nsup started (counter)
     nsup_journal_degraded                1 while the journal or state.json cannot be written, else 0
     nsup_journal_records_held            journal records held in memory until the disk takes them
+    nsup_in_session                      1 during the trading session, 0 outside it (only with [schedule])
 
 Everything but the transitions is read from nsup's snapshot when scraped. A value not known yet (no
 status, no heartbeat) is left out rather than reported as zero: zero open positions is a claim nsup
@@ -38,7 +40,8 @@ DEFAULT_LISTEN = "127.0.0.1:9464"
 DEFAULT_HOST = "127.0.0.1"
 POLL_SECS = 0.05  # how soon stop() is noticed by the serving thread
 TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
-HEALTHS = ("ok", "waiting_for_data", "feed_silent", "venue_disconnected", "degraded")  # NodeStatus.health's answers
+HEALTHS = ("ok", "waiting_for_data", "feed_silent", "idle_market_closed", "venue_disconnected", "degraded",
+           "component_degraded", "component_faulted")  # NodeStatus.health's answers
 
 Listen = Annotated[str, msgspec.Meta(pattern=r"^((\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]*):)?\d{1,5}$")]
 
@@ -143,6 +146,12 @@ class Metrics:
                                              (c.positions_open, c.orders_inflight, c.orders_open),
                                              ("open positions", "orders sent and not yet acknowledged", "open orders")):
                     yield GaugeMetricFamily(f"nsup_{name}", f"The node's {what}, as last heard", value=value)
+                # Only the troubled ones: a series per component that runs would be most of the output.
+                troubled = GaugeMetricFamily("nsup_component_state", "1 for each NautilusTrader component DEGRADED "
+                                             "or FAULTED now (the others run)", labels=["component", "state"])
+                for component, state in sorted(snap.node.components.items()):
+                    troubled.add_metric([component, state], 1.0)
+                yield troubled
             if snap.health is not None:
                 yield _one_hot("nsup_health", "1 for the worker's health, 0 for the others", "health", HEALTHS, snap.health)
             if snap.heartbeat_age_secs is not None and math.isfinite(snap.heartbeat_age_secs):
@@ -152,6 +161,9 @@ class Metrics:
                                       value=snap.restarts)
             yield GaugeMetricFamily("nsup_journal_degraded", "1 while the journal or state.json cannot be written",
                                     value=1.0 if snap.degraded else 0.0)
+            if snap.schedule is not None:
+                yield GaugeMetricFamily("nsup_in_session", "1 during the trading session ([schedule]), else 0",
+                                        value=1.0 if snap.schedule.in_session else 0.0)
             yield GaugeMetricFamily("nsup_journal_records_held", "Journal records held in memory until the disk takes them",
                                     value=snap.records_held)
         if (mirror := self.redis_mirror) is not None:

@@ -22,6 +22,7 @@ import msgspec
 from loguru import logger
 
 from supervisor.intent import StopRequest
+from supervisor.schedule import Done
 
 
 class WorkerIdentity(msgspec.Struct, frozen=True):
@@ -65,6 +66,7 @@ class PersistedState(msgspec.Struct):
     stop: StopRequest | None = None
     paused: bool = False
     restarts: int = 0
+    schedule_done: list[Done] = []  # the scheduled actions acted on today (supervisor/scheduler.py)
     # The newer copy (file or Redis) wins: at least one more than the last, and never below the
     # wall clock in ms, so a session that started without reading Redis still writes above it.
     version: int = 0

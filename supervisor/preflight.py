@@ -5,6 +5,7 @@ with its reason, and with --strict any FAIL exits 1, so the session does not sta
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from supervisor.config import ConfigError, NsupConfig, load_config
 from supervisor.journal import read_journal
 from supervisor.persisted_state import worker_lock_held
 from supervisor.redis_mirror import connect, redacted, redis_errors
+from supervisor.schedule import ahead, starts_after_flatten, wall_clock
 
 BUILD_TIMEOUT_SECS = 120.0
 STOP_MARGIN_SECS = 30.0  # the node's own stop and dispose, and nsup's, after the flatten
@@ -42,6 +44,7 @@ def preflight(config_path: Path, stop_timeout_secs: float | None) -> list[Check]
         _last_session(config),
         _stop_timeout(config, stop_timeout_secs),
         _redis(config),
+        *_schedule(config),
     ]
 
 
@@ -161,6 +164,20 @@ def _redis(config: NsupConfig) -> Check:
             client.close()
     return Check("redis", "PASS", f"{redacted(section.url)} answers in {(time.monotonic() - started) * 1000:.1f} ms "
                  f"(node {config.redis_name!r})")
+
+
+def _schedule(config: NsupConfig) -> list[Check]:
+    """A session that would start after today's flatten time (or opens after it) is flattened at once:
+    a WARN; and what the schedule does next, in its own zone."""
+    section = config.schedule
+    if section is None:
+        return []
+    now, was = wall_clock(), _state(config)
+    upcoming = list(itertools.islice(ahead(section, now, set(was.schedule_done) if was else set()), 3))
+    listed = "; ".join(f"{a.kind} {a.local(section):%a %Y-%m-%d %H:%M:%S}" for a in upcoming) or "nothing scheduled"
+    late = starts_after_flatten(section, now)
+    return [Check("schedule", "WARN" if late else "PASS",
+                  f"{late + '; ' if late else ''}next: {listed} ({section.timezone})")]
 
 
 def _state(config: NsupConfig, strict: bool = False):

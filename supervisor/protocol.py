@@ -63,6 +63,8 @@ class NodeStatus(msgspec.Struct, frozen=True):
     faults: list[str] = []  # recent faults the worker saw (rejected orders, unsupported requests), oldest first
     orders: list[OrderView] = []  # open and in-flight orders: with `positions`, what keeps the node from flat
     log_problem: str | None = None  # worker.log cannot be written: why, and how much of the log was dropped
+    components: dict[str, str] = {}  # NautilusTrader components DEGRADED or FAULTED now: id -> state
+    components_heard: int = 0  # components whose state the worker has heard change (all, once the node ran)
 
     def is_flat(self) -> bool:
         """One read that says flat; docs/design.md requires two of these some interval apart."""
@@ -78,15 +80,23 @@ class NodeStatus(msgspec.Struct, frozen=True):
         """In a CheckVenues reply: every venue answered, and none holds anything."""
         return self.venue_counts is not None and self.venue_counts.all_zero() and not self.venue_unavailable
 
-    def health(self, feed_silent_after_secs: float) -> str:
-        """Beyond liveness: a live worker can still be blind or cut off. None of these restarts anything."""
+    def health(self, feed_silent_after_secs: float, in_session: bool = True) -> str:
+        """Beyond liveness: a live worker can still be blind, cut off or missing a part. None of these
+        restarts anything. A FAULTED component is first: NautilusTrader cannot bring it back. Outside
+        the trading session (supervisor/schedule.py) a silent feed is the market being closed."""
+        if "FAULTED" in self.components.values():
+            return "component_faulted"
         if not all(self.clients.values()):
             return "venue_disconnected"
+        if "DEGRADED" in self.components.values():
+            return "component_degraded"
         if self.faults:
             return "degraded"
         if self.data_age_secs is None:
             return "waiting_for_data"
-        return "feed_silent" if self.data_age_secs > feed_silent_after_secs else "ok"
+        if self.data_age_secs <= feed_silent_after_secs:
+            return "ok"
+        return "feed_silent" if in_session else "idle_market_closed"
 
 
 # Supervisor -> worker: the commands, each one request.
@@ -202,6 +212,16 @@ class StopRequested(msgspec.Struct, frozen=True, tag="stop_requested"):
     reason: str
 
 
+class ComponentStateChange(msgspec.Struct, frozen=True, tag="component_state"):
+    """A NautilusTrader component (strategy, actor, engine, client) went into DEGRADED or FAULTED, or
+    out of it (node_worker/component_watch.py). UNKNOWN as the source: not heard from before."""
+
+    component: str  # its id, e.g. "EMACross-001", "RiskEngine"
+    component_type: str  # its class, e.g. "EMACross", "RiskEngine"
+    source: str
+    dest: str
+
+
 class ErrorCode(enum.IntEnum):
     BAD_FRAME = 1  # not JSON, not an object, wrong types, too large
     UNKNOWN_COMMAND = 2
@@ -218,7 +238,8 @@ class Reply(msgspec.Struct, frozen=True, tag="reply"):
     actions: list[str] = []  # what a CloseAll sent
 
 
-WorkerMessage = Hello | BuildFailed | Heartbeat | Notice | StopRequested | Reply
+Said = Notice | StopRequested | ComponentStateChange  # what the worker says unasked, besides its heartbeat
+WorkerMessage = Hello | BuildFailed | Heartbeat | Said | Reply
 SupervisorMessage = Request | Ping
 
 _encoder = msgspec.json.Encoder()

@@ -25,6 +25,7 @@ from supervisor.journal import Journal, count_fields
 from supervisor.intent import Approval
 from supervisor.lifecycle import FlatReads
 from supervisor.persisted_state import WorkerIdentity
+from supervisor.schedule import in_session, wall_clock
 from supervisor.stop_gate import Decision, EndAction, StopGate, describe_exposure
 from supervisor.worker_link import LinkError, WorkerLink
 from supervisor.worker_log import cause_of, log_size
@@ -279,18 +280,25 @@ class WorkerSession:
 
     # What the worker says, and its silence --------------------------------------------------
 
-    def _said(self, message: p.Notice | p.StopRequested) -> None:
+    def _said(self, message: p.Said) -> None:
         match message:
             case p.Notice(text=text):
                 self._journal.record("worker_notice", text=text)
+            case p.ComponentStateChange(component=component, component_type=component_type, source=source, dest=dest):
+                # On record and alerted; nothing more: a FAULTED strategy's positions are the stop's to
+                # close (its market_exit() cannot run, nsup's closer does), docs/design.md.
+                self._journal.record("component_state", component=component, component_type=component_type,
+                                     source=source, dest=dest)
             case p.StopRequested(component=component, reason=reason):
                 self._on_stop_request(f"node:{component}", reason)
 
     def _heard(self, status: p.NodeStatus, is_heartbeat: bool) -> None:
-        health = status.health(self._config.supervisor.feed_silent_after_secs)
+        schedule = self._config.schedule
+        health = status.health(self._config.supervisor.feed_silent_after_secs,
+                               in_session=schedule is None or in_session(schedule, wall_clock()))
         if health != self.health:  # a silent feed is not a hang: it is on record and alerted, nothing more
             self._journal.record("health", health=health, was=self.health, data_age_secs=status.data_age_secs,
-                                 clients=status.clients)
+                                 clients=status.clients, components=status.components)
             self.health = health
         self._on_status(status, is_heartbeat)
 

@@ -12,6 +12,7 @@ import msgspec
 from supervisor.intent import StopRequest
 from supervisor.persisted_state import PersistedState, WorkerIdentity
 from supervisor.protocol import NodeStatus
+from supervisor.scheduler import ScheduleView
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -33,6 +34,7 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     reconciliation_mismatch: list[str] = []  # this start's: what the node found that the last session did not leave
     degraded: str | None = None  # what of nsup's record (journal, state.json) cannot be written now, and why
     records_held: int = 0  # journal records held in memory until the disk takes them
+    schedule: ScheduleView | None = None  # the trading-session schedule, if configured
     lease_lost: str | None = None  # why the node's lease (supervisor/lease.py) is lost: closing-only until it is back
 
     def count_fields(self) -> dict:
@@ -52,6 +54,8 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
             "orders": node.orders if node else [],
             "reconciliation_mismatch": self.reconciliation_mismatch,
             "strategies": node.strategies if node else [],
+            "components": node.components if node else {},  # only those DEGRADED or FAULTED, by id
+            "components_heard": node.components_heard if node else None,
             "stuck": self.state == "STUCK",
             "hung": self.hung,
             "health": self.health,
@@ -71,9 +75,11 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
             "degraded": f"degraded: {self.degraded}" if self.degraded else None,
             "records_held": self.records_held,
             "worker_log": node.log_problem if node else None,
+            "schedule": self.schedule,
         }
 
     def persisted(self) -> PersistedState:
         """What a restarted nsup needs to carry on from here."""
         return PersistedState(state=self.state, worker=self.worker, trader_id=self.trader_id, stop=self.stop,
-                              paused=self.paused, restarts=self.restarts)
+                              paused=self.paused, restarts=self.restarts,
+                              schedule_done=self.schedule.done if self.schedule else [])

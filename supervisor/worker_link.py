@@ -34,10 +34,11 @@ class WorkerRefused(LinkError):
 
 
 class WorkerLink:
-    def __init__(self, endpoint: str, on_said: Callable[[p.Notice | p.StopRequested], None],
+    def __init__(self, endpoint: str, on_said: Callable[[p.Said], None],
                  on_status: Callable[[p.NodeStatus, bool], None], adopt_pid: int | None = None,
                  fence: Callable[[], tuple[int, float]] = lambda: (0, 0.0)):
-        """`on_said(message)` hears what the worker says unasked (a notice, a stop it asks for);
+        """`on_said(message)` hears what the worker says unasked (a notice, a stop it asks for, a
+        component's change of state);
         `on_status(status, is_heartbeat)` hears every status: heartbeats and replies alike.
         `adopt_pid`: the worker of an earlier nsup, whose first heartbeat (carrying this pid) stands
         for a hello; None for a new worker, which says hello first. `fence()`: the lease's token and
@@ -141,7 +142,7 @@ class WorkerLink:
                     logger.warning("a late reply to request {} arrived after its timeout (ok={})", request_id, message.ok)
                 elif not future.done():
                     future.set_result(message)
-            case p.Notice() | p.StopRequested():
+            case p.Notice() | p.StopRequested() | p.ComponentStateChange():
                 self._on_said(message)
             case _:
                 logger.warning("ignored an unexpected {} from the worker", type(message).__name__)

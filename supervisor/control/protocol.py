@@ -26,6 +26,7 @@ Host = Annotated[str, msgspec.Meta(max_length=255)]  # a DNS name's longest
 Nonce = Annotated[str, msgspec.Meta(max_length=64)]
 Confirmation = Annotated[str, msgspec.Meta(max_length=128)]  # a trader id, typed
 Reason = Annotated[str, msgspec.Meta(max_length=1000)]
+Asked = Annotated[str, msgspec.Meta(max_length=200)]  # what a front end was asked, quoted
 
 
 class Errno(enum.IntEnum):
@@ -71,8 +72,13 @@ class AbortConfirm(_Confirm, tag="abort_confirm"): ...
 class RecoverConfirm(_Confirm, tag="recover_confirm"): ...
 
 
+class Refused(_Request, tag="refused"):  # a front end refused someone on nsup's behalf: on record, changes nothing
+    asked: Asked
+    reason: Reason
+
+
 Request = (Status | Version | Pause | Resume | Flatten | Stop | Restart | AbortBegin | AbortConfirm | RecoverBegin
-           | RecoverConfirm)
+           | RecoverConfirm | Refused)
 COMMANDS = tuple(c.__struct_config__.tag for c in Request.__args__)
 
 

@@ -40,7 +40,7 @@ class NsupRun:
     def __init__(self, tmp_path: Path, node_params: dict, supervisor: dict, factory: str = DEMO_FACTORY, **sections: dict):
         """`sections`: more config tables, e.g. control={...}, alerts={...}, metrics={...}; node={...} adds to [node]."""
         tmp_path.mkdir(parents=True)
-        self.state_dir = tmp_path / "state"
+        self.state_dir = Path(supervisor.get("state_dir", tmp_path / "state"))  # e.g. ROOT/NAME, as nsup@NAME's
         # ipc socket paths are limited to about 107 bytes; pytest's tmp paths can be longer.
         self.run_dir = Path(tempfile.mkdtemp(prefix="nsup-run-"))
         self.config_path = tmp_path / "nsup.toml"

@@ -1,6 +1,7 @@
 """Node factories for fault drills: the demo node, built slowly, or asking to shut itself down."""
 
 import time
+from datetime import timedelta
 
 import msgspec
 
@@ -55,5 +56,42 @@ def two_sided_node(**params):
     recipe.strategies = [
         DemoStrategy(msgspec.structs.replace(config, side=side, order_id_tag=tag, external_order_claims=None))
         for side, tag in (("BUY", "001"), ("SELL", "002"))
+    ]
+    return recipe
+
+
+class Troubled(DemoStrategy):
+    """The demo strategy, which once it holds a position degrades, resumes a second later and faults a
+    second after that, still holding it: NautilusTrader's own degrade(), resume() and fault(), the
+    last two from timers (on NautilusTrader's own thread)."""
+
+    def on_order_filled(self, event) -> None:
+        super().on_order_filled(event)
+        if self.state.name == "RUNNING" and not self.clock.timer_names and self.cache.positions_open(strategy_id=self.id):
+            self.degrade()
+            self.clock.set_time_alert("nsup-test-resume", self.clock.utc_now() + timedelta(seconds=1), self._come_back)
+
+    def _come_back(self, _event) -> None:
+        self.resume()
+        self.clock.set_time_alert("nsup-test-fault", self.clock.utc_now() + timedelta(seconds=1), lambda _: self.fault())
+
+
+class FaultsInItsExit(DemoStrategy):
+    """The demo strategy, which faults the moment its market exit begins: the exit's closes go out, and
+    NautilusTrader then never finishes the exit (it checks it only while RUNNING), so `is_exiting()`
+    stays set for good."""
+
+    def on_market_exit(self) -> None:
+        self.fault()
+
+
+def troubled_node(**params):
+    """The demo node with a strategy per instrument: one degrades, resumes and faults while holding a
+    position; the other faults as its market exit begins."""
+    recipe = demo_node(**params)
+    config = recipe.strategies[0].config
+    recipe.strategies = [
+        cls(msgspec.structs.replace(config, instrument_ids=(instrument,), order_id_tag=tag, external_order_claims=None))
+        for cls, instrument, tag in ((Troubled, config.instrument_ids[0], "001"), (FaultsInItsExit, config.instrument_ids[1], "002"))
     ]
     return recipe

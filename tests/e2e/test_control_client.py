@@ -57,6 +57,9 @@ def test_every_request_over_the_standard_library_client(nsup_run):
             confirm = ask(f"{command}_confirm", nonce="feedfacefeedface", confirmation="DEMO-001", reason="test")
             assert (confirm.status, confirm.errno) == ("error", c.Errno.REFUSED)
         assert "counts" in ask("flatten").data
+        on_record = ask("refused", asked="/stop alpha", reason="telegram user 99 is not allow-listed")
+        assert (on_record.status, on_record.errno) == ("error", c.Errno.REFUSED)
+        assert on_record.reason == "asked '/stop alpha': telegram user 99 is not allow-listed"
 
         # What changes nothing is answered alike to pyzmq's DEALER.
         for command, fields in (("status", {}), ("version", {}), ("abort", {}), ("recover", {})):
@@ -70,8 +73,12 @@ def test_every_request_over_the_standard_library_client(nsup_run):
         assert (bad.status, bad.errno) == ("error", c.Errno.UNKNOWN_COMMAND)
         incomplete = client.call("abort_confirm", nonce="feedfacefeedface")  # no confirmation, no reason
         assert (incomplete.status, incomplete.errno) == ("error", c.Errno.BAD_REQUEST)
-        long_reason = client.call("abort_confirm", nonce="f" * 16, confirmation="DEMO-001", reason="x" * 5000)
-        assert long_reason.errno == c.Errno.REFUSED  # a request in a long frame (over 255 octets) is read too
+        # A request in a long frame (over 255 octets) is read too; a reason past nsup's 1000 characters
+        # is a bad request, one within it reaches the challenge (and its unknown nonce is refused).
+        long_reason = client.call("abort_confirm", nonce="f" * 16, confirmation="DEMO-001", reason="x" * 900)
+        assert long_reason.errno == c.Errno.REFUSED, long_reason.reason
+        too_long = client.call("abort_confirm", nonce="f" * 16, confirmation="DEMO-001", reason="x" * 5000)
+        assert too_long.errno == c.Errno.BAD_REQUEST and "1000" in too_long.reason
 
         stop = ask("stop")
         assert stop.status == "ok" and stop.data["result"] == "graceful stop requested"

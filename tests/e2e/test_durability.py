@@ -83,7 +83,6 @@ def on_state_dir(nsup_run, venue, state_dir: Path, supervisor: dict | None = Non
     """nsup trading on the paper venue with its state dir at `state_dir`; RUNNING, both positions open."""
     run = nsup_run(on_venue(venue, **ALWAYS_IN, exit_max_attempts=5), {"state_dir": str(state_dir), **(supervisor or {})},
                    **sections)
-    run.state_dir = state_dir
     run.wait_for_state("RUNNING")
     run.wait_for_positions(2)
     return run

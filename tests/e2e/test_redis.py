@@ -76,7 +76,7 @@ def test_nsupctl_from_redis_refuses_what_it_cannot_do_in_one_line(redis_server):
     for args, code, says in [
         (["--redis", redis_server.url, "--node", "nobody", "status"], 1, "no node called 'nobody'"),
         (["--redis", redis_server.url, "--node", "desk-a", "stop"], 2, "only reads"),
-        (["--redis", redis_server.url, "status"], 2, "--node NAME"),
+        (["--redis", redis_server.url, "status"], 2, "status NAME"),
         (["nodes"], 2, "--redis URL"),
         (["--redis", "redis://127.0.0.1:1/0", "nodes"], 3, "not reachable"),
     ]:

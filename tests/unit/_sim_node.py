@@ -118,6 +118,7 @@ class SimNode:
         self.residual = 0  # positions in this node's cache that the venue does not hold
         self.inflight = 0  # orders sent to the venue and not yet answered
         self.exits_running = 0
+        self.strategy_state = "RUNNING"  # NautilusTrader's state of the one strategy: DEGRADED, FAULTED (for good)
         self.flat_reads: list[float] = []  # times of the flat reads (docs/design.md) since the last one that was not
         self.venue_check: Truth | None = None  # the truth when it last answered CheckVenues
         self.last_sent: p.NodeStatus | None = None  # the status nsup last heard from it (any message)
@@ -142,10 +143,13 @@ class SimNode:
             node_state=self.node_state,
             trading_state=self.trading_state,
             counts=counts,
-            strategies=[p.StrategyView("Sim-001", "RUNNING", self.exits_running > 0)],
+            # An exit runs only while its strategy does (node_worker/closer.py, exiting()).
+            strategies=[p.StrategyView("Sim-001", self.strategy_state, self.exits_running > 0 and self.strategy_state == "RUNNING")],
             positions=[p.PositionView("EURUSD.SIM", "LONG", "1000", "0 USD")] * counts.positions_open,
             ts=time.time(),
             venue_counts=v.counts() if with_venues else None,
+            components={"Sim-001": self.strategy_state} if self.strategy_state != "RUNNING" else {},
+            components_heard=3,
         )
 
     def truth(self) -> Truth:
@@ -219,6 +223,14 @@ class SimNode:
         shutdown guard asks nsup instead of stopping the node (node_worker/shutdown_guard.py)."""
         if not self.gone and self.said_hello:
             self._spawn(self._send(p.StopRequested(component=component, reason=reason)))
+
+    def strategy_goes(self, state: str) -> None:
+        """The strategy degrades, resumes or faults (NautilusTrader's own degrade(), resume(), fault()):
+        the worker tells nsup (node_worker/component_watch.py). FAULTED is for good."""
+        if self.gone or not self.said_hello or self.strategy_state in ("FAULTED", state):
+            return
+        source, self.strategy_state = self.strategy_state, state
+        self._spawn(self._send(p.ComponentStateChange("Sim-001", "SimStrategy", source, state)))
 
     def crash(self, how: str) -> None:
         """The worker dies on its own: kill -9, or an exit with code 1."""
@@ -326,7 +338,7 @@ class SimNode:
                 if self.ran:
                     if not self.inflight:  # as node_worker/closer.py: it reconciles only with nothing in flight
                         self.venue.learn_everything()
-                    self._spawn(self._market_exit(denied=self.trading_state == "HALTED"))
+                    self._spawn(self._market_exit(denied=self.trading_state == "HALTED", closer=True))
                 return None
             case p.RunNode():
                 self.world.referee.on_run(self)
@@ -360,15 +372,17 @@ class SimNode:
                 return None
         return f"unknown command {command!r}"
 
-    async def _market_exit(self, denied: bool) -> None:
-        """market_exit(): the strategy cancels its orders and closes its positions (denied under HALTED,
-        DESIGN.md); what it does not know of (hidden at the venue) and what the venue will not close
-        (a residual in the cache) stays."""
+    async def _market_exit(self, denied: bool, closer: bool = False) -> None:
+        """market_exit() (or nsup's closer): the strategy cancels its orders and closes its positions
+        (denied under HALTED, DESIGN.md); what it does not know of (hidden at the venue) and what the venue
+        will not close (a residual in the cache) stays. A strategy that is not RUNNING does nothing of
+        its exit (NautilusTrader checks it only while RUNNING); the closer acts whatever its state."""
         self.exits_running += 1
         try:
             await asyncio.sleep(EXIT_FILL_SECS)
             await self._unhung.wait()
-            if not denied and not self.venue.exits_fail and not self.gone:
+            acts = closer or self.strategy_state == "RUNNING"
+            if acts and not denied and not self.venue.exits_fail and not self.gone:
                 self.venue.positions = self.venue.orders = 0
         finally:
             self.exits_running -= 1

@@ -66,6 +66,8 @@ def node_statuses(ts=timestamps) -> st.SearchStrategy[p.NodeStatus]:
         positions=st.lists(position_views, max_size=2),
         ts=ts,
         venue_counts=st.none() | counts,
+        components=st.dictionaries(st.sampled_from(["EMACross-001", "DataEngine"]), st.sampled_from(["DEGRADED", "FAULTED"]),
+                                   max_size=2),
     )
 
 

@@ -26,6 +26,11 @@ def supervisor_section(tmp_path: Path, extra: str = "") -> str:
     return f'[supervisor]\nstate_dir = "{tmp_path / "state"}"\n{extra}'
 
 
+def with_schedule(table: str):
+    """A config body: a valid node and supervisor, and this [schedule] table."""
+    return lambda t: VALID_NODE + supervisor_section(t) + "[schedule]\n" + table
+
+
 def run_nsup(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run nsup; should a regression accept a bad config, no worker it spawned outlives the test."""
     try:
@@ -124,6 +129,33 @@ BAD_CONFIGS = {
     "alerts queue_size past its range": (
         lambda t: VALID_NODE + supervisor_section(t) + "[alerts]\ncommand = 'true'\nqueue_size = 10000000\n",
         ["alerts.queue_size", "<= 100000"]),
+    "schedule in an unknown time zone": (
+        with_schedule("timezone = 'America/New_Yrok'\n"),
+        ["schedule.timezone", "'America/New_Yrok' is not an IANA time zone"]),
+    "schedule flattening before it goes closing-only": (
+        with_schedule("timezone = 'UTC'\nclosing_only = 15:50:00\nflatten = 15:45:00\n"),
+        ["schedule.flatten", "15:45:00 is before closing_only (15:50:00)", "closing_only <= flatten <= stop"]),
+    "schedule stopping before it flattens": (
+        with_schedule("timezone = 'UTC'\nflatten = 15:55:00\nstop = '15:50:00'\n"),
+        ["schedule.stop", "is before flatten"]),
+    "schedule with a day that is not one": (
+        with_schedule("timezone = 'UTC'\ndays = ['mon..fry']\n"),
+        ["schedule.days", "'mon..fry'", "mon..fri"]),
+    "schedule with no trading day": (
+        with_schedule("timezone = 'UTC'\ndays = []\n"),
+        ["schedule.days", "at least one"]),
+    "schedule time without seconds": (
+        with_schedule("timezone = 'UTC'\nflatten = '15:55'\n"),
+        ["schedule.flatten", "HH:MM:SS"]),
+    "schedule time with an offset": (
+        with_schedule("timezone = 'UTC'\nstop = '16:00:00+02:00'\n"),
+        ["schedule.stop", "without an offset"]),
+    "schedule holiday that is no date": (
+        with_schedule("timezone = 'UTC'\nholidays = ['2026-02-30']\n"),
+        ["schedule.holidays[0]", "YYYY-MM-DD"]),
+    "schedule without a time zone": (
+        with_schedule("stop = 16:00:00\n"),
+        ["schedule.timezone", "required"]),
     "invalid TOML": (lambda t: "[node\nfactory = \n", ["not valid TOML"]),
     "invalid UTF-8": (lambda t: b"[node]\nfactory = \"\xff\xfe\"\n", ["cannot be read"]),
 }

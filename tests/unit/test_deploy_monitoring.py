@@ -11,12 +11,14 @@ import subprocess
 import time
 from types import SimpleNamespace
 
+import msgspec
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor.lifecycle import STATES
 from supervisor.metrics import HEALTHS, TRADING_STATES, Metrics
+from supervisor.scheduler import ScheduleView
 from supervisor.snapshot import Snapshot
 from tests.deploy_files import (
     DASHBOARD, DEPLOY, RULES, RULES_TEST, dashboard, dashboard_queries, label_values, metric_names, rules,
@@ -34,10 +36,11 @@ def exported() -> dict[str, dict[str, set[str]]]:
     """Every sample name nsup can export, with the label values seen: a Metrics fed everything it reads."""
     m = Metrics()
     mirror = SimpleNamespace(reachable=True, shipped=3)
-    snapshot = Snapshot(state="RUNNING", node=status(positions=1, trading_state="ACTIVE"), health="ok", hung=False,
+    node = msgspec.structs.replace(status(positions=1, trading_state="ACTIVE"), components={"EMACross-001": "FAULTED"})
+    snapshot = Snapshot(state="RUNNING", node=node, health="ok", hung=False,
                         stop=None, paused=False, trader_id="T-1", worker=None, worker_alive=True, worker_uptime_secs=1.0,
                         supervisor_pid=1, supervisor_uptime_secs=1.0, heartbeat_age_secs=0.5, restarts=1,
-                        last_transition=None)
+                        last_transition=None, schedule=ScheduleView(timezone="UTC", in_session=True))
     m.watch(lambda: snapshot, mirror)
     m.on_record({"kind": "transition", "source": "BUILT", "dest": "RUNNING"})
     names: dict[str, dict[str, set[str]]] = {}

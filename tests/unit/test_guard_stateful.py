@@ -213,6 +213,15 @@ class GuardMachine(RuleBasedStateMachine):
             self.sim.ask_to_stop("DemoStrategy-000", "the strategy gave up")
         self.then(pause)
 
+    @rule(state=st.sampled_from(["DEGRADED", "RUNNING", "FAULTED"]), pause=PAUSES)
+    @step
+    def strategy_changes_state(self, state, pause):
+        """The strategy degrades, resumes or faults: nsup reports it and nothing more; a FAULTED strategy's
+        exit does nothing, so a stop's flat rests on nsup's closer."""
+        if self.sim:
+            self.sim.strategy_goes(state)
+        self.then(pause)
+
     @rule(fail=st.sampled_from([True, True, False]))
     @step
     def exits_fail(self, fail):

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor.lifecycle import STATES
-from supervisor.metrics import Metrics, MetricsSection, parse_listen
+from supervisor.metrics import HEALTHS, Metrics, MetricsSection, parse_listen
 from supervisor.snapshot import Snapshot
 from tests.unit._statuses import status
 
@@ -84,8 +84,7 @@ def test_states_counts_health_and_transitions_are_scraped(metrics):
     assert after[("nsup_positions_open", ())] == 2
     assert after[("nsup_orders_inflight", ())] == 1
     assert after[("nsup_orders_open", ())] == 3
-    assert one_hot(after, "nsup_health", "health") == {
-        "ok": 0.0, "waiting_for_data": 0.0, "feed_silent": 1.0, "venue_disconnected": 0.0, "degraded": 0.0}
+    assert one_hot(after, "nsup_health", "health") == {h: float(h == "feed_silent") for h in HEALTHS}
     assert after[("nsup_heartbeat_age_seconds", ())] == 2.5
     assert after[("nsup_worker_restarts_total", ())] == 4
     transitions = {(dict(labels)["source"], dict(labels)["dest"]): v
@@ -158,3 +157,13 @@ def test_the_config_section():
             msgspec.convert({"listen": bad}, MetricsSection)
     with pytest.raises(msgspec.ValidationError, match="unknown field"):
         msgspec.convert({"port": 9464}, MetricsSection)
+
+
+def test_each_component_in_trouble_is_a_series_and_one_back_to_running_is_gone(metrics):
+    troubled = msgspec.structs.replace(status(), components={"EMACross-001": "FAULTED", "DataEngine": "DEGRADED"})
+    nsup = Nsup(node=troubled)
+    m = metrics(nsup.snapshot)
+    assert {labels: v for (name, labels), v in scrape(m).items() if name == "nsup_component_state"} == {
+        (("component", "DataEngine"), ("state", "DEGRADED")): 1.0, (("component", "EMACross-001"), ("state", "FAULTED")): 1.0}
+    nsup.fields.update(node=status())
+    assert not [name for name, _ in scrape(m) if name == "nsup_component_state"]

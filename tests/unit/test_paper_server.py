@@ -487,3 +487,13 @@ def test_a_venue_task_that_dies_is_logged():
 def test_the_drills_and_the_launcher_need_no_nautilus_trader():
     loaded = imports_in_fresh_interpreter(["paper_venue.cli", "paper_venue.protocol", "paper_venue.launcher"])
     assert "paper_venue.cli" in loaded and not [m for m in loaded if m.startswith("nautilus_trader")]
+
+
+@pytest.mark.parametrize(("command", "usage"), [
+    (["-m", "supervisor", "paper-venue", "--help"], "usage: nsup paper-venue serve"),
+    (["-m", "supervisor", "paper-venue", "drill", "--help"], "usage: nsup paper-venue drill"),
+    (["-m", "paper_venue", "serve", "--help"], "usage: python -m paper_venue serve"),
+])
+def test_the_venue_usage_names_the_command_that_was_typed(command, usage):
+    done = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith(usage), done.stdout[:200]

@@ -29,6 +29,7 @@ worker_messages = st.one_of(
     st.builds(p.BuildFailed, version=ints, pid=ints, reason=text),
     st.builds(p.Heartbeat, status=node_statuses()),
     st.builds(p.Notice, text=text),
+    st.builds(p.ComponentStateChange, component=text, component_type=text, source=text, dest=text),
     st.builds(
         p.Reply, request_id=ints, ok=st.booleans(), status=st.none() | node_statuses(), error=st.none() | text,
         code=st.none() | st.sampled_from(list(p.ErrorCode)),
@@ -46,6 +47,8 @@ EVERY_MESSAGE = [
     p.BuildFailed(p.PROTOCOL_VERSION, 4242, "ImportError: no module named my_node"),
     p.Heartbeat(status(exiting=True)),
     p.Notice("ignored SIGTERM: nsup decides"),
+    p.ComponentStateChange("EMACross-001", "EMACross", "RUNNING", "FAULTED"),
+    p.Heartbeat(msgspec.structs.replace(status(), components={"EMACross-001": "FAULTED"}, components_heard=9)),
     p.Reply(7, ok=True, status=status()),
     p.Reply(8, ok=False, status=status(open_=1), error="refused to stop: not flat", code=p.ErrorCode.NODE_ERROR),
     p.Reply(9, ok=False),
@@ -71,16 +74,17 @@ def test_round_trip_of_every_message_type(message):
 def test_every_message_and_command_type_is_covered():
     seen = {type(m) for m in EVERY_MESSAGE} | {type(m.command) for m in EVERY_MESSAGE if isinstance(m, p.Request)}
     assert seen == {p.Request, p.GetStatus, p.RunNode, p.SetTradingState, p.MarketExit, p.StopNode,
-                    p.Hello, p.BuildFailed, p.Heartbeat, p.Notice, p.Reply}
+                    p.Hello, p.BuildFailed, p.Heartbeat, p.Notice, p.ComponentStateChange, p.Reply}
 
 
 def test_tags_are_the_wire_names():
     tags = {cls: cls.__struct_config__.tag for cls in (p.GetStatus, p.RunNode, p.SetTradingState, p.MarketExit,
                                                        p.StopNode, p.Request, p.Hello, p.BuildFailed, p.Heartbeat,
-                                                       p.Notice, p.Reply)}
+                                                       p.Notice, p.ComponentStateChange, p.Reply)}
     assert tags == {p.GetStatus: "status", p.RunNode: "run", p.SetTradingState: "set_trading_state",
                     p.MarketExit: "market_exit", p.StopNode: "stop", p.Request: "request", p.Hello: "hello",
-                    p.BuildFailed: "build_failed", p.Heartbeat: "heartbeat", p.Notice: "notice", p.Reply: "reply"}
+                    p.BuildFailed: "build_failed", p.Heartbeat: "heartbeat", p.Notice: "notice",
+                    p.ComponentStateChange: "component_state", p.Reply: "reply"}
     assert p.StopNode().require_flat is True  # the default is the safe one
 
 

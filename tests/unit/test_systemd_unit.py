@@ -151,3 +151,24 @@ def test_the_example_config_uses_the_units_directories():
     assert one("WorkingDirectory") == "/var/lib/nsup/%i"
     assert config.control.group is None and config.control.tcp_endpoint is None  # [control] is left commented out
     assert config.node.factory != "node_worker.demo.node:demo_node"  # a real node: the user's own factory
+
+
+def test_the_telegram_bridge_unit_verifies_and_scores_ok(tmp_path):
+    """deploy/systemd/nsup-telegram.service, checked the same way: its binary replaced by a stub."""
+    bridge_unit = DEPLOY / "systemd" / "nsup-telegram.service"
+    stub = tmp_path / "nsup-telegram"
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    text = bridge_unit.read_text()
+    assert text.count("/usr/local/bin/nsup-telegram --config") == 1
+    (tmp_path / bridge_unit.name).write_text(text.replace("/usr/local/bin/nsup-telegram", str(stub)))
+    verified = subprocess.run(["systemd-analyze", "verify", "--man=no", bridge_unit.name], capture_output=True,
+                              text=True, cwd=tmp_path)
+    assert verified.returncode == 0 and verified.stderr.strip() == "", verified.stderr
+    security = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", bridge_unit.name],
+                              capture_output=True, text=True, cwd=tmp_path)
+    level = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", security.stdout)
+    assert level and level.group(2) in SAFE_LEVELS, security.stdout + security.stderr
+    from telegram_bridge.cli import EXIT_USAGE
+
+    assert f"RestartPreventExitStatus={EXIT_USAGE}" in text  # a config error: restarting changes nothing

@@ -92,21 +92,24 @@ def endpoints_in(state_dir: Path) -> dict:
 
 
 class ControlClient:
-    def __init__(self, endpoint: str, timeout_secs: float = 5.0, curve: CurveKeys | None = None):
+    def __init__(self, endpoint: str, timeout_secs: float = 5.0, curve: CurveKeys | None = None,
+                 user: str | None = None):
+        """`user`: who asks, as nsup journals it (user@host); the login name unless a client speaks for
+        someone else (the Telegram bridge: telegram:<user id>)."""
         self.endpoint = endpoint
         self._timeout_secs = timeout_secs
         self._curve = curve
         self._ids = itertools.count(1)
-        self._actor = {"user": getpass.getuser(), "host": net.gethostname()}
+        self._actor = {"user": user or getpass.getuser(), "host": net.gethostname()}
         self._prefix = f"{os.getpid()}-"
         if endpoint.startswith("ipc://") and curve is None:
             self._dealer = ZmtpDealer(_ipc_path(endpoint))
         else:
-            self._dealer = PyzmqDealer(self._connect("DEALER", endpoint))
+            self._dealer = PyzmqDealer(_connect("DEALER", endpoint, curve))
 
     @classmethod
-    def from_state_dir(cls, state_dir: Path, timeout_secs: float = 5.0) -> ControlClient:
-        return cls(endpoints_in(state_dir)["control"][0], timeout_secs)
+    def from_state_dir(cls, state_dir: Path, timeout_secs: float = 5.0, user: str | None = None) -> ControlClient:
+        return cls(endpoints_in(state_dir)["control"][0], timeout_secs, user=user)
 
     def call(self, command: str, timeout_secs: float | None = None, **fields) -> Reply:
         request_id = f"{self._prefix}{next(self._ids)}"
@@ -132,31 +135,37 @@ class ControlClient:
 
     def subscribe(self, endpoint: str, topics: tuple[str, ...] = ("",)):
         """A pyzmq SUB socket on the event stream."""
-        import zmq
-
-        socket = self._connect("SUB", endpoint)
-        for topic in topics:
-            socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        return socket
+        return subscribe(endpoint, topics, self._curve)
 
     def close(self) -> None:
         self._dealer.close()
 
-    def _connect(self, socket_type: str, endpoint: str):
-        import zmq
 
-        if endpoint.startswith("ipc://"):
-            _ipc_path(endpoint)
-        socket = zmq.Context.instance().socket(getattr(zmq, socket_type))
-        socket.setsockopt(zmq.LINGER, 0)
-        if self._curve is not None:
-            self._curve.apply(socket)
-        try:
-            socket.connect(endpoint)
-        except zmq.ZMQError as exc:
-            socket.close()
-            raise ValueError(f"cannot use endpoint {endpoint!r}: {exc}") from None
-        return socket
+def subscribe(endpoint: str, topics: tuple[str, ...] = ("",), curve: CurveKeys | None = None):
+    """A pyzmq SUB socket on an nsup's event stream, for the topics (record kinds) given: "" is all."""
+    import zmq
+
+    socket = _connect("SUB", endpoint, curve)
+    for topic in topics:
+        socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+    return socket
+
+
+def _connect(socket_type: str, endpoint: str, curve: CurveKeys | None):
+    import zmq
+
+    if endpoint.startswith("ipc://"):
+        _ipc_path(endpoint)
+    socket = zmq.Context.instance().socket(getattr(zmq, socket_type))
+    socket.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        curve.apply(socket)
+    try:
+        socket.connect(endpoint)
+    except zmq.ZMQError as exc:
+        socket.close()
+        raise ValueError(f"cannot use endpoint {endpoint!r}: {exc}") from None
+    return socket
 
 
 class PyzmqDealer:

@@ -9,6 +9,7 @@ from supervisor.control.commands.approval import AbortCommand, RecoverCommand
 from supervisor.control.commands.base import Command, Context
 from supervisor.control.commands.flatten import FlattenCommand
 from supervisor.control.commands.pause import PauseCommand
+from supervisor.control.commands.refused import RefusedCommand
 from supervisor.control.commands.restart import RestartCommand
 from supervisor.control.commands.resume import ResumeCommand
 from supervisor.control.commands.status import StatusCommand
@@ -17,7 +18,7 @@ from supervisor.control.commands.version import VersionCommand
 
 COMMANDS: dict[str, Command] = {command.name: command for command in (
     StatusCommand(), PauseCommand(), ResumeCommand(), FlattenCommand(), StopCommand(), RestartCommand(),
-    AbortCommand(), RecoverCommand(), VersionCommand(),
+    AbortCommand(), RecoverCommand(), RefusedCommand(), VersionCommand(),
 )}
 BY_REQUEST: dict[str, Command] = {tag: command for command in COMMANDS.values() for tag in command.requests}
 

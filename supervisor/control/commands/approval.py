@@ -84,6 +84,16 @@ class ApprovalCommand(Command):
         parser.add_argument("--confirm", help="the trader id, when there is no terminal to type it at")
         parser.add_argument("--reason", help="why, for the journal")
 
+    def describe_challenge(self, challenge: dict) -> list[str]:
+        """What an operator reads before approving (nsupctl, the Telegram bridge): the warning, the
+        trader id, the open positions and the nonce."""
+        from supervisor.control.commands.status import position_line
+
+        lines = [f"{self.warning} Trader {challenge['trader_id']}, open positions:"]
+        lines += [f"  {position_line(p)}" for p in challenge.get("positions", [])] or ["  (none reported)"]
+        lines.append(f"challenge {challenge['nonce']} is good for {challenge['expires_in_secs']:g}s")
+        return lines
+
     def client(self, ctl) -> int:
         """The positions first, then the trader id typed and a reason given."""
         args = ctl.args
@@ -91,10 +101,7 @@ class ApprovalCommand(Command):
         if not interactive and (args.confirm is None or args.reason is None):
             raise Refusal("no terminal to confirm at: give --confirm TRADER_ID and --reason TEXT")
         challenge = ctl.call(self.name)
-        lines = [f"{self.warning} Trader {challenge['trader_id']}, open positions:"]
-        lines += [f"  {p['instrument_id']} {p['side']} {p['quantity']} unrealized {p['unrealized_pnl']}"
-                  for p in challenge.get("positions", [])] or ["  (none reported)"]
-        lines.append(f"challenge {challenge['nonce']} is good for {challenge['expires_in_secs']:g}s")
+        lines = self.describe_challenge(challenge)
         if interactive:
             print("\n".join(lines), file=sys.stderr)
             try:

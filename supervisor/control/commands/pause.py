@@ -9,6 +9,7 @@ class PauseCommand(Command):
     name = "pause"
     requests = ("pause",)
     help = "REDUCING: closing orders only, stays RUNNING"
+    nodes = "many"
 
     async def run(self, ctx: Context, request, actor: str) -> dict:
         return {"trading_state": await set_paused(ctx, True, actor)}

@@ -12,6 +12,7 @@ class StatusCommand(Command):
     requests = ("status",)
     help = "state, trading state, counts, positions, pids, heartbeat age, restarts"
     changes = False
+    nodes = "many"
 
     def read(self, ctx: Context, request) -> dict:
         return {**ctx.nsup.snapshot().status(), "events_endpoints": ctx.events_endpoints}
@@ -26,17 +27,19 @@ class StatusCommand(Command):
             f"{data['heartbeat_age_secs']}s ago, restarts {data['restarts']}, health {data['health']}",
             f"supervisor     pid {data['supervisor_pid']}, up {data['supervisor_uptime_secs']}s",
         ]
+        if data.get("components_heard"):
+            lines.append(f"components     {components(data)}")
         if data.get("degraded"):  # the journal or state.json cannot be written: nsup supervises on, and says so
             lines.append(f"degraded       {data['degraded'].removeprefix('degraded: ')}")
         if data.get("worker_log"):
             lines.append(f"worker.log     not written: {data['worker_log']}")
+        if schedule := data.get("schedule"):
+            lines.append(f"schedule       {scheduled(schedule)}")
         if data["last_transition"]:
             t = data["last_transition"]
             lines.append(f"last           {t['source']} -> {t['dest']} ({t['trigger']}) at {t['ts']}")
-        lines += [f"position       {p['instrument_id']} {p['side']} {p['quantity']} unrealized {p['unrealized_pnl']}"
-                  for p in data["positions"]]
-        lines += [f"order          {o['client_order_id']} {o['instrument_id']} {o['side']} {o['quantity']} {o['order_type']} "
-                  f"{o['status']} ({o['owner']})" for o in data.get("orders", [])]
+        lines += [f"position       {position_line(p)}" for p in data["positions"]]
+        lines += [f"order          {order_line(o)}" for o in data.get("orders", [])]
         lines += [f"mismatch       {line}" for line in data.get("reconciliation_mismatch", [])]
         return "\n".join(lines)
 
@@ -56,5 +59,32 @@ class StatusCommand(Command):
         return 0
 
 
+def components(data: dict) -> str:
+    """NautilusTrader's components, naming only those in trouble: the rest run (or are being started or
+    stopped with the node)."""
+    troubled = data.get("components") or {}
+    named = ", ".join(f"{component} {state}" for component, state in sorted(troubled.items()))
+    return f"{len(troubled)} of {data['components_heard']} DEGRADED or FAULTED" + (f": {named}" if named else "")
+
+
+def scheduled(schedule: dict) -> str:
+    """The trading-session schedule's next action, in its own zone."""
+    session = "in session" if schedule["in_session"] else "out of session"
+    upcoming = schedule.get("next_kind")
+    if upcoming is None:
+        return f"{session}; nothing scheduled ({schedule['timezone']})"
+    return f"{session}; next {upcoming} at {schedule['next_at']} ({schedule['timezone']})"
+
+
 def counts(data: dict) -> str:
     return f"positions={data.get('positions_open')} inflight={data.get('orders_inflight')} open={data.get('orders_open')}"
+
+
+def position_line(position: dict) -> str:
+    p = position
+    return f"{p['instrument_id']} {p['side']} {p['quantity']} unrealized {p['unrealized_pnl']}"
+
+
+def order_line(order: dict) -> str:
+    o = order
+    return f"{o['client_order_id']} {o['instrument_id']} {o['side']} {o['quantity']} {o['order_type']} {o['status']} ({o['owner']})"
