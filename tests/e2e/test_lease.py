@@ -15,7 +15,7 @@ import pytest
 from supervisor.lease import Holder, lease_keys
 from tests.e2e.conftest import pid_alive
 from tests.e2e.test_recovery import assert_guard_held
-from tests.e2e.test_redis import redis_section, wait
+from tests.e2e.test_redis import nsupctl, redis_section
 
 pytestmark = pytest.mark.e2e
 
@@ -94,6 +94,8 @@ def test_redis_silent_past_the_lease_makes_the_node_closing_only_and_stops_no_wo
         assert time.monotonic() - paused_at < LEASE_SECS + 1.0
         assert "before the lease expired" in lost["reason"] and "stops no worker" in lost["reason"]
         run.wait_for(lambda: trading_state(run) == "REDUCING", what="closing-only")
+        shown = nsupctl("--state-dir", str(run.state_dir), "status").stdout
+        assert "lease lost     Redis did not answer before the lease expired" in shown, shown
         time.sleep(LEASE_SECS)
         assert pid_alive(worker) and run.records("worker_end") == [] and run.last_status()["positions_open"] == 2
     finally:
