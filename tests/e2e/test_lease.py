@@ -66,7 +66,8 @@ def test_two_hosts_one_node_the_second_is_refused_and_a_frozen_first_comes_back_
                                             or "before the lease expired" in lost["reason"]), lost
     first.wait_for(lambda: trading_state(first) == "REDUCING", what="closing-only")
     # Its worker did not wait for it: with no word of a renewal by the lease's deadline, closing-only by itself.
-    assert any("expired with no word of a renewal" in r["text"] for r in first.records("worker_notice"))
+    first.wait_for(lambda: any("expired with no word of a renewal" in r["text"] for r in first.records("worker_notice")),
+                   timeout=10, what="the worker's own closing-only")
     assert lease_commands(first) == ["REDUCING"]
     time.sleep(2 * LEASE_SECS)  # it tries to take the node back meanwhile, and is refused each time
     assert pid_alive(first.worker_pid) and first.records("worker_end") == [] and len(first.records("worker_spawned")) == 1
