@@ -109,7 +109,7 @@ class Holder(msgspec.Struct, frozen=True, kw_only=True):
         return f"nsup pid {self.pid} on {self.host} ({self.state_dir}), token {self.token}"
 
 
-def _decode_holder(raw) -> Holder | None:
+def decode_holder(raw) -> Holder | None:
     try:
         return msgspec.json.decode(raw, type=Holder) if raw else None
     except msgspec.MsgspecError:
@@ -303,7 +303,7 @@ class Lease:
 
     def _take(self, client) -> Answer:
         current = client.get(self.key)
-        holder = _decode_holder(current)
+        holder = decode_holder(current)
         # An earlier nsup's of this state dir, or our own whose answer came too late to act on: taken over.
         earlier = current if holder is not None and holder.is_on_the_state_dir_of(self.me) else b""
         mine = msgspec.json.encode(self.me)  # token 0: the script sets it
@@ -318,7 +318,7 @@ class Lease:
 
     def _read(self, reply) -> Answer:
         taken, value, expires_in_ms = reply
-        holder = _decode_holder(value)
+        holder = decode_holder(value)
         if taken and holder is not None:
             return Granted(holder, value)
         return HeldBy(holder, int(expires_in_ms or 0))
