@@ -184,6 +184,7 @@ class Supervisor:
         else:
             self.journal.record("lease_wait", key=self._lease.key, reason=(
                 "Redis could not be asked for this node's lease: no worker is spawned or adopted until it is held"))
+            self.sd.status(status_text(self.lifecycle.state, self.counts(), "waiting for this node's lease in Redis"))
         return asyncio.ensure_future(self._lease.keep(self._lease_changed))
 
     async def _lease_held(self) -> None:

@@ -2,7 +2,8 @@
 redis-server. Two nsups for one node on two state dirs ("two hosts"): the second is refused while the
 first holds the node; a first nsup frozen past its lease comes back to find the node taken, and goes
 closing-only without stopping its worker; Redis silent past the expiry makes the node closing-only,
-stops no worker with exposure, and trading goes on once the lease is taken back (nobody else took it)."""
+stops no worker with exposure, and trading goes on once the lease is taken back (nobody else took it);
+Redis silent at start refuses nothing, and no worker is spawned until the lease is held."""
 
 from __future__ import annotations
 
@@ -110,3 +111,19 @@ def test_redis_silent_past_the_lease_makes_the_node_closing_only_and_stops_no_wo
     assert run.exit_code() == 0
     assert_guard_held(run)
     assert holder(redis_server, "desk-a") is None and not pid_alive(worker)
+
+
+def test_redis_silent_at_start_refuses_nothing_and_no_worker_is_spawned_until_the_lease_is_held(nsup_run, redis_server):
+    redis_server.pause()
+    try:
+        run = nsup_run({}, {}, redis=redis_section(redis_server, lease_secs=LEASE_SECS))
+        run.wait_for(lambda: run.records("lease_wait"), what="waiting for the lease")
+        time.sleep(1.0)
+        assert run.records("worker_spawned") == [] and run.process.poll() is None
+    finally:
+        redis_server.resume()
+    taken = run.wait_for(lambda: run.records("lease_taken"), what="the lease taken")[0]
+    run.wait_for_state("RUNNING")
+    assert taken["id"] < run.records("worker_spawned")[0]["id"], "no worker before the lease"
+    run.signal(signal.SIGTERM)
+    assert run.exit_code() == 0
