@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import zmq
 import zmq.asyncio
@@ -26,6 +27,7 @@ from node_worker.node_status import read_status
 from node_worker.shutdown_guard import ShutdownGuard
 from node_worker.venue_check import venue_counts
 from supervisor import protocol as p
+from supervisor.lease import refused_by_worker
 
 RUN_POLL_SECS = 0.01
 SUPERVISOR_LOST_AFTER_BEATS = 5
@@ -51,6 +53,9 @@ class ControlServer:
         self._components = ComponentWatch(node.kernel.msgbus, node.get_event_loop(), self._component_changed)
         self._shutdown_guard = ShutdownGuard(node, self._node_asks_to_stop)
         self._answering: set[asyncio.Task] = set()  # requests being answered (strong references)
+        self._fence = 0  # the newest lease token seen (supervisor/lease.py): older ones are another nsup's past
+        self._lease_until = 0.0  # until when its holder's lease holds (CLOCK_MONOTONIC, shared with nsup); 0: none
+        self._lease_timer: asyncio.TimerHandle | None = None
 
     async def serve(self) -> None:
         """Runs until the supervisor's StopNode has been carried out (or has failed: either way the
@@ -139,7 +144,9 @@ class ControlServer:
             except p.ProtocolError as exc:
                 logger.error("refused a frame from the supervisor: {}", exc)
                 continue  # no request id to answer to
-            self._heard_supervisor()
+            if request.fence >= self._fence:
+                self._heard_supervisor()  # a stale nsup is not our supervisor: its silence is the news
+                self._newest_lease(request.fence, request.lease_until)
             if isinstance(request, p.Ping):
                 continue
             # Each request is answered by a task of its own: a long one (RunNode, CloseAll) must not keep
@@ -154,8 +161,34 @@ class ControlServer:
         except Exception:
             logger.exception("could not answer request {}", request.request_id)
 
+    def _newest_lease(self, fence: int, lease_until: float) -> None:
+        """The newest holder's token and deadline, from every message it sends; past the deadline with
+        no word of a renewal, the node goes closing-only by itself (`_lease_expired`)."""
+        if fence > self._fence and self._fence:
+            self.notice(f"lease token {fence} now (was {self._fence}): commands with an older token are refused")
+        if fence > self._fence or lease_until > self._lease_until:
+            self._fence, self._lease_until = fence, lease_until
+            if self._lease_timer is not None:
+                self._lease_timer.cancel()
+            if lease_until:
+                self._lease_timer = asyncio.get_running_loop().call_later(
+                    max(0.0, lease_until - time.monotonic()), self._lease_expired)
+
+    def _lease_expired(self) -> None:
+        """No word of a renewal by the deadline: nsup's lease may be another's by now (nsup frozen, cut off
+        from Redis), so nothing new opens here until nsup, holding the lease again, says ACTIVE."""
+        risk_engine = self._node.kernel.risk_engine
+        if time.monotonic() >= self._lease_until and risk_engine.trading_state == TradingState.ACTIVE:
+            risk_engine.set_trading_state(TradingState.REDUCING)
+            self.notice(f"nsup's lease (token {self._fence}) expired with no word of a renewal: trading state set to "
+                        "REDUCING (closing orders only) until nsup, holding the lease again, says otherwise")
+
     async def _handle(self, request: p.Request) -> p.Reply:
         command = request.command
+        refusal = refused_by_worker(self._fence, request.fence, request.lease_until, time.monotonic(), p.opens_trading(command))
+        if refusal:  # checked as it is answered: a newer token may have come since
+            logger.error("refused {}: {}", command, refusal)
+            return p.Reply(request.request_id, ok=False, status=self._status(), error=refusal, code=p.ErrorCode.FENCED)
         logger.info("command {}", command)
         venues, unavailable, actions, error = None, None, [], None
         try:

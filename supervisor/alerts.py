@@ -9,7 +9,8 @@
     queue_size = 1000                              # alerts waiting; past that the oldest is dropped
     kinds = ["transition", "fault", "refusal", "approval", "halt_stuck", "hung", "hung_with_exposure",
              "venue_disagrees", "health", "redis", "reconciliation_mismatch", "venue_check_unavailable",
-             "journal_degraded", "journal_replaced", "state_not_durable", "component_state"]
+             "journal_degraded", "journal_replaced", "state_not_durable", "component_state",
+             "lease_lost"]
 
 What is sent is the record as the journal holds it (`ts`, `kind` and its fields), as one JSON
 object, plus `origin` when the Alerter was given one (host, state dir: which nsup is speaking).
@@ -35,7 +36,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 DEFAULT_KINDS = (
     "transition", "fault", "refusal", "approval", "halt_stuck", "hung", "hung_with_exposure", "venue_disagrees", "health",
     "redis", "reconciliation_mismatch", "venue_check_unavailable", "journal_degraded", "journal_replaced",
-    "state_not_durable", "component_state",
+    "state_not_durable", "component_state", "lease_lost",
 )
 FAILURE_KIND = "alert_failed"  # the kind to journal a failed alert under; never itself alerted on
 MAX_BACKOFF_SECS = 30.0

@@ -47,6 +47,7 @@ from supervisor.control.server.operators import Operators
 from supervisor.control.server.security import Binding, start_authenticator
 from supervisor.daemon import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Supervisor
 from supervisor.journal import Journal
+from supervisor.lease import HeldBy, Lease
 from supervisor.metrics import Metrics
 from supervisor.persisted_state import PersistedState, StateStore, worker_lock_held
 from supervisor.redis_mirror import RedisMirror
@@ -235,15 +236,17 @@ class CannotStart(Exception):
 
 class OpenNode:
     """What `nsup run` holds for its life, all of it taken before anything starts: the node's lock, its
-    state (and Redis's copy), its journal, the metrics endpoint. `close` gives it all back."""
+    lease, its state (and Redis's copy), its journal, the metrics endpoint. `close` gives it all back."""
 
     def __init__(self, lock: int, journal: Journal, store: StateStore, carry_on_from: PersistedState | None,
-                 mirror: RedisMirror | None, metrics: Metrics | None, schedule_done: list[Done]):
+                 mirror: RedisMirror | None, metrics: Metrics | None, schedule_done: list[Done], lease: Lease | None):
         self.lock, self.journal, self.store, self.carry_on_from = lock, journal, store, carry_on_from
         self.schedule_done = schedule_done  # what the schedule acted on, whether or not the last session ended
-        self.mirror, self.metrics, self.alerter = mirror, metrics, None
+        self.mirror, self.metrics, self.alerter, self.lease = mirror, metrics, None, lease
 
     def close(self) -> None:
+        if self.lease is not None:
+            self.lease.close()
         if self.alerter is not None:
             self.alerter.close()  # up to 2 s, so supervisor_exit (or nsup's own failure) still goes out
         if self.metrics is not None:
@@ -262,8 +265,8 @@ class OpenNode:
 
 def _open(config: NsupConfig) -> OpenNode:
     """Everything that can refuse the start, in order: the directories (a config error), this node's lock,
-    the state a crashed nsup left, another nsup or a stranger's worker on the node, the journal, the
-    metrics port. Raises ConfigError or CannotStart; nothing has been started then."""
+    the state a crashed nsup left, this node's lease (another nsup holds it), a stranger's worker on the
+    node, the journal, the metrics port. Raises ConfigError or CannotStart; nothing has been started then."""
     s = config.supervisor
     socket_path = s.run_path / "control.sock"  # the longest of the socket names
     if len(str(socket_path)) > MAX_IPC_PATH:
@@ -272,14 +275,13 @@ def _open(config: NsupConfig) -> OpenNode:
     _usable_dir("supervisor.state_dir", s.state_path, config.control.group)
     _usable_dir("supervisor.run_dir" if s.run_dir else "supervisor.state_dir", s.run_path, config.control.group)
     lock = _lock(s.state_path / "nsup.lock", "another nsup already supervises this node")
-    metrics = None
+    metrics = lease = None
     try:
         mirror = config.redis_mirror()
         store = config.state_store(mirror)
         last = store.load()
         carry_on_from = _unfinished_session(last, store)
-        if mirror is not None and (live := mirror.live_elsewhere(config.supervisor.heartbeat_interval_secs)):
-            raise CannotStart(live)
+        lease = _take_lease(config)
         vouched = carry_on_from is not None and carry_on_from.vouches_for_a_live_worker(config.worker_lock_path)
         if worker_lock_held(config.worker_lock_path) and not vouched:  # never a twin beside a stranger
             raise CannotStart("a worker of this node is still running, and it is not ours; "
@@ -288,16 +290,37 @@ def _open(config: NsupConfig) -> OpenNode:
         if config.metrics.enabled:  # a port in use stops the start before anything is spawned
             metrics = Metrics()
             metrics.start(config.metrics.listen)
-    except ValueError as exc:  # a damaged state, or Redis's copy about another node
-        os.close(lock)
-        raise CannotStart(str(exc)) from None
-    except OSError as exc:
-        os.close(lock)
+    except (ValueError, OSError) as exc:  # a damaged state, Redis's copy about another node, a port in use
+        _give_back(lock, lease)
         raise CannotStart(str(exc)) from None
     except BaseException:
-        os.close(lock)
+        _give_back(lock, lease)
         raise
-    return OpenNode(lock, journal, store, carry_on_from, mirror, metrics, last.schedule_done if last else [])
+    return OpenNode(lock, journal, store, carry_on_from, mirror, metrics, last.schedule_done if last else [], lease)
+
+
+def _take_lease(config: NsupConfig) -> Lease | None:
+    """This node's lease, with Redis (supervisor/lease.py): CannotStart while another nsup holds it.
+    Redis not answering now refuses nothing: the daemon takes the lease before it spawns or adopts."""
+    r = config.redis
+    if not r.enabled:
+        return None
+    lease = Lease(r.url, config.redis_name, config.supervisor.state_path, r.lease_secs, r.timeout_secs)
+    taken = lease.take_at_start()
+    if isinstance(taken, HeldBy):
+        lease.close()
+        raise CannotStart(f"node {config.redis_name!r} is held by {taken.describe()}: two nsups on one node would "
+                          "trade twice; if that one is gone, its lease expires within "
+                          f"{r.lease_secs:g}s; or give this node its own [redis] name")
+    return lease
+
+
+def _give_back(lock: int, lease: Lease | None) -> None:
+    """What `_open` took, when it refuses the start after all. The lease is not released: a worker a
+    crashed nsup left may still trade; it expires, and an nsup on this state dir takes it over."""
+    if lease is not None:
+        lease.close()
+    os.close(lock)
 
 
 def _usable_dir(field: str, path: Path, group: str | None) -> None:
@@ -346,7 +369,7 @@ async def _main(config: NsupConfig, journal: Journal, console: Console, duration
     tracebacks = journal_tracebacks(journal)  # here: the records are made on this loop, whichever thread logged
     metrics, store = node.metrics, node.store
     scheduler = Scheduler(config.schedule, node.schedule_done) if config.schedule else None
-    supervisor = Supervisor(config, journal, node.carry_on_from, store, scheduler)
+    supervisor = Supervisor(config, journal, node.carry_on_from, store, scheduler, node.lease)
     if metrics is not None:
         metrics.watch(supervisor.snapshot, store.mirror)
     supervisor.on_status(lambda state, status, _: console.on_status(state, status))

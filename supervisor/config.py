@@ -216,6 +216,11 @@ def parse_config(raw: dict, source: str = "config") -> NsupConfig:
         json.dumps(config.node.params, allow_nan=False)  # the worker receives them as JSON
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: node.params: must be plain values (strings, numbers, lists, tables): {exc}") from None
+    heartbeat = config.supervisor.heartbeat_interval_secs
+    if config.redis.enabled and config.redis.lease_secs < 3 * heartbeat:
+        raise ConfigError(f"{source}: redis.lease_secs: expected at least 3 x supervisor.heartbeat_interval_secs "
+                          f"({3 * heartbeat:g}s): the worker hears of each renewal with nsup's heartbeat, and would go "
+                          "closing-only between them")
     return config
 
 

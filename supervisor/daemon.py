@@ -24,6 +24,7 @@ from supervisor.config import NsupConfig
 from supervisor.holdings import MISMATCH, SESSION_END, Holdings, differences, ended_with
 from supervisor.intent import Approval, Refused, StopRequest
 from supervisor.journal import Journal, count_fields, read_journal
+from supervisor.lease import Change, Lease
 from supervisor.lifecycle import (ABORTED, ABORTING, ANSWERING, BUILT, CREATED, FLAT, HALTING, RECOVERING, RESTARTING,
                                   RUNNING, STOPPED, STOPPING, STUCK, FlatReads, Lifecycle, Outcome, nothing_is_held)
 from supervisor.persisted_state import PersistedState, StateStore, WorkerIdentity
@@ -61,10 +62,12 @@ StatusListener = Callable[[str, p.NodeStatus, bool], None]  # lifecycle state, t
 
 class Supervisor:
     def __init__(self, config: NsupConfig, journal: Journal, carry_on_from: PersistedState | None = None,
-                 state_store: StateStore | None = None, scheduler: Scheduler | None = None):
+                 state_store: StateStore | None = None, scheduler: Scheduler | None = None, lease: Lease | None = None):
         """`carry_on_from`: what a crashed nsup left; its worker is re-attached if it still runs.
         `state_store`: where `persist` writes (default: state.json in the state dir, no mirror).
-        `scheduler`: the trading-session schedule, if configured: shown in the snapshot (and persisted)."""
+        `scheduler`: the trading-session schedule, if configured: shown in the snapshot (and persisted).
+        `lease`: the node's lease in Redis (supervisor/lease.py), taken or asked for once already;
+        None without Redis: one host, no fencing."""
         self.config = config
         self.journal = journal
         self.sd = SdNotifier.from_environment()  # before any worker is spawned: it must not inherit NOTIFY_SOCKET
@@ -94,6 +97,10 @@ class Supervisor:
         # Whether a node of this nsup may have run: a carried-on session's, unless it never got past CREATED.
         self._node_ran = carry_on_from is not None and carry_on_from.state != CREATED
         self._problems: tuple[str | None, str | None] = (None, None)  # journal's, state.json's: as last said
+        self._lease = lease
+        self._lease_taken = asyncio.Event()  # set while the lease is held: a worker is spawned or adopted only then
+        self._fenced: str | None = None  # why the lease was lost: the node runs closing-only until it is back
+        self._lease_steps: set[asyncio.Task] = set()  # what a change of the lease sent the worker (strong references)
 
     # What the outside sees ---------------------------------------------------------------------
 
@@ -109,7 +116,7 @@ class Supervisor:
             supervisor_pid=os.getpid(), supervisor_uptime_secs=round(now - self._started_at, 3),
             heartbeat_age_secs=round(now - heard, 3) if heard else None, restarts=self._restarts,
             last_transition=self._last_transition, reconciliation_mismatch=self._mismatch,
-            degraded=self._not_durable(), records_held=self.journal.held,
+            degraded=self._not_durable(), records_held=self.journal.held, lease_lost=self._fenced,
             schedule=self.scheduler.view() if self.scheduler else None,
         )
 
@@ -167,18 +174,86 @@ class Supervisor:
             self._state_store.retry()
             self._note_durability()
 
+    # The lease (supervisor/lease.py) -----------------------------------------------------------
+
+    def _keep_lease(self) -> asyncio.Task | None:
+        if self._lease is None:
+            return None
+        if self._lease.held():
+            self._lease_changed(Change(True, self._lease.token, "taken"))
+        else:
+            self.journal.record("lease_wait", key=self._lease.key, reason=(
+                "Redis could not be asked for this node's lease: no worker is spawned or adopted until it is held"))
+            self.sd.status(status_text(self.lifecycle.state, self.counts(), "waiting for this node's lease in Redis"))
+        return asyncio.ensure_future(self._lease.keep(self._lease_changed))
+
+    async def _lease_held(self) -> None:
+        """Returns once the lease is held (at once without one): a worker is spawned or adopted only then."""
+        if self._lease is not None:
+            await self._lease_taken.wait()
+
+    def _lease_changed(self, change: Change) -> None:
+        """Taken: workers may be spawned and adopted, and trading goes on as it was, unless another nsup
+        held the node meanwhile (the token says): then it stays closing-only for an operator. Lost: the
+        node goes closing-only, as an operator's pause does, and is not stopped for it."""
+        if change.held:
+            self._lease_taken.set()
+            was_fenced, self._fenced = self._fenced, None
+            reason = None
+            if was_fenced is not None and change.others_took_it:
+                self.intend_paused(True)
+                reason = ("another nsup held this node while the lease was lost (the token moved on by more than "
+                          "this take): it stays closing-only until an operator resumes it (nsupctl resume)")
+            self.journal.record("lease_taken", key=self._lease.key, token=change.token, others_took_it=change.others_took_it,
+                                reason=reason, **self.counts())
+            if was_fenced is not None and self._intended_trading_state == "ACTIVE":
+                self._lease_pause(False, "the lease is held again, and nobody else held the node meanwhile")
+            return
+        self._lease_taken.clear()
+        self._fenced = change.reason
+        self.journal.record("lease_lost", key=self._lease.key, token=change.token, reason=(
+            f"{change.reason}: the node goes closing-only, and no new worker is spawned or adopted, until the lease "
+            "is held again; nsup stops no worker for it"), **self.counts())
+        self._lease_pause(True, change.reason)
+
+    def _lease_pause(self, paused: bool, reason: str) -> None:
+        """The lease's pause or unpause of a RUNNING node, the way an operator's goes: the table, then the
+        trading state the intent now means, sent to the worker once (one that does not take it is on
+        record) and never waited on. Elsewhere the state's own work sets it: a node being started runs
+        closing-only from its first RunNode, and a stop is closing-only already."""
+        trigger = "pause" if paused else "unpause"
+        session = self._session
+        if session is None or self.lifecycle.state != RUNNING or not self._fire(trigger, actor="lease", reason=reason).ok:
+            return
+        trading_state = self._intended_trading_state
+
+        async def tell() -> None:
+            try:
+                await session.command(p.SetTradingState(trading_state), actor="lease")
+            except LinkError as exc:
+                self.journal.record("fault", reason=f"the lease's {trigger} ({trading_state}) did not reach the worker: {exc}")
+
+        step = asyncio.ensure_future(tell())
+        self._lease_steps.add(step)
+        step.add_done_callback(self._lease_steps.discard)
+
     # Entry point -------------------------------------------------------------------------------
 
     async def run(self) -> int:
         self.journal.record("supervisor_start", pid=os.getpid(), state=self.lifecycle.state, factory=self.config.node.factory)
         keepalive = asyncio.ensure_future(keep_alive(self.sd, lambda: self.lifecycle.state))
         durable = asyncio.ensure_future(self._keep_durable())
+        lease = self._keep_lease()
         try:
             code = await self._drive()
         finally:
             keepalive.cancel()
             durable.cancel()
+            if lease is not None:
+                lease.cancel()
             self._end_session()
+            if self._lease is not None and self.lifecycle.state in (STOPPED, ABORTED):
+                self._lease.release()  # no worker of ours is left: the next nsup need not wait for the expiry
         self.journal.record("supervisor_exit", code=code, state=self.lifecycle.state)
         return code
 
@@ -279,7 +354,7 @@ class Supervisor:
             return
         hold = self.config.supervisor.fail_on_reconciliation_mismatch
         try:
-            await self._session.run_node(reducing=self._stop is not None or self._paused or hold)
+            await self._session.run_node(reducing=self._stop is not None or self._intended_trading_state != "ACTIVE" or hold)
         except LinkError as exc:
             await self._failed_start(str(exc))
         self._restart_policy.worker_up()
@@ -287,7 +362,7 @@ class Supervisor:
         if self._report_reconciliation() and hold:
             self.intend_paused(True)
             logger.warning("the node stays closing-only until an operator resumes it (fail_on_reconciliation_mismatch)")
-        elif hold and self._stop is None and not self._paused:
+        elif hold and self._stop is None and self._intended_trading_state == "ACTIVE":
             await self._session.insist(p.SetTradingState("ACTIVE"))
         self._fire("run")
 
@@ -397,12 +472,14 @@ class Supervisor:
     def _new_session(self, adopt: WorkerIdentity | None = None) -> WorkerSession:
         self._end_session()
         self._session = WorkerSession(self.config, self.journal, self._heard, self._node_asks_to_stop,
-                                      self._expects_answers, adopt)
+                                      self._expects_answers, adopt, *([self._lease.fence] if self._lease else []))
         self.persist()
         return self._session
 
     async def _start_session(self) -> None:
-        """A new worker to BUILT; ended through the gate and WorkerLost raised if it cannot get there."""
+        """A new worker to BUILT, once the lease is held; ended through the gate and WorkerLost raised if
+        it cannot get there."""
+        await self._lease_held()
         try:
             session = self._new_session()
         except OSError as exc:  # e.g. no processes or memory left: a failed start, within the restart bound
@@ -455,12 +532,16 @@ class Supervisor:
         if not was.vouches_for_a_live_worker(self.config.worker_lock_path):
             self.journal.record("reattach", result="the worker died while nsup was down", state=was.state)
             raise WorkerLost(None, "the worker died while nsup was down")
+        await self._lease_held()
         session = self._new_session(adopt=was.worker)
         try:
             await session.hello()
         except LinkError as exc:  # a silent worker is not ended for its silence: the heartbeat watch alerts
             self.journal.record("fault", reason=f"the re-attached worker {session.pid} has not spoken yet ({exc})")
         self.journal.record("reattach", result="re-attached", pid=session.pid, state=was.state, **self.counts())
+        if self._lease is not None and self.lifecycle.state == RUNNING and session.answering():
+            # It went closing-only by itself when the lease it knew lapsed: trading as the operator left it.
+            await session.insist(p.SetTradingState(self._intended_trading_state))
         self.sd.reattached(self.lifecycle.state, self.counts(), resumable=self._resumable)
         if self.lifecycle.state in (CREATED, RECOVERING):  # it never reached RUNNING: BUILT runs it
             self._fire("build")
@@ -500,7 +581,8 @@ class Supervisor:
 
     @property
     def _intended_trading_state(self) -> str:
-        return "REDUCING" if self._paused else "ACTIVE"
+        """Closing-only while an operator has paused the node, or its lease is lost."""
+        return "REDUCING" if self._paused or self._fenced is not None else "ACTIVE"
 
     # What operators (and signals) may ask of it: commands (control/commands/) do the rest ---------
 

@@ -16,6 +16,7 @@ Exposed (all read at scrape time, from what the journal and the worker's statuse
     nsup_journal_degraded                1 while the journal or state.json cannot be written, else 0
     nsup_journal_records_held            journal records held in memory until the disk takes them
     nsup_in_session                      1 during the trading session, 0 outside it (only with [schedule])
+    nsup_lease_lost                      1 while the node's lease is lost and it runs closing-only (only with [redis])
 
 Everything but the transitions is read from nsup's snapshot when scraped. A value not known yet (no
 status, no heartbeat) is left out rather than reported as zero: zero open positions is a claim nsup
@@ -134,8 +135,8 @@ class Metrics:
 
         with self._lock:
             transitions = dict(self._transitions)
-        if self.snapshot is not None:
-            snap = self.snapshot()
+        snap = self.snapshot() if self.snapshot is not None else None
+        if snap is not None:
             yield _one_hot("nsup_lifecycle_state", "1 for nsup's lifecycle state, 0 for the others", "state", STATES,
                            snap.state)
             if snap.node is not None:
@@ -172,6 +173,9 @@ class Metrics:
                                         value=1.0 if mirror.reachable else 0.0)
             yield CounterMetricFamily("nsup_redis_records_shipped", "Journal records this nsup put in the Redis stream",
                                       value=mirror.shipped)
+            if snap is not None:  # with Redis, the node has a lease (supervisor/lease.py)
+                yield GaugeMetricFamily("nsup_lease_lost", "1 while the node's lease is lost (closing-only), else 0",
+                                        value=1.0 if snap.lease_lost else 0.0)
         family = CounterMetricFamily("nsup_transitions", "Lifecycle transitions since nsup started",
                                      labels=["source", "dest"])
         for (source, dest), n in sorted(transitions.items()):

@@ -17,6 +17,7 @@ from pathlib import Path
 from supervisor.config import ConfigError, NsupConfig, load_config
 from supervisor.journal import read_journal
 from supervisor.persisted_state import worker_lock_held
+from supervisor.lease import HeldBy, Holder, decode_holder, lease_keys
 from supervisor.redis_mirror import connect, redacted, redis_errors
 from supervisor.schedule import ahead, starts_after_flatten, wall_clock
 
@@ -154,6 +155,8 @@ def _redis(config: NsupConfig) -> Check:
     try:
         client = connect(section.url, section.timeout_secs)
         client.ping()
+        answered_ms = (time.monotonic() - started) * 1000
+        lease = client.pipeline(transaction=False).get(lease_keys(config.redis_name)[0]).pttl(lease_keys(config.redis_name)[0]).execute()
     except (*redis_errors(), ValueError) as exc:
         cache = "; and the node's cache is kept there, so the node cannot build" if section.node_cache else ""
         return Check("redis", "FAIL" if section.node_cache else "WARN",
@@ -162,8 +165,12 @@ def _redis(config: NsupConfig) -> Check:
     finally:
         if client is not None:
             client.close()
-    return Check("redis", "PASS", f"{redacted(section.url)} answers in {(time.monotonic() - started) * 1000:.1f} ms "
-                 f"(node {config.redis_name!r})")
+    holder = decode_holder(lease[0])
+    if lease[0] is not None and (holder is None or not holder.is_on_the_state_dir_of(Holder.me(config.supervisor.state_path))):
+        return Check("redis", "FAIL", f"node {config.redis_name!r} is held by {HeldBy(holder, lease[1]).describe()}: nsup "
+                                      "would refuse to start (two nsups on one node would trade twice)")
+    held = f"; its lease is this state dir's nsup's (pid {holder.pid})" if holder else "; its lease is free"
+    return Check("redis", "PASS", f"{redacted(section.url)} answers in {answered_ms:.1f} ms (node {config.redis_name!r}{held})")
 
 
 def _schedule(config: NsupConfig) -> list[Check]:

@@ -151,13 +151,30 @@ class StopNode(msgspec.Struct, frozen=True, tag="stop"):
 Command = GetStatus | RunNode | SetTradingState | MarketExit | CheckVenues | CloseAll | Reconcile | StopNode
 
 
+def opens_trading(command: Command) -> bool:
+    """The commands that let the node open new risk: running it, and ACTIVE. Everything else only
+    reads, closes or stops."""
+    return isinstance(command, RunNode) or (isinstance(command, SetTradingState) and command.trading_state == "ACTIVE")
+
+
 class Request(msgspec.Struct, frozen=True, tag="request"):
     request_id: int
     command: Command
+    # The lease's fencing token of the nsup that sent it (supervisor/lease.py): the worker refuses a
+    # command whose token is older than the newest it has seen. 0: no lease (no Redis), no fencing.
+    fence: int = 0
+    # Until when that nsup may act as the lease's holder, on CLOCK_MONOTONIC, which nsup and its worker
+    # share (one host): past it the worker goes closing-only by itself, and opens nothing on this
+    # command's word. 0: no lease.
+    lease_until: float = 0.0
 
 
 class Ping(msgspec.Struct, frozen=True, tag="ping"):
-    """nsup's heartbeat to the worker, so that the worker knows when its supervisor is gone."""
+    """nsup's heartbeat to the worker, so that the worker knows when its supervisor is gone; it
+    carries the fencing token too, so that the worker learns of a newer holder at once."""
+
+    fence: int = 0
+    lease_until: float = 0.0
 
 
 # Worker -> supervisor.
@@ -209,6 +226,7 @@ class ErrorCode(enum.IntEnum):
     BAD_FRAME = 1  # not JSON, not an object, wrong types, too large
     UNKNOWN_COMMAND = 2
     NODE_ERROR = 3  # the node raised or refused
+    FENCED = 4  # the command's fencing token is older than one the worker has seen: another nsup holds the node
 
 
 class Reply(msgspec.Struct, frozen=True, tag="reply"):

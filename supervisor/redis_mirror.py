@@ -8,6 +8,8 @@ so that a desk reads a fleet of nodes in one place (`nsupctl --redis URL nodes`)
     node_cache = false                             # also keep the node's NautilusTrader cache in this Redis
     stream_max_records = 1000000                   # the stream is trimmed (approximately) past this
     drain_secs = 2.0                               # at exit, the most nsup spends shipping what is left
+    lease_secs = 10.0                              # the node's lease (supervisor/lease.py) expires this long
+                                                   # after its last renewal; renewed every third of it
 
 Redis is never in the lifecycle's path. The journal file is the outbox: `Journal.record` writes and
 fsyncs the file and returns, and this thread ships each record under the record's own id. Stream
@@ -45,14 +47,13 @@ import msgspec
 from loguru import logger
 
 from supervisor.journal import parse_id
-from supervisor.persisted_state import PersistedState, WorkerIdentity
+from supervisor.persisted_state import PersistedState
 from supervisor.persisted_state import decode as decode_state
 
 PREFIX = "nsup"
 NODES_KEY = f"{PREFIX}:nodes"
 BATCH_RECORDS = 500
 IDLE_WAKE_SECS = 5.0  # ships at least this often even if nobody wakes the thread
-LIVE_STATUS_SECS = 10.0  # a status younger than this (or 5 heartbeats) means an nsup is at work
 BACKOFF_SECS, BACKOFF_MAX_SECS = 0.1, 5.0
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
@@ -79,6 +80,7 @@ class RedisSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     node_cache: bool = False
     stream_max_records: Annotated[int, msgspec.Meta(ge=1000, le=1_000_000_000)] = 1_000_000
     drain_secs: Annotated[float, msgspec.Meta(ge=0, le=60)] = 2.0
+    lease_secs: Annotated[float, msgspec.Meta(ge=1, le=300)] = 10.0
 
     def __post_init__(self):
         if self.url is None:
@@ -169,7 +171,6 @@ class RedisMirror:
         self.reason = ""  # why it is unreachable
         self.shipped = 0  # records this mirror put in the stream
         self.stream_end: tuple[int, int] = (0, 0)  # the stream's last id when nsup started: new ids go above it
-        self._status_at_start: dict | None = None
         self._wake, self._closing = threading.Event(), threading.Event()
         self._lock = threading.Lock()  # guards the pending snapshots
         self._pending_state: PersistedState | None = None
@@ -192,12 +193,12 @@ class RedisMirror:
     def load_state(self) -> PersistedState | None:
         """The copy of the persisted state in Redis; None if there is none or Redis does not answer.
         Also notes where the stream ends (so that this session's journal ids follow it, even from a
-        fresh state dir on a host whose clock is behind) and the node's last live status."""
+        fresh state dir on a host whose clock is behind)."""
         client = None
         try:
             client = connect(self.section.url, self.section.timeout_secs)
             pipe = client.pipeline(transaction=False)
-            raw, status, top = pipe.get(self.keys.state).get(self.keys.status).xrevrange(self.keys.journal, count=1).execute()
+            raw, top = pipe.get(self.keys.state).xrevrange(self.keys.journal, count=1).execute()
         except redis_errors() as exc:
             self._set_reachable(False, _reason(exc))
             return None
@@ -205,35 +206,12 @@ class RedisMirror:
             if client is not None:
                 client.close()
         self.stream_end = parse_id(top[0][0].decode()) if top else (0, 0)
-        try:
-            self._status_at_start = msgspec.json.decode(status) if status else None
-        except msgspec.DecodeError:
-            self._status_at_start = None
         if raw is None:
             return None
         try:
             return decode_state(raw)
         except msgspec.MsgspecError as exc:
             raise ValueError(f"the state in Redis ({self.keys.state}) is damaged: {exc}") from None
-
-    def live_elsewhere(self, heartbeat_secs: float) -> str | None:
-        """Why not to start, if this node's status in Redis says another nsup is supervising it right
-        now (another host, or another live process here): two nsups on one node trade twice."""
-        status = self._status_at_start
-        if not status or status.get("state") in ("STOPPED", "ABORTED") or "updated_at" not in status:
-            return None
-        try:
-            age = (datetime.now(timezone.utc) - datetime.fromisoformat(status["updated_at"])).total_seconds()
-        except (TypeError, ValueError):
-            return None
-        if age > max(LIVE_STATUS_SECS, 5 * heartbeat_secs):
-            return None
-        pid, host = status.get("supervisor_pid"), status.get("host")
-        if host == socket.gethostname() and (not isinstance(pid, int) or pid == os.getpid() or WorkerIdentity.of(pid) is None):
-            return None  # our own earlier nsup, gone
-        return (f"node {self.keys.name!r} is supervised right now by nsup pid {pid} on {host} (its status in Redis is "
-                f"{age:.1f}s old, {status.get('state')}): two nsups on one node would trade twice; if that one is "
-                "gone, wait a few seconds, or give this node its own [redis] name")
 
     def follow(self, held: Callable[[], list[tuple[str, bytes]]]) -> None:
         """Ship the records `held()` lists too (a Journal's held_lines): those its disk did not take."""

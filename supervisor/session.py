@@ -63,11 +63,12 @@ def _disagreement(status: p.NodeStatus) -> str | None:
 
 class WorkerSession:
     def __init__(self, config: NsupConfig, journal: Journal, on_status: StatusListener, on_stop_request: StopListener,
-                 watching: Callable[[], bool], adopt: WorkerIdentity | None = None):
+                 watching: Callable[[], bool], adopt: WorkerIdentity | None = None,
+                 fence: Callable[[], tuple[int, float]] = lambda: (0, 0.0)):
         """Spawns a worker, or with `adopt` takes the worker of an nsup that crashed (its identity
         verified): that one reconnects to the link it was spawned with, and its first heartbeat
         (carrying its pid) stands for a hello. `watching()`: whether silence is a hang now (the
-        lifecycle expects the worker to answer)."""
+        lifecycle expects the worker to answer). `fence()`: the lease's token and deadline, on every command."""
         s = config.supervisor
         self._config = config
         self._journal = journal
@@ -75,7 +76,7 @@ class WorkerSession:
         self._on_stop_request = on_stop_request
         self._watching = watching
         endpoint = adopt.link_endpoint if adopt else f"ipc://{s.run_path / f'worker-{secrets.token_hex(3)}.sock'}"
-        self.link = WorkerLink(endpoint, self._said, self._heard, adopt_pid=adopt.pid if adopt else None)
+        self.link = WorkerLink(endpoint, self._said, self._heard, adopt_pid=adopt.pid if adopt else None, fence=fence)
         self._log_from = log_size(self.log_path)
         self.process = WorkerProcess.attach(adopt.pid) if adopt else self._spawn()
         self.identity = adopt or WorkerIdentity.of(self.process.pid)

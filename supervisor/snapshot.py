@@ -35,6 +35,7 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     degraded: str | None = None  # what of nsup's record (journal, state.json) cannot be written now, and why
     records_held: int = 0  # journal records held in memory until the disk takes them
     schedule: ScheduleView | None = None  # the trading-session schedule, if configured
+    lease_lost: str | None = None  # why the node's lease (supervisor/lease.py) is lost: closing-only until it is back
 
     def count_fields(self) -> dict:
         """positions_open, orders_inflight, orders_open: as the journal and systemd's STATUS carry them."""
@@ -67,6 +68,7 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
             "heartbeat_age_secs": self.heartbeat_age_secs,
             "restarts": self.restarts,
             "paused": self.paused,
+            "lease_lost": self.lease_lost,
             "shutdown_requested": self.stop is not None,
             "stop": self.stop,
             "last_transition": self.last_transition,

@@ -35,13 +35,16 @@ class WorkerRefused(LinkError):
 
 class WorkerLink:
     def __init__(self, endpoint: str, on_said: Callable[[p.Said], None],
-                 on_status: Callable[[p.NodeStatus, bool], None], adopt_pid: int | None = None):
+                 on_status: Callable[[p.NodeStatus, bool], None], adopt_pid: int | None = None,
+                 fence: Callable[[], tuple[int, float]] = lambda: (0, 0.0)):
         """`on_said(message)` hears what the worker says unasked (a notice, a stop it asks for, a
         component's change of state);
         `on_status(status, is_heartbeat)` hears every status: heartbeats and replies alike.
         `adopt_pid`: the worker of an earlier nsup, whose first heartbeat (carrying this pid) stands
-        for a hello; None for a new worker, which says hello first."""
+        for a hello; None for a new worker, which says hello first. `fence()`: the lease's token and
+        deadline that every request and ping carries (supervisor/lease.py; 0s without a lease)."""
         self.endpoint = endpoint
+        self._fence = fence
         self._on_said = on_said
         self._on_status = on_status
         self._socket = zmq.asyncio.Context.instance().socket(zmq.ROUTER)
@@ -69,7 +72,7 @@ class WorkerLink:
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (tag, future)
         try:
-            await self._socket.send_multipart([self._worker_identity, p.encode(p.Request(request_id, command))])
+            await self._socket.send_multipart([self._worker_identity, p.encode(p.Request(request_id, command, *self._fence()))])
             reply = await asyncio.wait_for(future, timeout)
         except (TimeoutError, zmq.ZMQError) as exc:
             raise NoAnswer(f"{tag}: no reply within {timeout:g}s ({type(exc).__name__})") from None
@@ -83,7 +86,7 @@ class WorkerLink:
         """nsup's side of the heartbeat (Paranoid Pirate: both ways); nothing if no worker is known."""
         if self._worker_identity is not None:
             try:
-                await self._socket.send_multipart([self._worker_identity, p.encode(p.Ping())])
+                await self._socket.send_multipart([self._worker_identity, p.encode(p.Ping(*self._fence()))])
             except zmq.ZMQError:
                 pass  # the worker is gone: its exit is seen through the pidfd
 

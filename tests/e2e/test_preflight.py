@@ -6,8 +6,10 @@ import subprocess
 import sys
 import time
 
+import msgspec
 import pytest
 
+from supervisor.lease import Holder, lease_keys
 from tests.e2e.conftest import REPO
 from tests.e2e.test_nsupctl import nsupctl, stuck
 
@@ -79,6 +81,13 @@ def test_redis_is_checked_and_an_unreachable_one_fails_a_node_cache_there(tmp_pa
     assert good.returncode == 0, good.stdout + good.stderr
     assert outcome(good, "redis").startswith("PASS") and "answers in" in outcome(good, "redis")
     assert outcome(good, "node").startswith("PASS")  # built with its cache in this Redis
+    assert "its lease is free" in outcome(good, "redis")
+    elsewhere = Holder(host="other-host", boot_id="b", state_dir="/var/lib/nsup/s", pid=7, start_id="x", token=4)
+    redis_server.client().set(lease_keys("s")[0], msgspec.json.encode(elsewhere), px=60_000)
+    held = preflight(config, "--strict", "--stop-timeout-secs", "300")
+    assert held.returncode == 1 and outcome(held, "redis").startswith(
+        "FAIL redis         node 's' is held by nsup pid 7 on other-host (/var/lib/nsup/s), token 4, until 20"), held.stdout
+    redis_server.client().delete(lease_keys("s")[0])
 
     redis_server.pause()  # accepts connections and answers nothing
     try:

@@ -183,19 +183,6 @@ def test_the_node_cache_in_redis_outlives_a_kill_9_and_its_positions_are_flatten
     assert_guard_held(run)
 
 
-def test_a_second_nsup_on_a_node_name_that_is_live_elsewhere_is_refused(nsup_run, redis_server):
-    first = nsup_run({}, {}, redis=redis_section(redis_server, name="shared"))
-    first.wait_for_state("RUNNING")
-    wait(lambda: redis_server.client().get(Keys("shared").status), what="the first node's status in Redis")
-    second = nsup_run({}, {}, redis=redis_section(redis_server, name="shared"))  # another state dir, same name
-    assert second.exit_code() == 2
-    said = " ".join(line for line in second.log_lines if isinstance(line, str))
-    assert "supervised right now by nsup pid" in said and "own [redis] name" in said, said
-    assert second.records("worker_spawned") == []
-    first.signal(signal.SIGTERM)
-    assert first.exit_code() == 0
-
-
 def test_a_new_nsup_on_a_lost_state_dir_reattaches_to_the_live_worker_from_redis(nsup_run, redis_server):
     """nsup killed and its state dir wiped while the worker trades on: the copy in Redis vouches for
     the worker (same boot, this node's lock file), so the new nsup adopts it instead of refusing."""

@@ -1,7 +1,8 @@
 """The worker's own last line of defence, end to end: a real worker process (real TradingNode, the
 paper venue in its own process) driven over real ZeroMQ by a bare ROUTER that speaks
 supervisor.protocol, standing in for an nsup whose gate has failed. The worker must refuse a
-StopNode that requires flat while it holds positions, and stop only on an approved one."""
+StopNode that requires flat while it holds positions, and stop only on an approved one; and refuse
+every command of an nsup whose lease token is older than one it has seen (supervisor/lease.py)."""
 
 from __future__ import annotations
 
@@ -56,9 +57,9 @@ class BareSupervisor:
                 return identity, message
         raise AssertionError(f"no {kind.__name__} from the worker within {timeout}s (log: {self.dir / 'worker.log'})")
 
-    def request(self, command: p.Command, timeout: float = 10.0) -> p.Reply:
+    def request(self, command: p.Command, timeout: float = 10.0, fence: int = 0, lease_until: float = 0.0) -> p.Reply:
         request_id = next(self.ids)
-        self.router.send_multipart([self.identity, p.encode(p.Request(request_id, command))])
+        self.router.send_multipart([self.identity, p.encode(p.Request(request_id, command, fence, lease_until))])
         return self.receive(p.Reply, timeout, request_id)[1]
 
     def wait_for_positions(self, timeout: float = 20.0) -> p.NodeStatus:
@@ -99,3 +100,31 @@ def test_the_worker_refuses_a_stop_requiring_flat_while_it_holds_positions(bare)
     approved = bare.request(p.StopNode(require_flat=False))  # an operator's approval stands behind this one
     assert approved.ok
     assert bare.process.wait(timeout=30) == 0
+
+
+def test_the_worker_refuses_every_command_of_an_nsup_with_an_older_lease_token(bare):
+    """The stale nsup is the one whose lease lapsed (a partition, a pause) and came back with its old
+    token after a newer holder reached this worker: whatever it asks is refused, with why, and the node
+    trades on as the newer holder left it. And with no word of a renewal by the lease's deadline (on
+    CLOCK_MONOTONIC, which the worker shares with nsup), the worker goes closing-only by itself."""
+    assert bare.request(p.RunNode(30.0), timeout=40, fence=1, lease_until=time.monotonic() + 60).ok
+    bare.wait_for_positions()
+    assert bare.request(p.SetTradingState("REDUCING"), fence=2, lease_until=time.monotonic() + 60).ok  # the newer holder
+    for stale in (p.SetTradingState("ACTIVE"), p.StopNode(require_flat=False), p.MarketExit(), p.GetStatus()):
+        refused = bare.request(stale, fence=1, lease_until=time.monotonic() + 60)
+        assert not refused.ok and refused.code == p.ErrorCode.FENCED, stale
+        assert refused.error.startswith("fenced: the command carries lease token 1, older than 2"), refused.error
+        assert refused.status.trading_state == "REDUCING" and refused.status.counts.positions_open > 0
+    late = bare.request(p.SetTradingState("ACTIVE"), fence=2, lease_until=time.monotonic() - 0.1)  # delayed past its lease
+    assert late.code == p.ErrorCode.FENCED and "expired" in late.error and late.status.trading_state == "REDUCING"
+
+    bare.router.send_multipart([bare.identity, p.encode(p.Ping(3, time.monotonic() + 0.8))])  # a ping carries them too
+    time.sleep(0.2)
+    assert bare.request(p.GetStatus(), fence=2).code == p.ErrorCode.FENCED
+    assert bare.request(p.SetTradingState("ACTIVE"), fence=3).status.trading_state == "ACTIVE"
+    time.sleep(1.0)  # past the deadline, no renewal heard
+    assert bare.request(p.GetStatus(), fence=3).status.trading_state == "REDUCING"
+    assert bare.process.poll() is None, "a lapsed lease stops nothing"
+    assert bare.request(p.StopNode(require_flat=False), fence=0).code == p.ErrorCode.FENCED, "no token is the oldest"
+    log = (bare.dir / "worker.log").read_text()
+    assert "lease token 3 now (was 2)" in log and "expired with no word of a renewal" in log

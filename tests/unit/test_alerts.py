@@ -318,7 +318,7 @@ def test_the_config_section():
     assert set(AlertsSection().kinds) == {"transition", "fault", "refusal", "approval", "halt_stuck", "hung",
                                           "hung_with_exposure", "venue_disagrees", "health", "redis",
                                           "reconciliation_mismatch", "venue_check_unavailable", "journal_degraded",
-                                          "journal_replaced", "state_not_durable", "component_state"}
+                                          "journal_replaced", "state_not_durable", "component_state", "lease_lost"}
     for bad, says in [
         ({"webhook_url": "ftp://x"}, "webhook_url"),
         ({"command": "pager 'unclosed"}, "cannot be split"),

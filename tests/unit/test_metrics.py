@@ -108,6 +108,9 @@ def test_values_are_read_at_scrape_time(metrics):
     assert one_hot(samples, "nsup_lifecycle_state", "state")["RECOVERING"] == 1.0  # e.g. re-attached: no transition seen
     assert samples[("nsup_positions_open", ())] == 1
     assert samples[("nsup_redis_up", ())] == 0.0 and samples[("nsup_redis_records_shipped_total", ())] == 7
+    assert samples[("nsup_lease_lost", ())] == 0.0
+    nsup.fields.update(lease_lost="Redis did not answer before the lease expired")
+    assert scrape(m)[("nsup_lease_lost", ())] == 1.0
     nsup.fields.update(node=status(positions=0, trading_state="HALTED"))
     samples = scrape(m)
     assert samples[("nsup_positions_open", ())] == 0

@@ -283,3 +283,19 @@ def test_is_flat():
     assert not status(open_=1).is_flat()
     assert not status(exiting=True).is_flat()
     assert status(trading_state="ACTIVE").is_flat()  # one read: counts and exiting only
+
+
+def test_every_request_and_ping_carries_the_lease_token_and_deadline_and_older_frames_mean_no_lease():
+    request = p.Request(7, p.SetTradingState("ACTIVE"), fence=3, lease_until=1234.5)
+    assert p.decode_from_supervisor(p.encode(request)) == request
+    assert p.decode_from_supervisor(p.encode(p.Ping(3, 1234.5))) == p.Ping(3, 1234.5)
+    bare = p.decode_from_supervisor(b'{"type":"request","request_id":1,"command":{"type":"status"}}')
+    assert (bare.fence, bare.lease_until) == (0, 0.0), "an nsup without a lease: no fencing"
+    assert p.decode_from_supervisor(b'{"type":"ping"}') == p.Ping(0, 0.0)
+
+
+def test_only_running_the_node_and_active_open_trading():
+    opening = [p.RunNode(30.0), p.SetTradingState("ACTIVE")]
+    others = [p.SetTradingState("REDUCING"), p.SetTradingState("HALTED"), p.MarketExit(), p.CloseAll(), p.StopNode(),
+              p.GetStatus(), p.CheckVenues(), p.Reconcile()]
+    assert all(p.opens_trading(c) for c in opening) and not any(p.opens_trading(c) for c in others)

@@ -297,24 +297,6 @@ def test_a_newer_copy_about_another_node_is_refused(redis_server, tmp_path, jour
     assert same.load().state == "RUNNING"
 
 
-def test_a_live_status_from_another_nsup_refuses_a_second_one(redis_server, journal_path):
-    from datetime import datetime, timezone
-
-    client = redis_server.client()
-    now = datetime.now(timezone.utc).isoformat()
-    client.set(Keys("n1").status, msgspec.json.encode({"state": "RUNNING", "host": "other-host", "supervisor_pid": 1, "updated_at": now}))
-    mirror = RedisMirror(section(redis_server.url), "n1", journal_path)
-    mirror.load_state()
-    assert "supervised right now by nsup pid 1 on other-host" in mirror.live_elsewhere(1.0)
-    client.set(Keys("n1").status, msgspec.json.encode({"state": "STOPPED", "host": "other-host", "supervisor_pid": 1, "updated_at": now}))
-    mirror.load_state()
-    assert mirror.live_elsewhere(1.0) is None
-    old = "2020-01-01T00:00:00+00:00"
-    client.set(Keys("n1").status, msgspec.json.encode({"state": "RUNNING", "host": "other-host", "supervisor_pid": 1, "updated_at": old}))
-    mirror.load_state()
-    assert mirror.live_elsewhere(1.0) is None
-
-
 def test_a_damaged_local_state_gives_way_to_the_copy_in_redis_and_without_one_is_an_error(redis_server, tmp_path, journal_path):
     local_path = tmp_path / "state.json"
     local_path.write_bytes(b'{"state": "RUNN')

@@ -31,6 +31,8 @@ class StatusCommand(Command):
             lines.append(f"components     {components(data)}")
         if data.get("degraded"):  # the journal or state.json cannot be written: nsup supervises on, and says so
             lines.append(f"degraded       {data['degraded'].removeprefix('degraded: ')}")
+        if data.get("lease_lost"):  # with Redis: the node runs closing-only until its lease is held again
+            lines.append(f"lease lost     {data['lease_lost']}; closing-only until it is held again")
         if data.get("worker_log"):
             lines.append(f"worker.log     not written: {data['worker_log']}")
         if schedule := data.get("schedule"):
