@@ -489,7 +489,7 @@ class Supervisor:
         except LinkError as exc:
             await self._failed_start(str(exc))
         self._trader_id = hello.trader_id
-        self.persist()  # the identity read again, now that the worker provably runs our code
+        self.persist()  # with its trader id
         self.journal.record("worker_hello", pid=hello.pid, trader_id=hello.trader_id)
         self._fire("build")
 

@@ -79,7 +79,7 @@ class WorkerSession:
         self.link = WorkerLink(endpoint, self._said, self._heard, adopt_pid=adopt.pid if adopt else None, fence=fence)
         self._log_from = log_size(self.log_path)
         self.process = WorkerProcess.attach(adopt.pid) if adopt else self._spawn()
-        self.identity = adopt or WorkerIdentity.of(self.process.pid)
+        self.identity = adopt or WorkerIdentity.of(self.process.pid, self.process.argv)
         self.gate = StopGate(self.process, self.link, journal, self.answer_timeout)
         self.started_at = time.monotonic()
         self.trader_id: str | None = None
@@ -152,8 +152,6 @@ class WorkerSession:
         if hello.version != p.PROTOCOL_VERSION:
             raise LinkError(f"the worker speaks protocol {hello.version}, nsup speaks {p.PROTOCOL_VERSION}")
         self.trader_id = hello.trader_id or self.trader_id
-        # Read again now that the worker runs our code: the record a restarted nsup trusts is this one.
-        self.identity = WorkerIdentity.of(self.pid) or self.identity
         return hello
 
     async def run_node(self, reducing: bool) -> None:

@@ -18,6 +18,7 @@ class WorkerProcess:
     def __init__(self, pid: int, popen: subprocess.Popen | None = None):
         self._popen = popen  # None for a worker re-attached after a supervisor restart: not our child
         self.pid = pid
+        self.argv: list[str] | None = list(popen.args) if popen is not None else None  # what it was exec'd with
         self.pidfd = os.pidfd_open(pid)
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[int | None] = loop.create_future()  # None: the code is not ours to know

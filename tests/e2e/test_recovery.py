@@ -9,6 +9,8 @@ import signal
 import pytest
 
 from supervisor.daemon import EXIT_ABORTED
+from supervisor.persisted_state import load
+from tests.e2e.conftest import pid_alive
 from tests.e2e.test_paper_venue import ALWAYS_IN, drill, node_book, on_venue, trading_on, venue, venue_book  # noqa: F401
 
 pytestmark = pytest.mark.e2e
@@ -96,6 +98,28 @@ def test_nsup_killed_while_running_is_replaced_and_reattaches(nsup_run, venue):
     run.signal(signal.SIGTERM)
     assert run.exit_code() == 0
     assert venue_book(venue) == {}
+    assert_guard_held(run)
+
+
+def test_nsup_killed_before_its_worker_said_hello_reattaches_to_it(nsup_run, venue):
+    """The worker on record from its spawn is the process nsup exec'd, although /proc may not show its
+    command line yet then: the next nsup knows it for its own (it neither judges it dead and starts a
+    second one, nor refuses to start beside a stranger), runs it, and the stop ends it."""
+    run = nsup_run(on_venue(venue, **ALWAYS_IN), FAST_RESTARTS)
+    worker = run.wait_for(lambda: (state := load(run.state_dir / "state.json")) and state.worker and state.worker.pid,
+                          what="the worker spawned, and on record")
+    run.process.kill()  # while the worker still builds its node (seconds)
+    run.process.wait()
+    assert worker == run.worker_pid
+    assert not run.records("worker_hello"), "the scenario missed its window: the worker said hello first"
+
+    run.start()
+    run.wait_for(lambda: [r for r in run.records("reattach") if r["result"] == "re-attached"], what="re-attached")
+    assert run.records("reattach")[-1]["pid"] == worker and len(run.records("worker_spawned")) == 1
+    run.wait_for_positions(2)
+    run.signal(signal.SIGTERM)
+    assert run.exit_code() == 0
+    assert venue_book(venue) == {} and not pid_alive(worker)
     assert_guard_held(run)
 
 

@@ -18,7 +18,9 @@ RunNode) learns everything the venue holds.
 The `Referee` checks the guard the instant nsup acts, from the journal as nsup wrote it and from the
 simulation's ground truth (see `Referee`), and records each violation with a category.
 Timing knobs only (no logic) are turned down while patched: the answer timeout, the wait for a
-stopped worker's exit before it is killed, and the supervisor's log output.
+stopped worker's exit before it is killed, and the supervisor's log output. And /proc shows every new
+worker as the kernel can show a child whose exec is not finished when Popen returns (a quarter of
+spawns on a loaded 2-core machine): no command line yet, until nsup's spawn has returned to the loop.
 """
 
 from __future__ import annotations
@@ -555,6 +557,7 @@ class World:
         self.op_tasks: set[asyncio.Task] = set()
         self.op_errors: list[BaseException] = []
         self._call_ids = 0
+        self.mid_exec: set[int] = set()  # pids whose /proc/<pid>/cmdline still reads empty
 
     # Patching ----------------------------------------------------------------------------------
 
@@ -566,6 +569,7 @@ class World:
         real_signal = signal.pidfd_send_signal
         real_timeout, real_abort_kill = session.WORKER_EXIT_TIMEOUT_SECS, daemon.ABORT_KILL_AFTER_SECS
         real_answer = session.WorkerSession.__dict__["answer_timeout"]
+        real_read_bytes = Path.read_bytes
 
         def spawn(cls, args: list[str], log_path: Path, spec: bytes = b"") -> WorkerProcess:
             return world._spawn_sim(cls, args)
@@ -574,6 +578,11 @@ class World:
             process = real_attach.__func__(cls, pid)
             world.processes.append(process)
             return process
+
+        def read_bytes(path: Path) -> bytes:
+            if path.name == "cmdline" and path.parent.name.isdigit() and int(path.parent.name) in world.mid_exec:
+                return b""  # the exec is past its point of no return, the new program's argv not yet in place
+            return real_read_bytes(path)
 
         def pidfd_send_signal(pidfd, sig, *args):
             pid = _pid_of_pidfd(pidfd)
@@ -585,12 +594,14 @@ class World:
         signal.pidfd_send_signal = pidfd_send_signal
         session.WORKER_EXIT_TIMEOUT_SECS = daemon.ABORT_KILL_AFTER_SECS = WORKER_EXIT_TIMEOUT_SECS
         session.WorkerSession.answer_timeout = property(lambda self: ANSWER_TIMEOUT_SECS)
+        Path.read_bytes = read_bytes
         logger.disable("supervisor")
         try:
             with self.disk.installed():
                 yield
         finally:
             logger.enable("supervisor")
+            Path.read_bytes = real_read_bytes
             session.WorkerSession.answer_timeout = real_answer
             session.WORKER_EXIT_TIMEOUT_SECS, daemon.ABORT_KILL_AFTER_SECS = real_timeout, real_abort_kill
             signal.pidfd_send_signal = real_signal
@@ -602,6 +613,8 @@ class World:
         heartbeat = float(args[args.index("--heartbeat-secs") + 1])
         popen = subprocess.Popen([*CHILD_ARGV, "sim-worker", *args], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        self.mid_exec.add(popen.pid)
+        self.loop.call_soon(self.mid_exec.discard, popen.pid)  # its exec finishes while nsup goes on
         process = cls(popen.pid, popen)
         self.processes.append(process)
         now = self.sup.snapshot()
