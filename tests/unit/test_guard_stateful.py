@@ -626,7 +626,7 @@ def test_a_stop_is_not_lost_behind_a_queued_resume(stop_by):
     assert m.world.session_ends[-1] == STOPPED
 
 
-# A worker is being replaced (its node takes 0.3 s to build) when nsup crashes; the new worker hangs
+# A worker is being replaced (its node takes 0.5 s to build) when nsup crashes; the new worker hangs
 # before it has said anything. The next nsup must not die of the silence. (Found by the random test.)
 def test_a_silent_reattached_worker_does_not_crash_nsup():
     m = play(setup(exposure=0), ("slow_start", {"delay": 0.5}), ("crash_worker", {"how": "kill", "pause": 0.0}),
