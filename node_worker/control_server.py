@@ -168,17 +168,23 @@ class ControlServer:
             self.notice(f"lease token {fence} now (was {self._fence}): commands with an older token are refused")
         if fence > self._fence or lease_until > self._lease_until:
             self._fence, self._lease_until = fence, lease_until
-            if self._lease_timer is not None:
-                self._lease_timer.cancel()
-            if lease_until:
-                self._lease_timer = asyncio.get_running_loop().call_later(
-                    max(0.0, lease_until - time.monotonic()), self._lease_expired)
+            self._arm_lease_timer()
+
+    def _arm_lease_timer(self) -> None:
+        if self._lease_timer is not None:
+            self._lease_timer.cancel()
+        if self._lease_until:
+            self._lease_timer = asyncio.get_running_loop().call_later(
+                max(0.0, self._lease_until - time.monotonic()), self._lease_expired)
 
     def _lease_expired(self) -> None:
         """No word of a renewal by the deadline: nsup's lease may be another's by now (nsup frozen, cut off
         from Redis), so nothing new opens here until nsup, holding the lease again, says ACTIVE."""
+        if time.monotonic() < self._lease_until:  # the loop's timers may fire early (uvloop's are whole ms)
+            self._arm_lease_timer()
+            return
         risk_engine = self._node.kernel.risk_engine
-        if time.monotonic() >= self._lease_until and risk_engine.trading_state == TradingState.ACTIVE:
+        if risk_engine.trading_state == TradingState.ACTIVE:
             risk_engine.set_trading_state(TradingState.REDUCING)
             self.notice(f"nsup's lease (token {self._fence}) expired with no word of a renewal: trading state set to "
                         "REDUCING (closing orders only) until nsup, holding the lease again, says otherwise")

@@ -26,7 +26,7 @@ from supervisor.intent import Approval, Refused, StopRequest
 from supervisor.journal import Journal, count_fields, read_journal
 from supervisor.lease import Change, Lease
 from supervisor.lifecycle import (ABORTED, ABORTING, ANSWERING, BUILT, CREATED, FLAT, HALTING, RECOVERING, RESTARTING,
-                                  RUNNING, STOPPED, STOPPING, STUCK, FlatReads, Lifecycle, Outcome, nothing_is_held)
+                                  RUNNING, STOPPED, STOPPING, STUCK, TERMINAL, FlatReads, Lifecycle, Outcome, nothing_is_held)
 from supervisor.persisted_state import PersistedState, StateStore, WorkerIdentity
 from supervisor.restart_policy import RestartPolicy
 from supervisor.scheduler import Scheduler
@@ -252,13 +252,13 @@ class Supervisor:
             if lease is not None:
                 lease.cancel()
             self._end_session()
-            if self._lease is not None and self.lifecycle.state in (STOPPED, ABORTED):
+            if self._lease is not None and self.lifecycle.state in TERMINAL:
                 self._lease.release()  # no worker of ours is left: the next nsup need not wait for the expiry
         self.journal.record("supervisor_exit", code=code, state=self.lifecycle.state)
         return code
 
     async def _drive(self) -> int:
-        while self.lifecycle.state not in (STOPPED, ABORTED):
+        while self.lifecycle.state not in TERMINAL:
             activity = self._activity = asyncio.ensure_future(ACTIVITIES[self.lifecycle.state](self))
             try:
                 await asyncio.wait([activity])

@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import msgspec
+from loguru import logger
 
 from supervisor.persisted_state import boot_id
 
@@ -283,11 +284,24 @@ class Lease:
             await asyncio.sleep(max(0.0, sent_at + interval - time.monotonic()))
 
     def release(self) -> None:
-        """At exit, with no worker left: the next nsup need not wait for the expiry."""
+        """At exit, with no worker left: the next nsup need not wait for the expiry. On a connection of
+        its own (a renewal cancelled at exit may still be using the keeper's, in its thread), and never
+        raising: a release that fails only makes the next nsup wait for the expiry."""
+        from supervisor.redis_mirror import connect
+
         value = self.view.value
-        if value is not None:
-            self._call(lambda client: client.eval(_RELEASE, 1, self.key, value))
-            self.view = replace(self.view, value=None)
+        if value is None:
+            return
+        self.view = replace(self.view, value=None)
+        try:
+            client = connect(self.url, self._timeout)
+            try:
+                client.eval(_RELEASE, 1, self.key, value)
+            finally:
+                client.close()
+        except Exception as exc:  # noqa: BLE001 (best effort at exit: the expiry frees the node anyway)
+            logger.warning("the lease on {} was not released ({}: {}); the next nsup waits for its expiry ({:g}s)",
+                           self.key, type(exc).__name__, exc, self.view.ttl_secs)
 
     def close(self) -> None:
         if self._client is not None:
