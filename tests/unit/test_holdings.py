@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from supervisor.holdings import SESSION_END, Holdings, differences, ended_with
 from supervisor.protocol import OrderView, PositionView
+from tests.unit._statuses import status
 
 
 def position(side: str, quantity: str, instrument: str = "EUR/USD.SIM") -> PositionView:
@@ -54,3 +57,24 @@ def test_positions_are_compared_by_the_net_per_instrument():
 def test_an_unknown_end_names_everything_found():
     assert differences(None, Holdings(positions=[position("SHORT", "1")])) == [
         "EUR/USD.SIM: the venue has SHORT 1, and the last session's end is not on record"]
+
+
+def test_a_status_is_held_as_its_positions_and_its_orders():
+    read = msgspec.structs.replace(
+        status(positions=1, open_=1), orders=[order("O-7")],
+        positions=[position("LONG", "100000"), position("SHORT", "0.5", "BTCUSDT-PERP.BINANCE")])
+    held = Holdings.of(read)
+    assert held.positions == read.positions and held.orders == [order("O-7")]
+    assert not held.is_flat()
+
+
+def test_fractions_and_flips_are_named_with_their_side():
+    ended = Holdings(positions=[position("LONG", "0.5", "BTCUSDT-PERP.BINANCE")])
+    found = Holdings(positions=[position("SHORT", "0.25", "BTCUSDT-PERP.BINANCE"), position("LONG", "1", "ETH.SIM")])
+    assert differences(ended, found) == [
+        "BTCUSDT-PERP.BINANCE: the last session ended with LONG 0.5, the venue has SHORT 0.25",
+        "ETH.SIM: the last session ended with nothing, the venue has LONG 1",
+    ]
+    assert differences(None, Holdings(positions=[position("LONG", "0.5")])) == [
+        "EUR/USD.SIM: the venue has LONG 0.5, and the last session's end is not on record"]
+    assert differences(ended, ended) == []
