@@ -26,12 +26,14 @@ import asyncio
 from decimal import Decimal
 
 from nautilus_trader.config import StrategyConfig
-from nautilus_trader.model.enums import OmsType, OrderSide
+from nautilus_trader.model.enums import OrderSide
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.objects import Quantity
 from nautilus_trader.model.orders import Order
 from nautilus_trader.model.position import Position
 from nautilus_trader.trading.strategy import Strategy
+
+from node_worker.entry_gate import hedging
 
 RECONCILE_TIMEOUT_SECS = 10.0
 CLOSE_WITHIN_SECS = 5.0  # passes after the reconciliation: exits end and fills come back within this, or nsup asks again
@@ -111,8 +113,7 @@ class NsupCloser(Strategy):
                 waiting = True
                 continue
             net = sum((p.signed_decimal_qty() for p in positions), Decimal(0))
-            client = engine._routing_map.get(instrument_id.venue)  # the venue's account: its OMS type, its granularity
-            if client is not None and client.oms_type == OmsType.HEDGING:
+            if hedging(engine._routing_map, instrument_id.venue):  # the venue's account: its granularity
                 now = [p for p in positions if (net == 0 or p.is_long == (net > 0)) and p.id not in tried]
                 tried.update(p.id for p in now)
                 sent += [self.close(p, p.quantity, position_id=p.id) for p in now]
@@ -148,8 +149,9 @@ class NsupCloser(Strategy):
 def open_orders(cache) -> list[Order]:
     """Every order that may still trade: open at a venue, in flight, emulated, or held by an execution
     algorithm."""
-    held_locally = [o for o in cache.orders() if o.is_active_local and not o.is_closed
-                    and (o.is_emulated or o.exec_algorithm_id is not None)]
+    held_locally = [o for o in cache.orders_emulated() if o.is_emulated]  # the cache's indexes: no pass over
+    held_locally += [o for algorithm in cache.exec_algorithm_ids()     # every order of the session
+                     for o in cache.orders_for_exec_algorithm(algorithm) if o.is_active_local]
     orders = {o.client_order_id: o for o in [*cache.orders_open(), *cache.orders_inflight(), *held_locally]}
     return list(orders.values())
 

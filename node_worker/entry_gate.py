@@ -86,8 +86,7 @@ class EntryGate:
         return None
 
     def _hedging(self, order: Order) -> bool:
-        client = self._routing.get(order.instrument_id.venue)
-        return client is not None and client.oms_type == OmsType.HEDGING
+        return hedging(self._routing, order.instrument_id.venue)
 
     def _closes(self, order: Order, position_id) -> bool:
         position = self._cache.position(position_id) if position_id is not None else None
@@ -105,3 +104,9 @@ class EntryGate:
             (o.leaves_qty.as_decimal() for o in working.values() if o.side == order.side and not o.is_reduce_only),
             Decimal(0),
         )
+
+
+def hedging(routing_map: dict, venue) -> bool:
+    """Is the venue's account HEDGING (its OMS type, on the execution client that routes to it)?"""
+    client = routing_map.get(venue)
+    return client is not None and client.oms_type == OmsType.HEDGING

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from nautilus_trader.live.node import TradingNode
 
-from node_worker.venue_check import cannot_say
+from node_worker.venue_check import unsayable
 
 
 def facts_of(node: TradingNode) -> dict:
@@ -13,6 +13,5 @@ def facts_of(node: TradingNode) -> dict:
         # Their stop runs market_exit() by itself: a second exit beside nsup's, racing its closer.
         "manage_stop": [str(s.id) for s in node.trader.strategies() if s.config.manage_stop],
         # Venues whose adapter cannot say what they hold: flat there is only the node's own word.
-        "cannot_say": [f"{client.id}: {why}" for client in node.kernel.exec_engine._clients.values()
-                       if (why := cannot_say(client)) is not None],
+        "cannot_say": unsayable(node),
     }

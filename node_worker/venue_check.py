@@ -22,6 +22,13 @@ OPEN_AT_THE_VENUE = ("ACCEPTED", "PARTIALLY_FILLED", "SUBMITTED", "TRIGGERED", "
 SANDBOX = "its reports come from the node's own cache (NautilusTrader's sandbox): it cannot say"
 
 
+def unsayable(node: TradingNode) -> list[str]:
+    """The venues whose adapter cannot say what they hold, each with why (as preflight and the venue
+    check both print it)."""
+    return [f"{client.id}: {why}" for client in node.kernel.exec_engine._clients.values()
+            if (why := cannot_say(client)) is not None]
+
+
 async def venue_counts(node: TradingNode) -> tuple[Counts, list[str]]:
     """Open positions and open orders as the venues report them (orders in flight are the node's
     notion only, so that count is 0 here), and the venues that could not say, with why. On an
@@ -29,10 +36,9 @@ async def venue_counts(node: TradingNode) -> tuple[Counts, list[str]]:
     now = node.kernel.clock.timestamp_ns()
     in_scope = scope_of(node)
     positions = orders = 0
-    unavailable = []
+    unavailable = unsayable(node)
     for client in node.kernel.exec_engine._clients.values():
-        if (why := cannot_say(client)) is not None:
-            unavailable.append(f"{client.id}: {why}")
+        if cannot_say(client) is not None:
             continue
         try:
             reports = await client.generate_position_status_reports(

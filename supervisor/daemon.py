@@ -21,7 +21,7 @@ from loguru import logger
 
 from supervisor import protocol as p
 from supervisor.config import NsupConfig
-from supervisor.holdings import MISMATCH, SESSION_END, Holdings, differences, ended_with
+from supervisor.holdings import ENDED_WITH_KINDS, MISMATCH, SESSION_END, Holdings, differences, ended_with
 from supervisor.intent import Approval, Refused, StopRequest
 from supervisor.journal import Journal, count_fields, read_journal
 from supervisor.lease import Change, Lease
@@ -46,7 +46,7 @@ DURABILITY_RETRY_SECS = 1.0  # while the journal or state.json cannot be written
 def _last_session_end(journal_path) -> Holdings | None:
     """What the last session ended with (supervisor/holdings.py); unknown if the journal cannot be read."""
     try:
-        return ended_with(read_journal(journal_path) if journal_path.exists() else [])
+        return ended_with(read_journal(journal_path, kinds=ENDED_WITH_KINDS) if journal_path.exists() else [])
     except OSError as exc:
         logger.error("the journal cannot be read ({}): what the last session left is unknown", exc)
         return None

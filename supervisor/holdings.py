@@ -45,11 +45,14 @@ class Holdings(msgspec.Struct, frozen=True):
         return msgspec.to_builtins(self)
 
 
+ENDED_WITH_KINDS = (SESSION_END, "worker_spawned")  # the records ended_with() reads; the rest need no decoding
+
+
 def ended_with(records: list[dict]) -> Holdings | None:
     """What the last session ended with, from the journal: None when it is unknown (a worker was
     spawned and its end never recorded: nsup died first; or its node ran and was never heard). No
     earlier session is nothing held: a new node's accounts are flat."""
-    last = next((r for r in reversed(records) if r.get("kind") in (SESSION_END, "worker_spawned")), None)
+    last = next((r for r in reversed(records) if r.get("kind") in ENDED_WITH_KINDS), None)
     if last is None:
         return Holdings()
     if last["kind"] != SESSION_END or last.get("positions") is None:

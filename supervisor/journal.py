@@ -318,11 +318,15 @@ def last_record_id(path: Path, tail_bytes: int = 65_536) -> tuple[int, int]:
     return (0, 0)
 
 
-def read_journal(path: Path) -> list[dict]:
-    """Every intact record; a torn last line (power loss mid-write) is skipped, not fatal."""
+def read_journal(path: Path, kinds: tuple[str, ...] = ()) -> list[dict]:
+    """Every intact record (of these kinds only, if given: the others are not decoded); a torn last
+    line (power loss mid-write) is skipped, not fatal."""
+    wanted = [b'"kind":"%s"' % kind.encode() for kind in kinds]
     records = []
     with open(path, "rb") as f:
         for line in f:
+            if wanted and not any(w in line for w in wanted):
+                continue
             try:
                 records.append(msgspec.json.decode(line))
             except msgspec.DecodeError:

@@ -20,6 +20,7 @@ class FlattenCommand(Command):
         return {"counts": ctx.nsup.worker().last_status.counts, "actions": actions}
 
     def render(self, data: dict) -> str:
-        c = data["counts"]
-        lines = [f"counts         positions={c['positions_open']} inflight={c['orders_inflight']} open={c['orders_open']}"]
+        from supervisor.control.commands.status import counts
+
+        lines = [f"counts         {counts(data['counts'])}"]
         return "\n".join([*lines, *(f"closer         {action}" for action in data["actions"])])
