@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import zmq
+import zmq.asyncio
 from loguru import logger
 
 from node_worker.log_pipe import LogPipe
@@ -24,6 +25,7 @@ from supervisor import protocol as p
 TIMEOUT_POST_STOP_SECS = 0.001
 # Disposing closes the cache database, which waits on its Redis without end if Redis stops answering.
 DISPOSE_BOUND_SECS = 10.0
+EXIT_LINGER_MS = 2000  # at exit, the most a message to nsup still queued may wait for nsup to take it
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +66,10 @@ def _exit_now(node, log: LogPipe | None) -> NoReturn:
     NautilusTrader's modules one by one for nothing: the node is stopped (and disposed, or left to the
     next node's reconciliation). The logs are flushed first: NautilusTrader's by releasing its log
     guard (the last guard's release flushes its writers; without it, its last lines are lost), then
-    Python's own streams, which loguru writes to, then the pipe they all go through to worker.log."""
+    Python's own streams, which loguru writes to, then the pipe they all go through to worker.log. And
+    ZeroMQ sends what is queued to nsup first, within the socket's linger: os._exit skips the context's
+    termination, which is what sends it."""
+    zmq.asyncio.Context.instance().destroy(linger=EXIT_LINGER_MS)
     node.kernel._log_guard = None  # the kernel holds the only reference (NautilusTrader 1.231)
     sys.stdout.flush()
     sys.stderr.flush()

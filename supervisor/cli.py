@@ -34,6 +34,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+import zmq.asyncio
 from loguru import logger
 
 from supervisor import __version__
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 
 DEMO_FACTORY = "node_worker.demo.node:demo_node"
 MAX_IPC_PATH = 100  # sun_path holds 107 bytes; keep a margin
+EXIT_LINGER_MS = 1000  # at exit, the most a socket still open waits for its peer to take what is queued
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +114,10 @@ def _run(args) -> int:
 def _leave(code: int) -> NoReturn:
     """Exit with `code` once everything is closed (the journal fsync'd, every thread of ours stopped)
     without the interpreter's teardown: about 50 ms of CPU that only frees memory, and a queue when
-    many nodes on a few cores stop at once. Python's streams, which the log writes to, are flushed."""
+    many nodes on a few cores stop at once. Python's streams, which the log writes to, are flushed, and
+    ZeroMQ is given its sockets' linger: os._exit skips the context's termination, which is what sends
+    what is still queued (an abort's answer, the last events), and without it they were lost."""
+    zmq.asyncio.Context.instance().destroy(linger=EXIT_LINGER_MS)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -72,6 +72,35 @@ redis.call('SET', KEYS[1], ARGV[1])
 return 1
 """
 
+# Redis runs a script whole: the stream cannot lose its data (a restart without it, a FLUSHALL) between
+# the question "is the last record we settled still there?" and the XADDs that follow it. Asked apart,
+# a loss in between left the stream starting part-way, and the records before it were then appended
+# after it, out of order. The journal writes each line as {"ts":…,"kind":…,"id":…}: its first "id" is
+# the record's own. A record relocated past the stream's end carries its journal id in journal_id.
+_ADD_IF_SETTLED = """
+local function journal_id(entry)
+  local record
+  for i = 1, #entry, 2 do
+    if entry[i] == 'journal_id' then return entry[i + 1] end
+    if entry[i] == 'record' then record = entry[i + 1] end
+  end
+  local _, at = string.find(record or '', '"id":"', 1, true)
+  return at and string.match(record, '^[^"]*', at + 1)
+end
+if ARGV[1] ~= '' then
+  local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+  if #found == 0 or journal_id(found[1][2]) ~= ARGV[2] then
+    return false
+  end
+end
+local placed = {}
+for i = 4, #ARGV, 4 do
+  placed[#placed + 1] = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[i],
+                                    'kind', ARGV[i + 1], 'ts', ARGV[i + 2], 'record', ARGV[i + 3])
+end
+return placed
+"""
+
 
 class RedisSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     url: str | None = None
@@ -294,13 +323,8 @@ class RedisMirror:
         """Is the last record we shipped still in the stream? Redis may have come back without its
         data (redis-py reconnects by itself, so this is asked every round, not only on connect).
         If not, the whole file is walked again: what the stream holds is settled, the rest shipped."""
-        if self._settled is not None and not self._still_holds(client, self._settled):
+        if self._settled is not None and self._ship(client, []) is None:
             self._walk_again(client)
-
-    def _still_holds(self, client, settled: tuple[str, str]) -> bool:
-        stream_id, journal_id = settled
-        found = client.xrange(self.keys.journal, min=stream_id, max=stream_id)
-        return bool(found) and _journal_id(found[0][1]) == journal_id
 
     def _walk_again(self, client) -> None:
         logger.warning("the stream {} no longer holds the journal records shipped to it (Redis restarted without "
@@ -335,16 +359,13 @@ class RedisMirror:
         if not lines:
             return False
         shipped = self._ship(client, lines)
-        # The record before this batch (or its first) is asked for again after it: had Redis lost its data
-        # between the round's check and these XADDs, the stream would now start part-way, and the next
-        # check, of the batch's last record, would find it there.
-        anchor = self._settled or next(filter(None, shipped), None)
+        if shipped is None:
+            self._walk_again(client)
+            return True
         for line, settled in zip(lines, shipped):
             self._settled = settled or self._settled
             self._offset += len(line)
         self._write_progress()
-        if anchor is not None and not self._still_holds(client, anchor):
-            self._walk_again(client)
         return True
 
     def _ship_held(self, client) -> None:
@@ -353,18 +374,22 @@ class RedisMirror:
         held = [(parse_id(record_id), line) for record_id, line in self._held()] if self._held else []
         fresh = [(record_id, line) for record_id, line in held if record_id > self._held_shipped]
         if fresh:
-            self._ship(client, [line for _, line in fresh])
-            self._held_shipped = fresh[-1][0]
+            if self._ship(client, [line for _, line in fresh]) is not None:
+                self._held_shipped = fresh[-1][0]
 
-    def _ship(self, client, lines: list[bytes]) -> list[tuple[str, str] | None]:
-        """XADD each line under its journal id; per line, (stream id, journal id) where it now is in the
+    def _ship(self, client, lines: list[bytes]) -> list[tuple[str, str] | None] | None:
+        """XADD each line under its journal id, if the record settled last is still in the stream (None
+        if it is not: Redis lost its data); per line, (stream id, journal id) where it now is in the
         stream, or None for a line there is nothing to ship of. Raises if Redis failed one: what is
         resent next round is refused as present, never added twice."""
         entries = [_entry(line) for line in lines]
-        pipe = client.pipeline(transaction=False)
-        for entry in filter(None, entries):
-            pipe.xadd(self.keys.journal, entry[1], id=entry[0], maxlen=self.section.stream_max_records, approximate=True)
-        results = iter(pipe.execute(raise_on_error=False))
+        args = [*(self._settled or ("", "")), self.section.stream_max_records]
+        for record_id, fields in filter(None, entries):
+            args += [record_id, fields["kind"], fields["ts"], fields["record"]]
+        results = client.eval(_ADD_IF_SETTLED, 1, self.keys.journal, *args)
+        if results is None:
+            return None
+        results = iter(results)
         outcomes = [next(results) if entry is not None else None for entry in entries]
         refused = [entry for entry, outcome in zip(entries, outcomes) if _already_past(outcome)]
         placed = self._place_refused(client, refused) if refused else {}
@@ -478,13 +503,6 @@ def _entry(line: bytes) -> tuple[str, dict] | None:
 
 def _already_past(outcome) -> bool:
     return isinstance(outcome, Exception) and "equal or smaller" in str(outcome)
-
-
-def _journal_id(fields: dict) -> str | None:
-    if b"journal_id" in fields:
-        return fields[b"journal_id"].decode()
-    entry = _entry(fields.get(b"record", b"") + b"\n")
-    return entry[0] if entry else None
 
 
 def _reason(exc: BaseException) -> str:

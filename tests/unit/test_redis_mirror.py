@@ -219,6 +219,41 @@ def test_redis_coming_back_empty_under_a_live_mirror_gets_everything_again(redis
     journal.close()
 
 
+class FlushBeforeTheNextBatch:
+    """A real client that, once armed, has Redis lose its data just before the next batch of records
+    goes to it: the moment between "is the stream still ours?" and the XADDs."""
+
+    def __init__(self, client):
+        self._client, self.armed = client, False
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def eval(self, script, numkeys, *args):
+        if self.armed and len(args) > 4:  # the stream, the settled record's ids, the cap: records follow
+            self.armed = False
+            self._client.flushall()
+        return self._client.eval(script, numkeys, *args)
+
+
+def test_a_loss_just_before_a_batch_is_walked_again_in_order(redis_server, journal_path, monkeypatch):
+    """Asked apart from the XADDs, such a loss left the batch first in the stream and the records before
+    it appended after it (relocated, out of order): found 1 run in 12 on a loaded machine."""
+    import supervisor.redis_mirror as redis_mirror
+
+    clients = []
+    real_connect = redis_mirror.connect
+    monkeypatch.setattr(redis_mirror, "connect", lambda *a, **k: clients.append(FlushBeforeTheNextBatch(real_connect(*a, **k))) or clients[-1])
+    mirror, journal = caught_up_mirror(redis_server, journal_path, 5)
+    clients[-1].armed = True
+    journal.record("command", n=5)
+    wait_until(lambda: not clients[-1].armed and mirrored(redis_server, journal_path), what="the journal in order")
+    assert [r["n"] for r in stream_records(redis_server)] == list(range(6))
+    assert not any("journal_id" in r for r in stream_records(redis_server))
+    mirror.close()
+    journal.close()
+
+
 def test_a_damaged_progress_file_means_a_walk_not_duplicates(redis_server, journal_path):
     mirror, journal = caught_up_mirror(redis_server, journal_path, 5)
     mirror.close()
