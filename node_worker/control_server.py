@@ -31,6 +31,10 @@ from supervisor.lease import refused_by_worker
 
 RUN_POLL_SECS = 0.01
 SUPERVISOR_LOST_AFTER_BEATS = 5
+# A worker whose node never ran has nothing to protect (it never connected to a venue): with no word
+# from nsup this long after its hello, nsup died while starting it (killed between spawning it and
+# putting it on record, so no new nsup can know it), and the worker ends itself, freeing the node's lock.
+ORPHANED_BEFORE_RUN_AFTER_BEATS = 10
 
 
 class ControlServer:
@@ -43,6 +47,7 @@ class ControlServer:
         self._heartbeat_secs = heartbeat_secs
         self._reduce_after_supervisor_lost_secs = reduce_after_supervisor_lost_secs  # 0: never
         self._last_supervisor: float | None = None  # loop time of the supervisor's last message
+        self._said_hello_at = 0.0  # loop time
         self._supervisor_lost_at: float | None = None
         self._socket: zmq.asyncio.Socket | None = None
         self._run_task: asyncio.Task | None = None
@@ -68,6 +73,7 @@ class ControlServer:
         self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         self._socket.connect(self._endpoint)
         await self._send(p.Hello(p.PROTOCOL_VERSION, os.getpid(), str(self._node.trader_id), self._status()))
+        self._said_hello_at = asyncio.get_running_loop().time()
         tasks = [asyncio.ensure_future(self._heartbeat()), asyncio.ensure_future(self._receive())]
         await self._stopped.wait()
         for task in tasks:
@@ -124,7 +130,13 @@ class ControlServer:
         """No supervisor for a while: say so, keep trading as told (nsup re-attaches when it is back);
         after the configured grace, go closing-only, so nothing new opens with nobody watching."""
         now = asyncio.get_running_loop().time()
-        if self._last_supervisor is None or now - self._last_supervisor < SUPERVISOR_LOST_AFTER_BEATS * self._heartbeat_secs:
+        silent_for = now - (self._last_supervisor or self._said_hello_at)
+        if self._run_task is None and self._stop_task is None and silent_for >= ORPHANED_BEFORE_RUN_AFTER_BEATS * self._heartbeat_secs:
+            logger.warning("no word from nsup for {:.1f}s and the node never ran: nothing to protect; the worker "
+                           "ends itself, so that a new nsup can start the node", silent_for)
+            self._stopped.set()
+            return
+        if self._last_supervisor is None or silent_for < SUPERVISOR_LOST_AFTER_BEATS * self._heartbeat_secs:
             return
         if self._supervisor_lost_at is None:
             self._supervisor_lost_at = self._last_supervisor

@@ -392,8 +392,8 @@ class Supervisor:
         s = self.config.supervisor
         await self._session.insist(p.SetTradingState("REDUCING"))
         for round_no in range(1, s.flatten_rounds + 1):
-            await self._session.insist(p.MarketExit(), round=round_no)
-            await self.close_all()
+            await self._session.attempt(p.MarketExit(), round=round_no)
+            await self._closer_round()
             if await self._flat_within(s.flatten_round_wait_secs):
                 return
             self.journal.record("flatten_round", round=round_no, of=s.flatten_rounds, flat=False, **self.counts())
@@ -410,7 +410,7 @@ class Supervisor:
         s = self.config.supervisor
         reminded = time.monotonic()
         while not await self._flat_within(s.flatten_round_wait_secs):
-            await self.close_all()
+            await self._closer_round()
             if time.monotonic() - reminded > STUCK_REMINDER_SECS:
                 reminded = time.monotonic()
                 logger.critical("still STUCK and not flat: {}", self._session.describe_exposure())
@@ -633,10 +633,22 @@ class Supervisor:
         self.persist()
         return self._intended_trading_state
 
-    async def close_all(self, actor: str = "nsup") -> list[str]:
-        """nsup's closer in the worker: cancels and closes what the strategies leave, whoever owns it
-        (node_worker/closer.py); what it sent is journaled, and returned."""
-        reply = await self._session.insist(p.CloseAll(), actor=actor, timeout=p.CloseAll.ANSWER_SECS)
+    async def close_all(self, actor: str) -> list[str]:
+        """An operator's flatten: nsup's closer in the worker, which cancels and closes what the
+        strategies leave, whoever owns it (node_worker/closer.py). Raises LinkError if the worker
+        refuses it or does not answer."""
+        reply = await self._session.command(p.CloseAll(), actor=actor, timeout=p.CloseAll.ANSWER_SECS)
+        return self._closer_sent(reply, actor)
+
+    async def _closer_round(self) -> None:
+        """nsup's closer, once a round: a worker that refuses it or does not answer is on record, and
+        the round goes on to its wait for flat, which is what ends it."""
+        reply = await self._session.attempt(p.CloseAll(), timeout=p.CloseAll.ANSWER_SECS)
+        if reply is not None:
+            self._closer_sent(reply, "nsup")
+
+    def _closer_sent(self, reply: p.Reply, actor: str) -> list[str]:
+        """What the closer sent (a close or cancel per position and order it found) goes on record."""
         if reply.actions:
             self.journal.record("closer", actor=actor, actions=reply.actions, **self.counts())
         return reply.actions

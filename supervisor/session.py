@@ -72,6 +72,7 @@ class WorkerSession:
         s = config.supervisor
         self._config = config
         self._journal = journal
+        self._refused: dict[type, str] = {}  # per kind of command, the refusal last put on record
         self._on_status = on_status
         self._on_stop_request = on_stop_request
         self._watching = watching
@@ -166,23 +167,44 @@ class WorkerSession:
     # Commands -------------------------------------------------------------------------------
 
     async def command(self, command: p.Command, timeout: float | None = None, actor: str = "nsup", **details) -> p.Reply:
-        if not isinstance(command, p.GetStatus):  # on record before it is sent
-            self._journal.record("worker_command", command=command, actor=actor, **details, **self.counts())
+        self._on_record(command, actor, details)
         return await self.link.request(command, timeout or self.answer_timeout)
 
-    async def insist(self, command: p.Command, **details) -> p.Reply:
+    async def insist(self, command: p.Command, timeout: float | None = None, actor: str = "nsup", **details) -> p.Reply:
         """A command that must get through. While the worker does not answer, the heartbeat watch
         alerts; while it refuses, the refusal is journaled once. Either way nsup tries again and never
-        ends the worker for it. Raises WorkerLost if the worker exits meanwhile."""
-        refused = None
-        while True:
-            try:
-                return await self.while_alive(self.command(command, **details))
-            except LinkError as exc:
-                if str(exc) != refused:
-                    refused = str(exc)
-                    self._journal.record("fault", reason=f"{exc}; trying again", **self.counts())
+        ends the worker for it. The command is on record once, however often it is sent: a worker that
+        refuses it for hours must not grow the journal by a record a try. Raises WorkerLost if the
+        worker exits meanwhile."""
+        self._on_record(command, actor, details)
+        while (reply := await self._sent(command, timeout)) is None:
             await asyncio.sleep(self._config.supervisor.heartbeat_interval_secs)
+        return reply
+
+    async def attempt(self, command: p.Command, timeout: float | None = None, actor: str = "nsup", **details) -> p.Reply | None:
+        """A command sent once, for a round that goes on without its answer (a flatten round still
+        waits for flat): None if the worker refused it or did not answer, which is on record as for
+        `insist`. Raises WorkerLost if the worker exits meanwhile."""
+        self._on_record(command, actor, details)
+        return await self._sent(command, timeout)
+
+    async def _sent(self, command: p.Command, timeout: float | None) -> p.Reply | None:
+        """The reply, or None; a refusal (or silence) is journaled once for as long as the same one
+        repeats for this kind of command."""
+        kind = type(command)
+        try:
+            reply = await self.while_alive(self.link.request(command, timeout or self.answer_timeout))
+        except LinkError as exc:
+            if self._refused.get(kind) != str(exc):
+                self._refused[kind] = str(exc)
+                self._journal.record("fault", reason=f"{exc}; trying again", **self.counts())
+            return None
+        self._refused.pop(kind, None)
+        return reply
+
+    def _on_record(self, command: p.Command, actor: str, details: dict) -> None:
+        if not isinstance(command, p.GetStatus):  # on record before it is sent
+            self._journal.record("worker_command", command=command, actor=actor, **details, **self.counts())
 
     async def fresh_status(self) -> p.NodeStatus | None:
         """The worker's status now, or the last one heard if it does not answer in time."""

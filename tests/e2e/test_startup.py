@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +57,29 @@ def test_no_new_nsup_beside_a_worker_it_cannot_vouch_for(nsup_run):
     assert pid_alive(run.worker_pid)
     assert len(run.records("worker_spawned")) == 1
     os.kill(run.worker_pid, signal.SIGKILL)  # teardown
+
+
+def test_a_worker_left_unrecorded_before_its_node_ran_ends_itself_and_frees_the_node(nsup_run):
+    """nsup killed between spawning a worker and putting it in state.json: no nsup can vouch for that
+    worker, so each new one is refused beside it. Its node never ran (nothing to protect), so with no
+    word from nsup for ten heartbeats after its hello it ends itself, and the next nsup starts the node."""
+    run = nsup_run({"hold_secs": 3600.0, "flat_secs": 0.0})
+    worker = run.wait_for(lambda: run.records("worker_spawned") and run.worker_pid, what="the worker spawned")
+    run.process.kill()  # before the worker said hello (it builds its node for seconds), so before RunNode
+    run.process.wait()
+    (run.state_dir / "state.json").unlink()  # as if nsup died before it put the worker on record
+    assert not run.records("worker_hello"), "the scenario missed its window: the worker said hello first"
+
+    refused = subprocess.run([sys.executable, "-m", "supervisor", "run", "--config", str(run.config_path)],
+                             cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert refused.returncode == EXIT_USAGE and "it is not ours" in refused.stderr
+    deadline = time.monotonic() + 30
+    while pid_alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(worker), "the orphaned worker did not end itself"
+    assert "the worker ends itself" in Path(run.records("worker_spawned")[0]["log"]).read_text()
+
+    run.start()
+    run.wait_for_state("RUNNING")
+    run.signal(signal.SIGTERM)
+    assert run.exit_code() == 0

@@ -337,6 +337,8 @@ class SimNode:
                 self.venue.learn_everything()  # a residual is the kind reconciliation does not clear (split netting)
                 return None
             case p.CloseAll():
+                if self.world.closer_fails:  # a bug in the closer, a cache it cannot read: an error, every time
+                    return "nsup's closer failed: the cache could not be read"
                 if self.ran:
                     if not self.inflight:  # as node_worker/closer.py: it reconciles only with nothing in flight
                         self.venue.learn_everything()
@@ -539,6 +541,7 @@ class World:
         self.hello_delay = 0.0
         self.stop_hangs = False
         self.run_fails = False
+        self.closer_fails = False  # every CloseAll is answered with an error
         self.journal_path = config.supervisor.state_path / "journal.jsonl"
         self.state_path = config.supervisor.state_path / "state.json"
         self.disk = Disk(config.supervisor.state_path)  # the state dir's disk: it may fill up or fail

@@ -295,6 +295,12 @@ class GuardMachine(RuleBasedStateMachine):
         """The next workers reconcile and then fail to start (an exchange that is unreachable)."""
         self.world.run_fails = fails
 
+    @rule(fails=st.booleans())
+    @step
+    def closer_fails(self, fails):
+        """nsup's closer answers every CloseAll with an error (a bug in it): the rounds go on without it."""
+        self.world.closer_fails = fails
+
     @rule(pause=PAUSES)
     @step
     def crash_supervisor(self, pause):
@@ -359,7 +365,7 @@ class GuardMachine(RuleBasedStateMachine):
             return
         w.disk.error = None
         if w.running:
-            w.venue.exits_fail, w.stop_hangs, w.hello_delay, w.run_fails = False, False, 0.0, False
+            w.venue.exits_fail, w.stop_hangs, w.hello_delay, w.run_fails, w.closer_fails = False, False, 0.0, False, False
             for sim in w.sims:
                 sim.unhang()
                 sim.stop_hangs = False
@@ -584,6 +590,21 @@ def test_a_worker_that_reconciled_exposure_and_failed_to_start_is_not_ended_for_
     assert failed.ran and failed.run_fails, "the scenario missed its window"
     refusals = [r for r in m.world.records if r["kind"] == "refusal" and r.get("pid") == failed.pid]
     assert refusals and refusals[0]["reason"].startswith("not flat"), "the gate refused while positions were open"
+
+
+def test_a_closer_that_always_fails_neither_floods_the_journal_nor_keeps_a_stuck_node_from_flat():
+    """Each round sends it once and goes on to its wait for flat: once the positions are closed at the
+    venue by hand, nsup finds it flat and stops. Sent until it got through, it was a record a second
+    (a heartbeat) for as long as it failed, and STUCK never looked for flat again."""
+    m = play(setup(exposure=2, exits_fail=True), ("closer_fails", {"fails": True}), op("stop"),
+             sleep(), sleep(), sleep(), sleep(), ("close_by_hand", {"pause": 0.0}), sleep(), sleep())
+    assert m.exit_code == EXIT_OK and m.world.session_ends[-1] == STOPPED
+    sent = [r for r in m.world.records if r["kind"] == "worker_command" and isinstance(r["command"], p.CloseAll)]
+    rounds = [r for r in m.world.records if r["kind"] == "flatten_round"]
+    said = [r for r in m.world.records if r["kind"] == "fault" and "closer failed" in r["reason"]]
+    assert len(rounds) == 2 and m.world.closer_fails, "the scenario went STUCK with the closer failing"
+    assert 3 <= len(sent) <= 12, f"one CloseAll a round (0.2 s), not one a try: {len(sent)} in about 1.2 s"
+    assert len(said) == 1, "the same refusal is on record once"
 
 
 def test_a_hung_worker_that_was_flat_is_killed_and_replaced():
