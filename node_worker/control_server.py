@@ -128,7 +128,8 @@ class ControlServer:
 
     def _miss_supervisor(self) -> None:
         """No supervisor for a while: say so, keep trading as told (nsup re-attaches when it is back);
-        after the configured grace, go closing-only, so nothing new opens with nobody watching."""
+        after the configured grace, go closing-only, so nothing new opens with nobody watching. A
+        worker whose node never ran ends itself instead (ORPHANED_BEFORE_RUN_AFTER_BEATS)."""
         now = asyncio.get_running_loop().time()
         silent_for = now - (self._last_supervisor or self._said_hello_at)
         if self._run_task is None and self._stop_task is None and silent_for >= ORPHANED_BEFORE_RUN_AFTER_BEATS * self._heartbeat_secs:
