@@ -15,6 +15,7 @@ from pathlib import Path
 from loguru import logger
 
 from supervisor.control.client.client import ControlClient, NotReachable, ProtocolViolation
+from supervisor.control.client.host_view import on_every_node
 from supervisor.control.commands import COMMANDS
 from supervisor.control.commands.base import Refusal
 from supervisor.control.commands.status import counts
@@ -69,18 +70,19 @@ class Operator:
                 logger.info("telegram: the refusal is not on {}'s record: {}", node, exc)
 
     def _every_node(self, user: str) -> str:
+        """A line a node, every node asked at once: a silent nsup costs its own timeout, not the sum."""
         nodes = self._nodes()
         if not nodes:
             return "no nodes on this host"
-        lines = []
-        for name in nodes:
-            try:
-                s = self._call(name, "status", user)
-                lines.append(f"{name}: {s['state']} ({s['trading_state']}{', paused' if s['paused'] else ''}) "
-                             f"{counts(s)} health={s['health']} heartbeat {s['heartbeat_age_secs']}s ago")
-            except Refusal as exc:
-                lines.append(str(exc))
-        return "\n".join(lines)
+        return "\n".join(on_every_node(nodes, lambda name, state_dir: self._status_line(name, state_dir, user)))
+
+    def _status_line(self, name: str, state_dir: Path, user: str) -> str:
+        try:
+            s = self._ask(name, state_dir, "status", user)
+        except Refusal as exc:
+            return str(exc)
+        return (f"{name}: {s['state']} ({s['trading_state']}{', paused' if s['paused'] else ''}) "
+                f"{counts(s)} health={s['health']} heartbeat {s['heartbeat_age_secs']}s ago")
 
     def _challenge(self, action: str, node: str, user: str) -> str:
         data = self._call(node, action, user)
@@ -107,9 +109,13 @@ class Operator:
 
     def _call(self, node: str, command: str, user: str, timeout_secs: float | None = None, **fields) -> dict:
         """nsup's answer, or Refusal with its reason (or why it could not be asked)."""
-        state_dir = self._nodes().get(node)
-        if state_dir is None:
-            raise Refusal(f"no node named {node!r} (nodes: {', '.join(self._nodes()) or 'none'})")
+        nodes = self._nodes()
+        if node not in nodes:
+            raise Refusal(f"no node named {node!r} (nodes: {', '.join(nodes) or 'none'})")
+        return self._ask(node, nodes[node], command, user, timeout_secs, **fields)
+
+    def _ask(self, node: str, state_dir: Path, command: str, user: str, timeout_secs: float | None = None,
+             **fields) -> dict:
         try:
             client = ControlClient.from_state_dir(state_dir, self._timeout_secs, user=user)
         except NotReachable as exc:

@@ -233,6 +233,29 @@ def test_what_needs_no_node_is_answered_by_the_bridge(tmp_path):
     assert operator.answer(parse("/help"), 42).startswith("/status [NODE]")
 
 
+def test_status_of_every_node_asks_them_at_once(tmp_path):
+    """Three nsups that take the request and never answer: one timeout for /status, not three."""
+    context = zmq.Context.instance()
+    silent = []
+    for name in ("alpha", "bravo", "charlie"):
+        (tmp_path / name).mkdir()
+        socket = context.socket(zmq.ROUTER)
+        socket.bind(f"ipc://{tmp_path / name / 'control.sock'}")
+        silent.append(socket)
+        endpoints = {"control": [socket.last_endpoint.decode()], "events": ["ipc:///nowhere"]}
+        (tmp_path / name / "endpoints.json").write_text(json.dumps(endpoints))
+    try:
+        started = time.monotonic()
+        said = Operator(lambda: host.nodes(tmp_path), timeout_secs=2.0).answer(parse("/status"), 42)
+        took = time.monotonic() - started
+    finally:
+        for socket in silent:
+            socket.close(linger=0)
+    assert [line.split(":")[0] for line in said.splitlines()] == ["alpha", "bravo", "charlie"], said
+    assert all("did not answer" in line or "no reply" in line for line in said.splitlines()), said
+    assert took < 5.0, f"{took:.1f}s: asked one after another (6 s), not at once (2 s)"
+
+
 def test_a_hung_bot_api_never_stops_the_bridge_reading_events(fake, running_bridge):
     bridge, root = running_bridge
     node = FakeNodeEvents(root / "echo")
