@@ -167,7 +167,7 @@ class WorkerSession:
     # Commands -------------------------------------------------------------------------------
 
     async def command(self, command: p.Command, timeout: float | None = None, actor: str = "nsup", **details) -> p.Reply:
-        self._on_record(command, actor, details)
+        self._put_on_record(command, actor, details)
         return await self.link.request(command, timeout or self.answer_timeout)
 
     async def insist(self, command: p.Command, timeout: float | None = None, actor: str = "nsup", **details) -> p.Reply:
@@ -176,8 +176,8 @@ class WorkerSession:
         ends the worker for it. The command is on record once, however often it is sent: a worker that
         refuses it for hours must not grow the journal by a record a try. Raises WorkerLost if the
         worker exits meanwhile."""
-        self._on_record(command, actor, details)
-        while (reply := await self._sent(command, timeout)) is None:
+        self._put_on_record(command, actor, details)
+        while (reply := await self._send_once(command, timeout)) is None:
             await asyncio.sleep(self._config.supervisor.heartbeat_interval_secs)
         return reply
 
@@ -185,10 +185,10 @@ class WorkerSession:
         """A command sent once, for a round that goes on without its answer (a flatten round still
         waits for flat): None if the worker refused it or did not answer, which is on record as for
         `insist`. Raises WorkerLost if the worker exits meanwhile."""
-        self._on_record(command, actor, details)
-        return await self._sent(command, timeout)
+        self._put_on_record(command, actor, details)
+        return await self._send_once(command, timeout)
 
-    async def _sent(self, command: p.Command, timeout: float | None) -> p.Reply | None:
+    async def _send_once(self, command: p.Command, timeout: float | None) -> p.Reply | None:
         """The reply, or None; a refusal (or silence) is journaled once for as long as the same one
         repeats for this kind of command."""
         kind = type(command)
@@ -202,7 +202,7 @@ class WorkerSession:
         self._refused.pop(kind, None)
         return reply
 
-    def _on_record(self, command: p.Command, actor: str, details: dict) -> None:
+    def _put_on_record(self, command: p.Command, actor: str, details: dict) -> None:
         if not isinstance(command, p.GetStatus):  # on record before it is sent
             self._journal.record("worker_command", command=command, actor=actor, **details, **self.counts())
 
